@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Set up everything ikev2lib needs on a fresh Debian machine: system packages (when run as root),
+# a virtualenv in .venv, and an editable install of ikev2lib with its test extras.
+# Safe to run again: it only installs what is missing and rebuilds the C extension.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mapfile -t APT_PACKAGES < <(grep -v '^\s*#' scripts/apt-packages.txt | grep -v '^\s*$')
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "bootstrap: missing Debian packages (run as root to install): ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "bootstrap: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip setuptools wheel 'Cython>=3.0'
+.venv/bin/python -m pip install -q --no-build-isolation -e '.[test]'
