@@ -24,5 +24,12 @@ PYTHON=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip setuptools wheel 'Cython>=3.0'
-.venv/bin/python -m pip install -q --no-build-isolation -e '.[test]'
+# pip's output goes to a log and is shown only when it fails (the build's warnings are noise otherwise).
+log=.venv/bootstrap-pip.log
+if ! { .venv/bin/python -m pip install -q --upgrade pip setuptools wheel 'Cython>=3.0' &&
+       .venv/bin/python -m pip install -q --no-build-isolation -e '.[test]'; } >"$log" 2>&1; then
+    grep -v '^WARNING: Location' "$log" >&2
+    echo "bootstrap: pip install failed (full log: $log)" >&2
+    exit 1
+fi
+.venv/bin/python -c "import ikev2lib._esp_fast" && echo "bootstrap: .venv ready, C extension built"
