@@ -49,3 +49,13 @@ class UnsupportedCriticalPayload(ParseError):
 
 class IntegrityError(RemoteProtocolError):
     """Authentication of protected data failed (ICV/tag mismatch). No plaintext is ever returned."""
+
+
+class InvalidMajorVersion(ParseError):
+    """The IKE header's major version is not 2 (RFC 7296 section 2.5): answer INVALID_MAJOR_VERSION."""
+
+    notify = 5  # INVALID_MAJOR_VERSION
+
+    def __init__(self, major_version: int, offset: int) -> None:
+        super().__init__(f"unsupported IKE major version {major_version}", offset)
+        self.major_version = major_version
