@@ -2,7 +2,7 @@
 decryption for every IKE cipher suite and peer KE values for every group.
 
 Invariant: only RemoteProtocolError (IntegrityError is one) escapes; anything else is a bug.
-Run bounded, e.g.:  .venv/bin/python tests/crypto/fuzz_crypto.py -runs=20000 -max_total_time=30
+Run bounded, e.g.:  .venv/bin/python fuzz/fuzz_crypto.py -runs=20000 -max_total_time=30
 """
 
 from __future__ import annotations
