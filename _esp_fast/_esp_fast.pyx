@@ -1,10 +1,539 @@
-# cython: language_level=3
-"""Python face of the C ESP core."""
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Python face of the C ESP core (esp_core.c): takes buffers, releases the GIL around real work.
 
-cdef extern from "esp_core.h":
+The public, documented API is `ikev2lib.esp`; this module holds only the thin bindings it uses.
+"""
+
+from cpython.ref cimport PyObject, Py_DECREF
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+
+from ikev2lib.esp.errors import raise_for_status as _raise_for_status
+
+# Single-packet calls release the GIL only for packets this large: below it, dropping and retaking the
+# GIL costs more than the crypto it would let run in parallel. Batch calls always release it.
+cdef enum:
+    GIL_RELEASE_MIN = 256
+
+
+cdef extern from "Python.h":
+    PyObject *PyBytes_FromStringAndSize_raw "PyBytes_FromStringAndSize" (const char *, Py_ssize_t)
+    int _PyBytes_Resize(PyObject **, Py_ssize_t) except -1
+    char *PyBytes_AS_STRING_raw "PyBytes_AS_STRING" (PyObject *)
+
+
+cdef extern from *:
+    uint64_t __atomic_load_n(uint64_t *, int) nogil
+    int __ATOMIC_RELAXED
+
+
+cdef extern from "esp_sock.h" nogil:
+    int esp_sock_send_batch(int fd, const uint8_t *buf, size_t buf_size, const uint32_t *offs,
+                            const uint32_t *lens, size_t n, size_t skip, size_t *sent, int *err)
+    int esp_sock_recv_batch(int fd, uint8_t *buf, size_t buf_size, size_t slot, size_t headroom, size_t n,
+                            int strip_ipv4, int synth_udp, uint32_t *offs, uint32_t *lens, size_t *received,
+                            int *err)
+
+
+cdef extern from "esp_core.h" nogil:
+    ctypedef struct esp_sa_t:
+        pass
+    ctypedef struct esp_sa_config_t:
+        uint32_t spi
+        int alg
+        const uint8_t *key
+        size_t key_len
+        const uint8_t *salt
+        unsigned icv_len
+        int outbound
+        int tunnel
+        int esn
+        uint32_t replay_window
+        int udp_encap
+        uint16_t udp_sport
+        uint16_t udp_dport
+        uint64_t soft_packets
+        uint64_t hard_packets
+        uint64_t soft_bytes
+        uint64_t hard_bytes
+    ctypedef struct esp_stats_t:
+        uint64_t packets
+        uint64_t bytes
+        uint64_t drops[14]
+    ctypedef struct esp_replay_t:
+        uint64_t last
+        uint32_t window
+    ctypedef struct esp_table_entry_t:
+        uint32_t spi
+        esp_sa_t *sa
+
+    enum:
+        ESP_OK
+        ESP_ERR_INVALID
+        ESP_ERR_BUFFER
+        ESP_STATUS_COUNT
+        ESP_MAX_PACKET
+        ESP_UDP_HDR_LEN
+
     const char *esp_core_openssl_version()
+    esp_sa_t *esp_sa_new(const esp_sa_config_t *cfg, int *status)
+    void esp_sa_free(esp_sa_t *sa)
+    size_t esp_encap_size(const esp_sa_t *sa, size_t inner_len, size_t tfc_pad)
+    int esp_encap(esp_sa_t *sa, int next_header, const uint8_t *inp, size_t in_len, size_t tfc_pad,
+                  uint8_t *out, size_t out_cap, size_t *out_len)
+    int esp_decap(esp_sa_t *sa, const uint8_t *pkt, size_t pkt_len, uint8_t *out, size_t out_cap,
+                  size_t *out_len, int *next_header)
+    size_t esp_encap_batch(esp_sa_t *sa, int next_header, const uint8_t *inp, size_t in_size,
+                           const uint32_t *offs, const uint32_t *lens, size_t n, uint8_t *out, size_t out_cap,
+                           uint32_t *out_offs, uint32_t *out_lens, uint8_t *status)
+    size_t esp_decap_batch(const esp_table_entry_t *table, size_t n_sa, int udp_encap, const uint8_t *inp,
+                           size_t in_size, const uint32_t *offs, const uint32_t *lens, size_t n, uint8_t *out,
+                           size_t out_cap, uint32_t *out_offs, uint32_t *out_lens, uint8_t *next_headers,
+                           uint8_t *status, uint64_t *table_drops)
+    void esp_table_sort(esp_table_entry_t *table, size_t n_sa)
+    int esp_table_check_unique(const esp_table_entry_t *table, size_t n_sa)
+    int esp_udp_classify(const uint8_t *payload, size_t length)
+    void esp_sa_stats(esp_sa_t *sa, esp_stats_t *out)
+    int esp_sa_lifetime_state(esp_sa_t *sa)
+    uint64_t esp_sa_next_seq(esp_sa_t *sa)
+    uint64_t esp_sa_highest_seq(esp_sa_t *sa)
+    int esp_sa_advance(esp_sa_t *sa, uint64_t next_seq)
+    int esp_replay_init(esp_replay_t *w, uint32_t window)
+    void esp_replay_free(esp_replay_t *w)
+    void esp_replay_reset(esp_replay_t *w, uint64_t last)
+    int esp_replay_check(const esp_replay_t *w, uint64_t seq)
+    void esp_replay_update(esp_replay_t *w, uint64_t seq)
+    int esp_infer_seq(uint64_t last, uint32_t window, uint32_t seq_lo, uint64_t *seq)
 
 
 def openssl_version() -> str:
     """The libcrypto version the extension is linked against."""
     return esp_core_openssl_version().decode()
+
+
+def udp_classify(const unsigned char[::1] payload not None) -> int:
+    """Kind of a UDP/4500 datagram payload: 0 keepalive, 1 IKE, 2 ESP, 3 invalid."""
+    return esp_udp_classify(&payload[0] if payload.shape[0] else NULL, <size_t>payload.shape[0])
+
+
+cdef inline const uint8_t *_ptr(const unsigned char[::1] v) noexcept:
+    return &v[0] if v.shape[0] else <const uint8_t *>""
+
+
+cdef class CoreSA:
+    """One unidirectional ESP SA held by the C core. Use `ikev2lib.esp.EspSA`, which validates the
+    configuration and subclasses this."""
+
+    cdef esp_sa_t *sa
+    cdef bint outbound
+    cdef bint tunnel
+    cdef bint udp_encap
+    cdef unsigned icv_len
+
+    def __cinit__(self, *args, **kwargs):
+        self.sa = NULL
+
+    def __dealloc__(self):
+        if self.sa is not NULL:
+            esp_sa_free(self.sa)
+            self.sa = NULL
+
+    cdef inline int _check_ready(self) except -1:
+        if self.sa is NULL:
+            _raise_for_status(ESP_ERR_INVALID, "SA not configured")
+        return 0
+
+    def _configure(self, uint32_t spi, int alg, const unsigned char[::1] key not None,
+                   const unsigned char[::1] salt not None, unsigned icv_len, bint outbound, bint tunnel,
+                   bint esn, uint32_t replay_window, bint udp_encap, uint16_t udp_sport, uint16_t udp_dport,
+                   uint64_t soft_packets, uint64_t hard_packets, uint64_t soft_bytes, uint64_t hard_bytes):
+        cdef esp_sa_config_t cfg
+        cdef int status = 0
+        if self.sa is not NULL:
+            _raise_for_status(ESP_ERR_INVALID, "SA already configured")
+        if salt.shape[0] != 4 or key.shape[0] == 0:
+            _raise_for_status(ESP_ERR_INVALID, "bad key material")
+        memset(&cfg, 0, sizeof(cfg))
+        cfg.spi = spi
+        cfg.alg = alg
+        cfg.key = &key[0]
+        cfg.key_len = <size_t>key.shape[0]
+        cfg.salt = &salt[0]
+        cfg.icv_len = icv_len
+        cfg.outbound = outbound
+        cfg.tunnel = tunnel
+        cfg.esn = esn
+        cfg.replay_window = replay_window
+        cfg.udp_encap = udp_encap
+        cfg.udp_sport = udp_sport
+        cfg.udp_dport = udp_dport
+        cfg.soft_packets = soft_packets
+        cfg.hard_packets = hard_packets
+        cfg.soft_bytes = soft_bytes
+        cfg.hard_bytes = hard_bytes
+        self.sa = esp_sa_new(&cfg, &status)
+        if self.sa is NULL:
+            _raise_for_status(status, "cannot create SA")
+        self.outbound = outbound
+        self.tunnel = tunnel
+        self.udp_encap = udp_encap
+        self.icv_len = icv_len
+
+    cdef inline int _next_header(self, object next_header) except -2:
+        if self.sa is NULL:
+            _raise_for_status(ESP_ERR_INVALID, "SA not configured")
+        if self.tunnel:
+            if next_header is not None:
+                _raise_for_status(ESP_ERR_INVALID, "tunnel mode takes the next header from the inner packet")
+            return -1
+        if next_header is None:
+            _raise_for_status(ESP_ERR_INVALID, "transport mode needs next_header")
+        if not 0 <= next_header <= 255:
+            _raise_for_status(ESP_ERR_INVALID, "next_header must be 0..255")
+        return next_header
+
+    def encap_size(self, Py_ssize_t inner_len, Py_ssize_t tfc_padding=0) -> int:
+        """Length of the packet `encap` produces for an inner packet of `inner_len` bytes."""
+        self._check_ready()
+        if inner_len < 0 or tfc_padding < 0:
+            _raise_for_status(ESP_ERR_INVALID, "negative length")
+        cdef size_t n = esp_encap_size(self.sa, <size_t>inner_len, <size_t>tfc_padding)
+        if n == 0:
+            _raise_for_status(ESP_ERR_INVALID, "packet too large")
+        return n
+
+    def encap(self, inner not None, *, next_header=None, Py_ssize_t tfc_padding=0):
+        """Protect one packet and return the ESP packet (with the UDP header if the SA has udp_encap)."""
+        cdef int nh = self._next_header(next_header)
+        cdef size_t n, cap, out_len = 0
+        cdef size_t tfc = <size_t>tfc_padding if tfc_padding > 0 else 0
+        cdef int st
+        cdef const uint8_t *src
+        cdef uint8_t *dst
+        cdef PyObject *res
+        cdef Py_buffer view
+        if tfc_padding < 0:
+            _raise_for_status(ESP_ERR_INVALID, "negative TFC padding")
+        PyObject_GetBuffer(inner, &view, PyBUF_SIMPLE)  # no Cython memoryview: this is the per-packet path
+        try:
+            n = <size_t>view.len
+            src = <const uint8_t *>view.buf
+            cap = esp_encap_size(self.sa, n, tfc)
+            if cap == 0:  # too large: let the core report (and count) the first failing check
+                st = esp_encap(self.sa, nh, src, n, tfc, NULL, 0, &out_len)
+                _raise_for_status(st)
+            res = PyBytes_FromStringAndSize_raw(NULL, <Py_ssize_t>cap)
+            if res is NULL:
+                raise MemoryError()
+            dst = <uint8_t *>PyBytes_AS_STRING_raw(res)
+            if n >= GIL_RELEASE_MIN:
+                with nogil:
+                    st = esp_encap(self.sa, nh, src, n, tfc, dst, cap, &out_len)
+            else:
+                st = esp_encap(self.sa, nh, src, n, tfc, dst, cap, &out_len)
+        finally:
+            PyBuffer_Release(&view)
+        obj = <object>res
+        Py_DECREF(obj)
+        if st != ESP_OK:
+            _raise_for_status(st)
+        return obj
+
+    def encap_into(self, inner not None, out not None, *, next_header=None, Py_ssize_t tfc_padding=0) -> int:
+        """Protect one packet into `out` (a writable buffer); returns the packet length."""
+        cdef int nh = self._next_header(next_header)
+        cdef size_t out_len = 0
+        cdef size_t tfc = <size_t>tfc_padding if tfc_padding > 0 else 0
+        cdef int st
+        cdef Py_buffer src, dst
+        if tfc_padding < 0:
+            _raise_for_status(ESP_ERR_INVALID, "negative TFC padding")
+        PyObject_GetBuffer(inner, &src, PyBUF_SIMPLE)
+        try:
+            PyObject_GetBuffer(out, &dst, PyBUF_WRITABLE)
+            try:
+                if dst.len == 0:
+                    _raise_for_status(ESP_ERR_BUFFER)
+                with nogil:
+                    st = esp_encap(self.sa, nh, <const uint8_t *>src.buf, <size_t>src.len, tfc,
+                                   <uint8_t *>dst.buf, <size_t>dst.len, &out_len)
+            finally:
+                PyBuffer_Release(&dst)
+        finally:
+            PyBuffer_Release(&src)
+        if st != ESP_OK:
+            _raise_for_status(st)
+        return out_len
+
+    def decap(self, packet not None):
+        """Verify and decrypt one packet; returns (next_header, inner). Raises an EspError subclass."""
+        self._check_ready()
+        cdef size_t n, cap, out_len = 0
+        cdef int nh = 0, st
+        cdef const uint8_t *src
+        cdef uint8_t *dst
+        cdef PyObject *res
+        cdef Py_buffer view
+        PyObject_GetBuffer(packet, &view, PyBUF_SIMPLE)
+        try:
+            n = <size_t>view.len
+            src = <const uint8_t *>view.buf
+            cap = n if n else 1
+            res = PyBytes_FromStringAndSize_raw(NULL, <Py_ssize_t>cap)
+            if res is NULL:
+                raise MemoryError()
+            dst = <uint8_t *>PyBytes_AS_STRING_raw(res)
+            if n >= GIL_RELEASE_MIN:
+                with nogil:
+                    st = esp_decap(self.sa, src, n, dst, cap, &out_len, &nh)
+            else:
+                st = esp_decap(self.sa, src, n, dst, cap, &out_len, &nh)
+        finally:
+            PyBuffer_Release(&view)
+        if st != ESP_OK:
+            Py_DECREF(<object>res)
+            _raise_for_status(st)
+        _PyBytes_Resize(&res, <Py_ssize_t>out_len)
+        obj = <object>res
+        Py_DECREF(obj)
+        return nh, obj
+
+    def decap_into(self, packet not None, out not None):
+        """Verify and decrypt one packet into `out`; returns (next_header, length). On any failure
+        nothing is left in `out` (decrypted bytes are wiped before the error is raised)."""
+        self._check_ready()
+        cdef size_t out_len = 0
+        cdef int nh = 0, st
+        cdef Py_buffer src, dst
+        PyObject_GetBuffer(packet, &src, PyBUF_SIMPLE)
+        try:
+            PyObject_GetBuffer(out, &dst, PyBUF_WRITABLE)
+            try:
+                if dst.len == 0:
+                    _raise_for_status(ESP_ERR_BUFFER)
+                with nogil:
+                    st = esp_decap(self.sa, <const uint8_t *>src.buf, <size_t>src.len, <uint8_t *>dst.buf,
+                                   <size_t>dst.len, &out_len, &nh)
+            finally:
+                PyBuffer_Release(&dst)
+        finally:
+            PyBuffer_Release(&src)
+        if st != ESP_OK:
+            _raise_for_status(st)
+        return nh, out_len
+
+    def encap_batch(self, const unsigned char[::1] buf not None, const uint32_t[::1] offsets not None,
+                    const uint32_t[::1] lengths not None, unsigned char[::1] out not None,
+                    uint32_t[::1] out_offsets not None, uint32_t[::1] out_lengths not None,
+                    unsigned char[::1] statuses not None, *, next_header=None) -> int:
+        """Protect packets buf[offsets[i]:offsets[i]+lengths[i]] in one call with the GIL released.
+        Results are packed into `out`; out_offsets/out_lengths/statuses get one entry per packet.
+        Returns the number of packets with status OK."""
+        cdef int nh = self._next_header(next_header)
+        cdef size_t n = <size_t>offsets.shape[0], ok
+        if lengths.shape[0] != offsets.shape[0] or out_offsets.shape[0] < offsets.shape[0] \
+                or out_lengths.shape[0] < offsets.shape[0] or statuses.shape[0] < offsets.shape[0]:
+            _raise_for_status(ESP_ERR_INVALID, "batch arrays have mismatched lengths")
+        if n == 0:
+            return 0
+        cdef const uint8_t *src = _ptr(buf)
+        cdef uint8_t *dst = &out[0] if out.shape[0] else <uint8_t *>NULL
+        cdef size_t cap = <size_t>out.shape[0]
+        if dst is NULL:
+            _raise_for_status(ESP_ERR_BUFFER)
+        with nogil:
+            ok = esp_encap_batch(self.sa, nh, src, <size_t>buf.shape[0], &offsets[0], &lengths[0], n,
+                                 dst, cap, &out_offsets[0], &out_lengths[0], &statuses[0])
+        return ok
+
+    @property
+    def next_sequence(self) -> int:
+        self._check_ready()
+        return esp_sa_next_seq(self.sa)
+
+    @property
+    def highest_sequence(self) -> int:
+        self._check_ready()
+        return esp_sa_highest_seq(self.sa)
+
+    def advance_sequence(self, next_seq) -> None:
+        """Move the sequence state forward (never back, so no IV can repeat). Outbound: the next packet
+        uses `next_seq`. Inbound: the replay window restarts, empty, just below `next_seq`."""
+        self._check_ready()
+        if not 0 < next_seq < 2**64:
+            _raise_for_status(ESP_ERR_INVALID, "sequence number out of range")
+        cdef int st = esp_sa_advance(self.sa, <uint64_t>next_seq)
+        if st != ESP_OK:
+            _raise_for_status(st, "sequence numbers only move forward")
+
+    def _lifetime_state(self) -> int:
+        self._check_ready()
+        return esp_sa_lifetime_state(self.sa)
+
+    def _counts(self):
+        self._check_ready()
+        cdef esp_stats_t s
+        esp_sa_stats(self.sa, &s)
+        return s.packets, s.bytes, [s.drops[i] for i in range(ESP_STATUS_COUNT)]
+
+
+cdef class CoreSATable:
+    """Inbound SAs keyed by SPI, for batch decapsulation."""
+
+    cdef esp_table_entry_t *table
+    cdef size_t n
+    cdef bint udp_encap
+    cdef list _sas  # keeps the SAs alive while the table points at them
+    cdef uint64_t drops[14]  # packets refused before an SA was found, by status
+
+    def __cinit__(self, *args, **kwargs):
+        self.table = NULL
+        self.n = 0
+        memset(self.drops, 0, sizeof(self.drops))
+
+    def __dealloc__(self):
+        free(self.table)
+
+    def _configure(self, list sas, list spis, bint udp_encap):
+        cdef size_t i
+        cdef CoreSA sa
+        if self.table is not NULL:
+            _raise_for_status(ESP_ERR_INVALID, "table already configured")
+        self._sas = list(sas)
+        self.udp_encap = udp_encap
+        self.n = len(sas)
+        self.table = <esp_table_entry_t *>malloc((self.n if self.n else 1) * sizeof(esp_table_entry_t))
+        if self.table is NULL:
+            raise MemoryError()
+        for i in range(self.n):
+            sa = <CoreSA?>sas[i]
+            if sa.sa is NULL or sa.outbound:
+                _raise_for_status(ESP_ERR_INVALID, "SA table holds inbound SAs only")
+            if sa.udp_encap != udp_encap:
+                _raise_for_status(ESP_ERR_INVALID, "all SAs of a table must agree on UDP encapsulation")
+            self.table[i].spi = <uint32_t>spis[i]
+            self.table[i].sa = sa.sa
+        esp_table_sort(self.table, self.n)
+        if esp_table_check_unique(self.table, self.n) != 0:
+            _raise_for_status(ESP_ERR_INVALID, "duplicate SPI in SA table")
+
+    def decap_batch(self, const unsigned char[::1] buf not None, const uint32_t[::1] offsets not None,
+                    const uint32_t[::1] lengths not None, unsigned char[::1] out not None,
+                    uint32_t[::1] out_offsets not None, uint32_t[::1] out_lengths not None,
+                    unsigned char[::1] next_headers not None, unsigned char[::1] statuses not None) -> int:
+        """Decapsulate packets buf[offsets[i]:offsets[i]+lengths[i]], each with the SA of its SPI, in one
+        call with the GIL released. Inner packets are packed into `out`; per packet: out_offsets,
+        out_lengths, next_headers, statuses. Returns the number of packets with status OK."""
+        cdef size_t n = <size_t>offsets.shape[0], ok
+        if self.table is NULL:
+            _raise_for_status(ESP_ERR_INVALID, "table not configured")
+        if lengths.shape[0] != offsets.shape[0] or out_offsets.shape[0] < offsets.shape[0] \
+                or out_lengths.shape[0] < offsets.shape[0] or statuses.shape[0] < offsets.shape[0] \
+                or next_headers.shape[0] < offsets.shape[0]:
+            _raise_for_status(ESP_ERR_INVALID, "batch arrays have mismatched lengths")
+        if n == 0:
+            return 0
+        cdef const uint8_t *src = _ptr(buf)
+        cdef uint8_t *dst = &out[0] if out.shape[0] else <uint8_t *>NULL
+        if dst is NULL:
+            _raise_for_status(ESP_ERR_BUFFER)
+        with nogil:
+            ok = esp_decap_batch(self.table, self.n, self.udp_encap, src, <size_t>buf.shape[0], &offsets[0],
+                                 &lengths[0], n, dst, <size_t>out.shape[0], &out_offsets[0], &out_lengths[0],
+                                 &next_headers[0], &statuses[0], self.drops)
+        return ok
+
+    def _drops(self):
+        return [__atomic_load_n(&self.drops[i], __ATOMIC_RELAXED) for i in range(ESP_STATUS_COUNT)]
+
+
+cdef class ReplayWindow:
+    """The C core's RFC 6479 anti-replay window on its own (for tests; SAs embed their own)."""
+
+    cdef esp_replay_t w
+    cdef bint ready
+
+    def __cinit__(self, uint32_t window):
+        self.ready = False
+        if esp_replay_init(&self.w, window) != ESP_OK:
+            _raise_for_status(ESP_ERR_INVALID, "bad replay window size")
+        self.ready = True
+
+    def __dealloc__(self):
+        if self.ready:
+            esp_replay_free(&self.w)
+
+    @property
+    def last(self) -> int:
+        return self.w.last
+
+    @property
+    def window(self) -> int:
+        return self.w.window
+
+    def reset(self, uint64_t last) -> None:
+        esp_replay_reset(&self.w, last)
+
+    def check(self, uint64_t seq) -> int:
+        return esp_replay_check(&self.w, seq)
+
+    def update(self, uint64_t seq) -> None:
+        esp_replay_update(&self.w, seq)
+
+    def infer(self, uint32_t seq_lo):
+        """Full 64-bit sequence number for a received low half (RFC 4303 A2.2), or None."""
+        cdef uint64_t seq = 0
+        if esp_infer_seq(self.w.last, self.w.window, seq_lo, &seq) != 0:
+            return None
+        return seq
+
+
+def send_batch(int fd, const unsigned char[::1] buf not None, const uint32_t[::1] offsets not None,
+               const uint32_t[::1] lengths not None, Py_ssize_t skip=0) -> int:
+    """sendmmsg the packets buf[offsets[i]+skip : offsets[i]+lengths[i]] on a connected socket, GIL released.
+    Returns how many were sent; raises OSError if none could be."""
+    cdef size_t sent = 0, n = <size_t>offsets.shape[0]
+    cdef int err = 0, rc
+    if lengths.shape[0] != offsets.shape[0] or skip < 0:
+        _raise_for_status(ESP_ERR_INVALID, "batch arrays have mismatched lengths")
+    if n == 0:
+        return 0
+    cdef const uint8_t *src = _ptr(buf)
+    with nogil:
+        rc = esp_sock_send_batch(fd, src, <size_t>buf.shape[0], &offsets[0], &lengths[0], n, <size_t>skip,
+                                 &sent, &err)
+    if rc == -2:
+        _raise_for_status(ESP_ERR_INVALID, "packet outside the buffer")
+    if rc != 0 and sent == 0:
+        import os
+        raise OSError(err, os.strerror(err))
+    return sent
+
+
+def recv_batch(int fd, unsigned char[::1] buf not None, Py_ssize_t slot_size, uint32_t[::1] offsets not None,
+               uint32_t[::1] lengths not None, *, bint strip_ipv4=False, bint udp_header=False) -> int:
+    """recvmmsg up to len(offsets) datagrams into fixed slots of `buf`, GIL released (non-blocking after
+    the first). strip_ipv4: raw IPv4 sockets deliver the IP header, skip it. udp_header: leave room for
+    and write an RFC 3948 UDP header before each payload (source port from the sender, destination from
+    the socket) so the frames suit SAs with udp_encap. Returns the number received (0 if none)."""
+    cdef size_t got = 0, n = <size_t>offsets.shape[0]
+    cdef int err = 0, rc
+    if lengths.shape[0] != offsets.shape[0] or slot_size <= (ESP_UDP_HDR_LEN if udp_header else 0):
+        _raise_for_status(ESP_ERR_INVALID, "bad batch arrays or slot size")
+    if n == 0:
+        return 0
+    if <size_t>buf.shape[0] < n * <size_t>slot_size:
+        _raise_for_status(ESP_ERR_BUFFER, "buffer smaller than len(offsets) * slot_size")
+    with nogil:
+        rc = esp_sock_recv_batch(fd, &buf[0], <size_t>buf.shape[0], <size_t>slot_size,
+                                 ESP_UDP_HDR_LEN if udp_header else 0, n, strip_ipv4, udp_header,
+                                 &offsets[0], &lengths[0], &got, &err)
+    if rc != 0 and got == 0:
+        import errno, os
+        if err in (errno.EAGAIN, errno.EWOULDBLOCK):
+            return 0
+        raise OSError(err, os.strerror(err))
+    return got

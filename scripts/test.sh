@@ -13,6 +13,9 @@ $PY -m mypy
 echo "== pytest"
 $PY -m pytest -q "$@"
 
+echo "== C ESP core: unit tests under ASan+UBSan, libFuzzer over decap (${FUZZ_SECONDS}s)"
+scripts/test-esp-core.sh
+
 echo "== fuzz: wire codec (atheris, ${FUZZ_SECONDS}s)"
 fuzz/run_wire_fuzz.sh 2>&1 | tail -n 3
 

@@ -1,0 +1,77 @@
+"""What both back ends' SAs share: the validated configuration and the properties derived from it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ikev2lib.esp.params import Direction, EspStats, Lifetime, LifetimeState, Mode, SAConfig, stats_from_counts
+
+
+class SAInfo:
+    """Read-only view of an SA's configuration and state. Back ends provide `_counts` and `_lifetime_state`."""
+
+    _config: SAConfig
+
+    if TYPE_CHECKING:  # provided by the back end class that comes after this mixin in the MRO
+
+        def _counts(self) -> tuple[int, int, list[int]]: ...
+
+        def _lifetime_state(self) -> int: ...
+
+    @property
+    def spi(self) -> int:
+        return self._config.spi
+
+    @property
+    def algorithm(self) -> str:
+        return self._config.algorithm
+
+    @property
+    def direction(self) -> Direction:
+        return self._config.direction
+
+    @property
+    def mode(self) -> Mode:
+        return self._config.mode
+
+    @property
+    def esn(self) -> bool:
+        return self._config.esn
+
+    @property
+    def replay_window(self) -> int:
+        return self._config.replay_window
+
+    @property
+    def udp_encap(self) -> tuple[int, int] | None:
+        return self._config.udp_encap
+
+    @property
+    def lifetime(self) -> Lifetime:
+        return self._config.lifetime
+
+    @property
+    def icv_length(self) -> int:
+        return self._config.icv_len
+
+    @property
+    def stats(self) -> EspStats:
+        """Packets and inner bytes processed, and refused packets by reason (Status names)."""
+        return stats_from_counts(*self._counts())
+
+    @property
+    def lifetime_state(self) -> LifetimeState:
+        return LifetimeState(self._lifetime_state())
+
+    @property
+    def soft_expired(self) -> bool:
+        """The soft lifetime is reached: time to rekey."""
+        return self._lifetime_state() >= LifetimeState.SOFT
+
+    @property
+    def hard_expired(self) -> bool:
+        """The hard lifetime is reached: the SA refuses all traffic."""
+        return self._lifetime_state() >= LifetimeState.HARD
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__module__}.{type(self).__qualname__} {self._config!r}>"
