@@ -1,8 +1,11 @@
 """Command line entry point: `python -m ikev2lib <command>`.
 
-`demo` is a temporary main job until the protocol engine exists: it builds a realistic IKE_SA_INIT
-request from strongSwan proposal keywords, encodes it, decodes it back, prints it as a tree, and
-decodes one captured strongSwan datagram when the test corpus is present.
+`demo` (the README's main job) runs two ikev2lib endpoints on loopback: IKE SA, Child SA, real traffic
+through the C ESP data plane, rekeys, deletes, and a summary.
+
+`messages` shows the codec: it builds a realistic IKE_SA_INIT request from strongSwan proposal
+keywords, encodes it, decodes it back, prints it as a tree, and decodes one captured strongSwan
+datagram when the test corpus is present.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from ikev2lib.demo import run_demo
 from ikev2lib.exceptions import LocalProtocolError
 from ikev2lib.proposals import parse_proposals, proposal_to_keywords
 from ikev2lib.wire import (
@@ -67,7 +71,7 @@ def build_ike_sa_init(proposals: str) -> Message:
     )
 
 
-def demo(args: argparse.Namespace) -> int:
+def messages(args: argparse.Namespace) -> int:
     msg = build_ike_sa_init(args.proposals)
     data = msg.serialize()
     parsed = Message.parse(data)
@@ -97,10 +101,14 @@ def demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ikev2lib", description="ikev2lib command line")
     commands = parser.add_subparsers(dest="command", required=True)
-    p_demo = commands.add_parser("demo", help="build, encode, decode and print an IKE_SA_INIT request")
-    p_demo.add_argument("--proposals", default=DEFAULT_PROPOSALS, help="IKE proposals in strongSwan keyword syntax")
-    p_demo.add_argument("--corpus", default=str(DEFAULT_CORPUS), help="folder of captured strongSwan datagrams")
-    p_demo.set_defaults(func=demo)
+    p_demo = commands.add_parser(
+        "demo", help="two endpoints on loopback: IKE SA, Child SA, ESP traffic through the C data plane, rekey, delete"
+    )
+    p_demo.set_defaults(func=lambda _args: run_demo())
+    p_msgs = commands.add_parser("messages", help="build, encode, decode and print an IKE_SA_INIT request")
+    p_msgs.add_argument("--proposals", default=DEFAULT_PROPOSALS, help="IKE proposals in strongSwan keyword syntax")
+    p_msgs.add_argument("--corpus", default=str(DEFAULT_CORPUS), help="folder of captured strongSwan datagrams")
+    p_msgs.set_defaults(func=messages)
     args = parser.parse_args(argv)
     try:
         result: int = args.func(args)

@@ -1,11 +1,29 @@
 #!/usr/bin/env bash
-# The whole test suite: set up, type-check, run the tests (both ESP back ends), the C core under
-# sanitizers and short bounded fuzz runs. FUZZ_SECONDS bounds each fuzz run (default 30).
+# The whole test suite: set up, type-check, run the tests (both ESP back ends, strongSwan interop in
+# network namespaces, which needs root), the C core under sanitizers, and short bounded fuzz runs.
+# FUZZ_SECONDS bounds each fuzz run (default 30). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 PY=.venv/bin/python
 export FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+
+# One bounded atheris run from a scratch corpus; its full log is shown only if it finds something.
+run_atheris() {
+    local name=$1 harness=$2
+    shift 2
+    local scratch log
+    scratch=$(mktemp -d)
+    log="$scratch/fuzz.log"
+    echo "== fuzz: $name (atheris, ${FUZZ_SECONDS}s)"
+    if ! $PY "$harness" -max_total_time="$FUZZ_SECONDS" -timeout=5 "$@" "$scratch" >"$log" 2>&1; then
+        tail -n 60 "$log" >&2
+        echo "fuzz: $name FAILED" >&2
+        exit 1
+    fi
+    grep -E '^Done [0-9]+ runs' "$log" || tail -n 2 "$log"
+    rm -rf "$scratch"
+}
 
 echo "== mypy --strict"
 $PY -m mypy
@@ -16,10 +34,9 @@ $PY -m pytest -q "$@"
 echo "== C ESP core: unit tests under ASan+UBSan, libFuzzer over decap (${FUZZ_SECONDS}s)"
 scripts/test-esp-core.sh
 
-echo "== fuzz: wire codec (atheris, ${FUZZ_SECONDS}s)"
-fuzz/run_wire_fuzz.sh 2>&1 | tail -n 3
+echo "== fuzz: wire codec (atheris, ${FUZZ_SECONDS}s, seeded with fuzz/corpus_wire)"
+fuzz/run_wire_fuzz.sh >/tmp/ikev2lib-fuzz-wire.log 2>&1 || { tail -n 60 /tmp/ikev2lib-fuzz-wire.log >&2; exit 1; }
+grep -E '^Done [0-9]+ runs' /tmp/ikev2lib-fuzz-wire.log
 
-echo "== fuzz: IKE crypto (atheris, ${FUZZ_SECONDS}s)"
-scratch=$(mktemp -d)
-$PY fuzz/fuzz_crypto.py -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=1024 -timeout=2 "$scratch" 2>&1 | tail -n 3
-rm -rf "$scratch"
+run_atheris "IKE crypto" fuzz/fuzz_crypto.py -rss_limit_mb=1024
+run_atheris "IKE engine receive path" fuzz/fuzz_engine.py -rss_limit_mb=2048

@@ -1,0 +1,120 @@
+"""Configuration of the engine: what a swanctl.conf `connections` entry says, as frozen dataclasses.
+
+Proposals use strongSwan keyword strings ("aes128gcm16-prfsha256-x25519") and traffic selectors use
+CIDR strings ("10.1.0.0/24"), so a strongSwan user can read a config at a glance. Everything is
+validated when the object is built (`LocalProtocolError` names the bad field).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from .exceptions import LocalProtocolError
+
+__all__ = ["RetransmitConfig", "ChildConfig", "IkeConfig"]
+
+# strongSwan defaults (strongswan.conf: charon.retransmit_timeout/base/tries)
+DEFAULT_RETRANSMIT_TIMEOUT = 4.0
+DEFAULT_RETRANSMIT_BASE = 1.8
+DEFAULT_RETRANSMIT_TRIES = 5
+# strongSwan's charon.fragment_size default: IP packet size incl. IP/UDP headers
+DEFAULT_FRAGMENT_SIZE = 1280
+MIN_FRAGMENT_SIZE = 256  # smaller leaves no room for a useful fragment
+# Upper bound on any configured retransmission tries, so a request can never be retried forever.
+MAX_RETRANSMIT_TRIES = 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetransmitConfig:
+    """Retransmit at timeout * base**n for n = 0..tries-1, then give up after one more timeout
+    (strongSwan's schedule: 4, 7.2, 13, 23.3, 42, then 75.6 s to declare the peer dead)."""
+
+    timeout: float = DEFAULT_RETRANSMIT_TIMEOUT
+    base: float = DEFAULT_RETRANSMIT_BASE
+    tries: int = DEFAULT_RETRANSMIT_TRIES
+
+    def __post_init__(self) -> None:
+        if not self.timeout > 0:
+            raise LocalProtocolError("retransmit timeout must be > 0")
+        if not self.base >= 1.0:
+            raise LocalProtocolError("retransmit base must be >= 1")
+        if not 0 <= self.tries <= MAX_RETRANSMIT_TRIES:
+            raise LocalProtocolError(f"retransmit tries must be in 0..{MAX_RETRANSMIT_TRIES}")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after transmission number `attempt` (0 = the first send)."""
+        return float(self.timeout * self.base**attempt)
+
+
+def _check_ts(name: str, values: tuple[str, ...]) -> None:
+    if not values:
+        raise LocalProtocolError(f"{name} must not be empty")
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise LocalProtocolError(f"{name}: invalid network {value!r}") from exc
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChildConfig:
+    """One Child SA (swanctl `children.<name>`)."""
+
+    name: str = "child"
+    esp_proposals: str = "aes128gcm16"  # add a group ("aes128gcm16-x25519") for PFS
+    local_ts: tuple[str, ...] = ("0.0.0.0/0",)
+    remote_ts: tuple[str, ...] = ("0.0.0.0/0",)
+    mode: str = "tunnel"
+    replay_window: int = 1024
+    rekey_time: float | None = None  # seconds; None = never rekey on time
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("tunnel", "transport"):
+            raise LocalProtocolError("mode must be 'tunnel' or 'transport'")
+        _check_ts("local_ts", self.local_ts)
+        _check_ts("remote_ts", self.remote_ts)
+        if self.rekey_time is not None and not self.rekey_time > 0:
+            raise LocalProtocolError("rekey_time must be > 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class IkeConfig:
+    """One IKE connection (swanctl `connections.<name>`), used by both roles.
+
+    `local_id`/`remote_id`: IP address, "user@fqdn" (RFC822) or FQDN strings; `remote_id=None` accepts
+    any peer identity (responder). `psk` is the pre-shared key; `peer_psks` gives one key per peer
+    identity (a gateway's secrets section), looked up by the peer's IDi/IDr. `encap=True` makes the initiator
+    pretend to be behind a NAT so that both sides switch to UDP encapsulation (strongSwan `encap=yes`).
+    """
+
+    ike_proposals: str = "aes128gcm16-prfsha256-x25519"
+    local_id: str
+    remote_id: str | None = None
+    psk: bytes = field(default=b"", repr=False)
+    # per-peer PSKs for a gateway serving many peers: (peer identity, key); used before `psk`
+    peer_psks: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
+    children: tuple[ChildConfig, ...] = (ChildConfig(),)
+    retransmit: RetransmitConfig = RetransmitConfig()
+    dpd_delay: float | None = None  # seconds of silence before an empty INFORMATIONAL; None = off
+    rekey_time: float | None = None  # IKE SA rekey interval in seconds; None = never
+    encap: bool = False
+    remote_natt_port: int = 4500  # the peer's NAT-T port (not 4500 only in tests/demos)
+    fragment_size: int = DEFAULT_FRAGMENT_SIZE  # RFC 7383: larger protected messages go out in SKF fragments
+
+    def __post_init__(self) -> None:
+        if not self.local_id:
+            raise LocalProtocolError("local_id must not be empty")
+        if not self.psk and not self.peer_psks:
+            raise LocalProtocolError("psk (or peer_psks) must be given")
+        for identity, key in self.peer_psks:
+            if not identity or not key:
+                raise LocalProtocolError("peer_psks entries need an identity and a non-empty key")
+        if not 0 < self.remote_natt_port < 65536:
+            raise LocalProtocolError("remote_natt_port out of range")
+        if not MIN_FRAGMENT_SIZE <= self.fragment_size <= 65535:
+            raise LocalProtocolError(f"fragment_size must be in {MIN_FRAGMENT_SIZE}..65535")
+        for name in ("dpd_delay", "rekey_time"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise LocalProtocolError(f"{name} must be > 0")

@@ -1,0 +1,193 @@
+"""asyncio driver: runs an `IkeEndpoint` on two UDP sockets (IKE port and NAT-T port).
+
+It only moves bytes and runs timers (aioquic's `QuicConnectionProtocol` shape): datagrams in ->
+`endpoint.receive_datagram`, then `transmit()` sends `datagrams_to_send` and re-arms the one timer.
+On the NAT-T socket it demultiplexes by the RFC 3948 rules: non-ESP marker -> IKE (handed to the
+engine marker and all), a single 0xFF -> NAT keepalive (ignored), anything else -> ESP, decapsulated
+with the inbound ESP SA of that SPI (learned from the engine's Child SA events).
+
+ESP is always sent UDP-encapsulated on the NAT-T socket (what strongSwan's libipsec does too), so
+configure `encap=True` on an initiator that should exchange traffic through this driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from ..connection import NON_ESP_MARKER
+from ..config import IkeConfig
+from ..endpoint import IkeEndpoint
+from ..esp import EspError
+from ..events import Address, ChildSaCreated, ChildSaDeleted, ChildSaRekeyed, Event
+
+__all__ = ["AsyncioIkeDriver", "MAX_QUEUED_EVENTS"]
+
+MAX_QUEUED_EVENTS = 10_000  # events kept for `next_event` callers; beyond that the oldest are dropped
+_KEEPALIVE = b"\xff"
+
+EspHandler = Callable[[int, int, bytes], None]  # (child_id, next_header, inner packet)
+
+
+class _Socket(asyncio.DatagramProtocol):
+    def __init__(self, driver: AsyncioIkeDriver, natt: bool) -> None:
+        self.driver = driver
+        self.natt = natt
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.driver._datagram(data, (str(addr[0]), int(addr[1])), self.natt)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP errors: the engine retransmits
+        self.driver.socket_errors += 1
+
+
+class AsyncioIkeDriver:
+    """Build with `await AsyncioIkeDriver.create(...)`; use `initiate`, `request`, `next_event`,
+    `send_esp`; `close()` at the end."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.endpoint: IkeEndpoint
+        self._ike: asyncio.DatagramTransport | None = None
+        self._natt: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._inbound: dict[bytes, tuple[int, int, Any]] = {}  # SPI -> (ike_sa_id, child_id, EspSA)
+        self._outbound: dict[int, tuple[int, Any]] = {}  # child_id -> (ike_sa_id, EspSA)
+        self.esp_handler: EspHandler | None = None
+        self.socket_errors = 0
+        self.esp_dropped = 0
+        self.esp_received = 0
+        self.esp_sent = 0
+
+    @classmethod
+    async def create(
+        cls,
+        endpoint_factory: Callable[[Address], IkeEndpoint],
+        *,
+        host: str = "127.0.0.1",
+        ike_port: int = 500,
+        natt_port: int = 4500,
+    ) -> AsyncioIkeDriver:
+        """Bind both sockets (port 0 = any free port), then build the endpoint for the bound address."""
+        loop = asyncio.get_running_loop()
+        driver = cls(loop)
+        ike, _ = await loop.create_datagram_endpoint(
+            lambda: _Socket(driver, False), local_addr=(host, ike_port), family=socket.AF_INET
+        )
+        natt, _ = await loop.create_datagram_endpoint(
+            lambda: _Socket(driver, True), local_addr=(host, natt_port), family=socket.AF_INET
+        )
+        driver._ike, driver._natt = ike, natt
+        bound = ike.get_extra_info("sockname")
+        driver.endpoint = endpoint_factory((str(bound[0]), int(bound[1])))
+        return driver
+
+    @property
+    def natt_port(self) -> int:
+        if self._natt is None:
+            raise RuntimeError("driver is closed")
+        return int(self._natt.get_extra_info("sockname")[1])
+
+    @property
+    def ike_port(self) -> int:
+        if self._ike is None:
+            raise RuntimeError("driver is closed")
+        return int(self._ike.get_extra_info("sockname")[1])
+
+    # ---- the engine's user API, with transmit() after each call ------------------------------------
+
+    def initiate(self, config: IkeConfig, remote_addr: Address) -> int:
+        ike_sa_id = self.endpoint.initiate(config, remote_addr, self.loop.time())
+        self.transmit()
+        return ike_sa_id
+
+    def request(self, method: Callable[..., None], *args: Any) -> None:
+        """Call an endpoint request method (e.g. `driver.request(endpoint.rekey_ike_sa, sa_id)`)."""
+        method(*args)
+        self.transmit()
+
+    async def next_event(self, timeout: float | None = None) -> Event:
+        return await asyncio.wait_for(self._events.get(), timeout)
+
+    # ---- ESP -------------------------------------------------------------------------------------
+
+    def send_esp(self, child_id: int, inner: bytes) -> None:
+        """Encrypt `inner` (an IP packet) with the Child SA's outbound SA and send it UDP-encapsulated."""
+        entry = self._outbound.get(child_id)
+        if entry is None or self._natt is None:
+            raise KeyError(f"no outbound ESP SA for child {child_id}")
+        ike_sa_id, sa = entry
+        peer = self.endpoint.connection(ike_sa_id).remote_addr
+        self._natt.sendto(sa.encap(inner), peer)
+        self.esp_sent += 1
+
+    def _esp(self, data: bytes) -> None:
+        entry = self._inbound.get(data[:4])
+        if entry is None:
+            self.esp_dropped += 1
+            return
+        _, child_id, sa = entry
+        try:
+            next_header, inner = sa.decap(data)
+        except EspError:  # authentication/replay/malformed...: the data plane counts the reason
+            self.esp_dropped += 1
+            return
+        self.esp_received += 1
+        if self.esp_handler is not None:
+            self.esp_handler(child_id, next_header, inner)
+
+    # ---- plumbing ----------------------------------------------------------------------------------
+
+    def _datagram(self, data: bytes, addr: Address, natt: bool) -> None:
+        if natt and data[:4] != NON_ESP_MARKER:
+            if data != _KEEPALIVE and len(data) >= 8:
+                self._esp(data)
+            return
+        self.endpoint.receive_datagram(data, addr, self.loop.time())
+        self.transmit()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.endpoint.handle_timer(self.loop.time())
+        self.transmit()
+
+    def _track(self, event: Event) -> None:
+        if isinstance(event, (ChildSaCreated, ChildSaRekeyed)) and event.ike_sa_id is not None:
+            self._inbound[event.spi_in] = (event.ike_sa_id, event.child_id, event.inbound)
+            self._outbound[event.child_id] = (event.ike_sa_id, event.outbound)
+        elif isinstance(event, ChildSaDeleted):
+            self._inbound.pop(event.spi_in, None)
+            self._outbound.pop(event.child_id, None)
+
+    def transmit(self) -> None:
+        now = self.loop.time()
+        for data, addr in self.endpoint.datagrams_to_send(now):
+            transport = self._natt if data[:4] == NON_ESP_MARKER else self._ike
+            if transport is not None:
+                transport.sendto(data, addr)
+        while (event := self.endpoint.next_event()) is not None:
+            self._track(event)
+            if self._events.qsize() >= MAX_QUEUED_EVENTS:
+                self._events.get_nowait()
+            self._events.put_nowait(event)
+        deadline = self.endpoint.get_timer()
+        if deadline != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._timer_at = deadline
+            if deadline is not None:
+                self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for transport in (self._ike, self._natt):
+            if transport is not None:
+                transport.close()
+        self._ike = self._natt = None

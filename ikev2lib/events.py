@@ -1,0 +1,119 @@
+"""Events the sans-IO engine hands to its user (`IkeEndpoint.next_event()`).
+
+Frozen keyword-only dataclasses, as in h11/h2: an event is a fact about the past, never a request.
+Key material is never part of an event; the ESP SA objects carry their keys internally and are kept
+out of `repr` so that logging an event cannot leak anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Address = tuple[str, int]
+
+__all__ = [
+    "Address",
+    "Event",
+    "IkeSaEstablished",
+    "IkeSaRekeyed",
+    "IkeSaDeleted",
+    "ChildSaCreated",
+    "ChildSaRekeyed",
+    "ChildSaDeleted",
+    "PeerDead",
+    "ProtocolErrorEvent",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base class of every engine event. `ike_sa_id` is the engine's stable handle of the IKE SA
+    (it survives IKE SA rekeying, unlike the SPIs); None when no IKE SA exists yet."""
+
+    ike_sa_id: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class IkeSaEstablished(Event):
+    spi_i: bytes
+    spi_r: bytes
+    is_initiator: bool
+    remote_addr: Address
+    local_id: str
+    remote_id: str
+    proposal: str  # strongSwan keywords of the selected transforms
+    udp_encap: bool  # NAT-T (port 4500, non-ESP marker) in use
+
+
+@dataclass(frozen=True, kw_only=True)
+class IkeSaRekeyed(Event):
+    old_spi_i: bytes
+    old_spi_r: bytes
+    spi_i: bytes
+    spi_r: bytes
+    proposal: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class IkeSaDeleted(Event):
+    spi_i: bytes
+    spi_r: bytes
+    reason: str
+    by_peer: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChildSaCreated(Event):
+    child_id: int
+    spi_in: bytes  # our inbound SPI (the peer sends with it)
+    spi_out: bytes
+    proposal: str
+    mode: str  # "tunnel" or "transport"
+    udp_encap: bool
+    local_ts: tuple[str, ...]
+    remote_ts: tuple[str, ...]
+    # ready-to-use ESP SA objects (ikev2lib.esp.EspSA, or what the endpoint's esp factory built)
+    inbound: Any = field(repr=False, compare=False)
+    outbound: Any = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChildSaRekeyed(Event):
+    """A Child SA replaced `old_child_id`. The old ESP SAs stay usable (inbound) until the matching
+    ChildSaDeleted event for `old_child_id`, which follows when the delete exchange completes."""
+
+    old_child_id: int
+    child_id: int
+    spi_in: bytes
+    spi_out: bytes
+    proposal: str
+    inbound: Any = field(repr=False, compare=False)
+    outbound: Any = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChildSaDeleted(Event):
+    child_id: int
+    spi_in: bytes
+    spi_out: bytes
+    by_peer: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerDead(Event):
+    """Retransmissions of a request were exhausted. An IkeSaDeleted event follows."""
+
+    remote_addr: Address
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProtocolErrorEvent(Event):
+    """Something went wrong with the peer: a received error Notify, a failed negotiation or
+    authentication, or invalid input that made the engine drop an exchange. `notify` is the Notify type
+    involved (sent or received), if any."""
+
+    remote_addr: Address | None
+    description: str
+    notify: int | None = None
+    received: bool = False  # True: the peer sent us the notify; False: we detected the problem

@@ -1,0 +1,178 @@
+"""An in-memory network for engine tests (aioquic's client_and_server idea, plus loss).
+
+Endpoints are attached by IP; each has an IKE port and a NAT-T port. Datagrams that start with the
+non-ESP marker travel between NAT-T ports, others between IKE ports. A seeded `random.Random` drops,
+duplicates and delays (hence reorders) datagrams. Time is simulated: `run` jumps to the next delivery
+or engine timer, so tests never depend on wall-clock timing. Every loop is bounded.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+
+from ikev2lib.config import ChildConfig, IkeConfig
+from ikev2lib.connection import NON_ESP_MARKER
+from ikev2lib.endpoint import IkeEndpoint
+from ikev2lib.events import Event
+
+MAX_STEPS = 20_000  # bound on deliveries + timer firings per `run`
+
+
+@dataclass
+class Node:
+    endpoint: IkeEndpoint
+    ip: str
+    ike_port: int
+    natt_port: int
+    events: list[Event] = field(default_factory=list)
+
+    def drain(self) -> None:
+        while (event := self.endpoint.next_event()) is not None:
+            self.events.append(event)
+
+    def of_type(self, kind: type) -> list[Event]:
+        self.drain()
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+class Network:
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        loss: float = 0.0,
+        duplicate: float = 0.0,
+        max_delay: float = 0.0,
+        start: float = 1000.0,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.loss = loss
+        self.duplicate = duplicate
+        self.max_delay = max_delay
+        self.now = start
+        self.nodes: dict[str, Node] = {}
+        self._queue: list[tuple[float, int, bytes, tuple[str, int], str]] = []
+        self._seq = 0
+        self.delivered = 0
+        self.dropped = 0
+        self.tap: list[tuple[bytes, tuple[str, int], str]] = []  # every datagram sent (for replay tests)
+
+    def add(self, endpoint: IkeEndpoint, *, natt_port: int = 4500) -> Node:
+        ip, port = endpoint.ctx.local_addr
+        node = Node(endpoint, ip, port, natt_port)
+        self.nodes[ip] = node
+        return node
+
+    def _collect(self) -> bool:
+        sent = False
+        for node in self.nodes.values():
+            for data, (dst_ip, _dst_port) in node.endpoint.datagrams_to_send(self.now):
+                sent = True
+                src_port = node.natt_port if data[:4] == NON_ESP_MARKER else node.ike_port
+                src = (node.ip, src_port)
+                self.tap.append((data, src, dst_ip))
+                copies = 1
+                if self.rng.random() < self.loss:
+                    copies = 0
+                    self.dropped += 1
+                elif self.rng.random() < self.duplicate:
+                    copies = 2
+                for _ in range(copies):
+                    delay = self.rng.uniform(0.0, self.max_delay) if self.max_delay else 0.0
+                    self._seq += 1
+                    heapq.heappush(self._queue, (self.now + delay, self._seq, data, src, dst_ip))
+        return sent
+
+    def inject(self, data: bytes, src: tuple[str, int], dst_ip: str) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (self.now, self._seq, data, src, dst_ip))
+
+    def _next_timer(self) -> float | None:
+        timers = [t for t in (n.endpoint.get_timer() for n in self.nodes.values()) if t is not None]
+        return min(timers) if timers else None
+
+    def run(self, *, until: float | None = None, max_time: float = 600.0, idle_stop: bool = True) -> None:
+        """Deliver datagrams and fire timers until nothing is in flight (and, with idle_stop, no
+        timer is due before `until`), or until `until` / `max_time` simulated seconds pass."""
+        deadline = self.now + max_time if until is None else until
+        for _ in range(MAX_STEPS):
+            self._collect()
+            next_delivery = self._queue[0][0] if self._queue else None
+            timer = self._next_timer()
+            candidates = [t for t in (next_delivery, timer) if t is not None]
+            if not candidates:
+                return
+            step = min(candidates)
+            if step > deadline:
+                self.now = max(self.now, deadline)
+                return
+            if next_delivery is None and idle_stop and until is None:
+                # only timers left: stop unless something is still being retransmitted
+                if not self._retransmitting():
+                    return
+            self.now = max(self.now, step)
+            if next_delivery is not None and next_delivery <= self.now:
+                _, _, data, src, dst_ip = heapq.heappop(self._queue)
+                node = self.nodes.get(dst_ip)
+                if node is not None:
+                    self.delivered += 1
+                    node.endpoint.receive_datagram(data, src, self.now)
+            else:
+                for node in self.nodes.values():
+                    node.endpoint.handle_timer(self.now)
+        raise AssertionError("network did not settle within MAX_STEPS")
+
+    def _retransmitting(self) -> bool:
+        for node in self.nodes.values():
+            for conn in node.endpoint.connections():
+                if conn.outstanding_datagram() is not None:
+                    return True
+        return False
+
+
+def ike_config(
+    *,
+    local_id: str,
+    remote_id: str | None = None,
+    psk: bytes = b"correct horse battery staple",
+    ike: str = "aes128gcm16-prfsha256-x25519",
+    esp: str = "aes128gcm16",
+    local_ts: tuple[str, ...] = ("10.1.0.0/16",),
+    remote_ts: tuple[str, ...] = ("10.2.0.0/16",),
+    **extra: object,
+) -> IkeConfig:
+    return IkeConfig(
+        ike_proposals=ike,
+        local_id=local_id,
+        remote_id=remote_id,
+        psk=psk,
+        children=(ChildConfig(esp_proposals=esp, local_ts=local_ts, remote_ts=remote_ts),),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+INITIATOR_IP = "192.0.2.1"
+RESPONDER_IP = "192.0.2.2"
+
+
+def pair(
+    *,
+    initiator: IkeConfig | None = None,
+    responder: IkeConfig | None = None,
+    seed: int = 0,
+    loss: float = 0.0,
+    duplicate: float = 0.0,
+    max_delay: float = 0.0,
+    **endpoint_args: object,
+) -> tuple[Network, Node, Node, IkeConfig]:
+    """A network with an initiator endpoint and a responder endpoint; returns the initiator config."""
+    icfg = initiator or ike_config(local_id="alice@example.org", remote_id="gw.example.org")
+    rcfg = responder or ike_config(
+        local_id="gw.example.org", remote_id="alice@example.org", local_ts=("10.2.0.0/16",), remote_ts=("10.1.0.0/16",)
+    )
+    net = Network(seed=seed, loss=loss, duplicate=duplicate, max_delay=max_delay)
+    a = net.add(IkeEndpoint(local_addr=(INITIATOR_IP, 500), **endpoint_args))  # type: ignore[arg-type]
+    b = net.add(IkeEndpoint(rcfg, local_addr=(RESPONDER_IP, 500), **endpoint_args))  # type: ignore[arg-type]
+    return net, a, b, icfg
