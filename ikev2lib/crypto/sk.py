@@ -123,23 +123,29 @@ class SKCipher:
 
 
 class _AeadSKCipher(SKCipher):
-    __slots__ = ("_salt", "_aead", "_gcm_key", "_next_iv")
+    __slots__ = ("_salt", "_key", "_aead_cls", "_gcm_key", "_next_iv")
 
     def __init__(self, encr_id: int, key: bytes, icv_size: int) -> None:
         # AEAD ciphers need no block alignment: padding may be empty (RFC 5282 3, RFC 7634 3).
         super().__init__(encr_id, _AEAD_IV, icv_size, 1)
         self._salt = key[-_SALT:]
         raw = key[:-_SALT]
-        self._aead: AESGCM | ChaCha20Poly1305 | None = None
+        self._key = raw  # length already checked by sk_cipher()
+        self._aead_cls: type[AESGCM] | type[ChaCha20Poly1305] | None = None
         self._gcm_key: algorithms.AES | None = None
         if encr_id == _ids.ENCR_CHACHA20_POLY1305:
-            self._aead = ChaCha20Poly1305(raw)
+            self._aead_cls = ChaCha20Poly1305
         elif icv_size == 16:
-            self._aead = AESGCM(raw)
+            self._aead_cls = AESGCM
         else:
             # Truncated GCM tags (RFC 4106 / RFC 5282: ICV 8 or 12) need the streaming API.
             self._gcm_key = algorithms.AES(raw)
         self._next_iv = 0
+
+    def _aead(self) -> AESGCM | ChaCha20Poly1305 | None:
+        # Built per message, not kept: an AEAD object holds ~2.5 KB of OpenSSL contexts, which
+        # would be most of an idle IKE SA's memory, while IKE messages are rare (~2 us to build).
+        return None if self._aead_cls is None else self._aead_cls(self._key)
 
     def _take_iv(self) -> bytes:
         counter = self._next_iv
@@ -150,8 +156,9 @@ class _AeadSKCipher(SKCipher):
 
     def _seal(self, iv: bytes, aad: bytes, data: bytes) -> bytes:
         nonce = self._salt + iv
-        if self._aead is not None:
-            return self._aead.encrypt(nonce, data, aad)
+        aead = self._aead()
+        if aead is not None:
+            return aead.encrypt(nonce, data, aad)
         if self._gcm_key is None:  # pragma: no cover - one of the two is always set
             raise LocalProtocolError("cipher not initialised")
         enc = Cipher(self._gcm_key, modes.GCM(nonce)).encryptor()
@@ -161,9 +168,10 @@ class _AeadSKCipher(SKCipher):
 
     def _open(self, iv: bytes, aad: bytes, sealed: bytes) -> bytes:
         nonce = self._salt + iv
+        aead = self._aead()
         try:
-            if self._aead is not None:
-                return self._aead.decrypt(nonce, sealed, aad)
+            if aead is not None:
+                return aead.decrypt(nonce, sealed, aad)
             if self._gcm_key is None:  # pragma: no cover
                 raise LocalProtocolError("cipher not initialised")
             ct, tag = sealed[: -self.icv_size], sealed[-self.icv_size :]
