@@ -11,7 +11,19 @@ from libc.string cimport memset
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 
-from ikev2lib.esp.errors import raise_for_status as _raise_for_status
+
+cdef object _raise_impl = None
+
+
+def _raise_for_status(status, detail=""):
+    # Imported on first use, not at module init: importing ikev2lib.esp.errors runs ikev2lib/esp/__init__,
+    # which imports this module to choose the back end; at init time that cycle made a direct
+    # `import ikev2lib._esp_fast` silently select the pure-Python back end.
+    global _raise_impl
+    if _raise_impl is None:
+        from ikev2lib.esp.errors import raise_for_status
+        _raise_impl = raise_for_status
+    _raise_impl(status, detail)
 
 # Single-packet calls release the GIL only for packets this large: below it, dropping and retaking the
 # GIL costs more than the crypto it would let run in parallel. Batch calls always release it.
@@ -398,27 +410,38 @@ cdef class CoreSATable:
         free(self.table)
 
     def _configure(self, list sas, list spis, bint udp_encap):
-        cdef size_t i
+        cdef size_t i, n
         cdef CoreSA sa
+        cdef esp_table_entry_t *table
         if self.table is not NULL:
             _raise_for_status(ESP_ERR_INVALID, "table already configured")
+        if len(spis) != len(sas):
+            _raise_for_status(ESP_ERR_INVALID, "one SPI per SA")
+        n = len(sas)
+        # Filled and checked in a local table, published only when complete: a refused configuration
+        # must not leave decap_batch a half-initialised table to search.
+        table = <esp_table_entry_t *>malloc((n if n else 1) * sizeof(esp_table_entry_t))
+        if table is NULL:
+            raise MemoryError()
+        try:
+            for i in range(n):
+                sa = <CoreSA?>sas[i]
+                if sa.sa is NULL or sa.outbound:
+                    _raise_for_status(ESP_ERR_INVALID, "SA table holds inbound SAs only")
+                if sa.udp_encap != udp_encap:
+                    _raise_for_status(ESP_ERR_INVALID, "all SAs of a table must agree on UDP encapsulation")
+                table[i].spi = <uint32_t>spis[i]
+                table[i].sa = sa.sa
+            esp_table_sort(table, n)
+            if esp_table_check_unique(table, n) != 0:
+                _raise_for_status(ESP_ERR_INVALID, "duplicate SPI in SA table")
+        except BaseException:
+            free(table)
+            raise
         self._sas = list(sas)
         self.udp_encap = udp_encap
-        self.n = len(sas)
-        self.table = <esp_table_entry_t *>malloc((self.n if self.n else 1) * sizeof(esp_table_entry_t))
-        if self.table is NULL:
-            raise MemoryError()
-        for i in range(self.n):
-            sa = <CoreSA?>sas[i]
-            if sa.sa is NULL or sa.outbound:
-                _raise_for_status(ESP_ERR_INVALID, "SA table holds inbound SAs only")
-            if sa.udp_encap != udp_encap:
-                _raise_for_status(ESP_ERR_INVALID, "all SAs of a table must agree on UDP encapsulation")
-            self.table[i].spi = <uint32_t>spis[i]
-            self.table[i].sa = sa.sa
-        esp_table_sort(self.table, self.n)
-        if esp_table_check_unique(self.table, self.n) != 0:
-            _raise_for_status(ESP_ERR_INVALID, "duplicate SPI in SA table")
+        self.n = n
+        self.table = table
 
     def decap_batch(self, const unsigned char[::1] buf not None, const uint32_t[::1] offsets not None,
                     const uint32_t[::1] lengths not None, unsigned char[::1] out not None,
@@ -525,7 +548,7 @@ def recv_batch(int fd, unsigned char[::1] buf not None, Py_ssize_t slot_size, ui
         _raise_for_status(ESP_ERR_INVALID, "bad batch arrays or slot size")
     if n == 0:
         return 0
-    if <size_t>buf.shape[0] < n * <size_t>slot_size:
+    if n > <size_t>buf.shape[0] // <size_t>slot_size:  # not a product: n * slot_size can wrap around
         _raise_for_status(ESP_ERR_BUFFER, "buffer smaller than len(offsets) * slot_size")
     with nogil:
         rc = esp_sock_recv_batch(fd, &buf[0], <size_t>buf.shape[0], <size_t>slot_size,

@@ -183,6 +183,7 @@ esp_sa_t *esp_sa_new(const esp_sa_config_t *cfg, int *status)
     sa->cfg.salt = NULL;
     memcpy(sa->salt, cfg->salt, ESP_SALT_LEN);
     if (pthread_mutex_init(&sa->lock, NULL) != 0) {
+        OPENSSL_cleanse(sa, size); /* the salt is already in it */
         free(sa);
         return NULL;
     }

@@ -48,7 +48,7 @@ int esp_sock_recv_batch(int fd, uint8_t *buf, size_t buf_size, size_t slot, size
     uint16_t local_port = 0;
     *received = 0;
     *err = 0;
-    if (slot <= headroom || n * slot > buf_size) {
+    if (slot <= headroom || n > buf_size / slot) { /* not n * slot > buf_size: that product can wrap */
         *err = EINVAL;
         return -1;
     }

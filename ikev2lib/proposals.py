@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from ikev2lib.exceptions import LocalProtocolError
 from ikev2lib.wire.enums import EncrId, EsnId, IntegId, KeyExchangeId, PrfId, ProtocolId, TransformType
+from ikev2lib.wire.limits import MAX_PROPOSALS
 from ikev2lib.wire.sa import Proposal, Transform
 
 _AES_SIZES = (128, 192, 256)
@@ -175,7 +176,8 @@ def _parse_one(text: str, protocol: ProtocolId, number: int, spi: bytes) -> Prop
             _add(bucket, Transform(TransformType.ESN, EsnId(ESN[word])))
         elif word.startswith("ke") and "_" in word and word[2:3].isdigit():
             index_text, _, method = word[2:].partition("_")
-            index = int(index_text) if index_text.isdigit() else 0
+            # ASCII only: str.isdigit() also accepts "²" (int() then fails) and other scripts' digits.
+            index = int(index_text) if index_text.isascii() and index_text.isdigit() else 0
             if index not in _ADDKE_TYPES or (method != "none" and method not in KEY_EXCHANGE):
                 raise LocalProtocolError(f"unknown proposal keyword {raw!r}")
             ident = KeyExchangeId.NONE if method == "none" else KeyExchangeId(KEY_EXCHANGE[method])
@@ -224,12 +226,18 @@ def _check(bucket: dict[int, list[Transform]], protocol: ProtocolId, text: str) 
 
 def parse_proposals(text: str, protocol: ProtocolId, spi: bytes = b"") -> list[Proposal]:
     """Proposals numbered from 1, one per comma-separated item. `spi` goes into each (ESP/AH: 4 octets)."""
-    items = [item for item in text.split(",")]
+    if not isinstance(text, str):
+        raise LocalProtocolError(f"proposals must be a string, not {type(text).__name__}")
+    try:
+        protocol = ProtocolId(protocol)
+    except ValueError:
+        raise LocalProtocolError(f"unknown protocol ID {protocol!r}") from None
+    items = text.split(",")
     if not text.strip() or any(not item.strip() for item in items):
         raise LocalProtocolError(f"empty proposal in {text!r}")
-    if len(items) > 255:
-        raise LocalProtocolError("more than 255 proposals")
-    return [_parse_one(item.strip(), ProtocolId(protocol), i, spi) for i, item in enumerate(items, start=1)]
+    if len(items) > MAX_PROPOSALS:  # the wire codec neither builds nor accepts more
+        raise LocalProtocolError(f"more than {MAX_PROPOSALS} proposals")
+    return [_parse_one(item.strip(), protocol, i, spi) for i, item in enumerate(items, start=1)]
 
 
 def _reverse(table: dict[str, int]) -> dict[int, str]:

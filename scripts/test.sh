@@ -31,6 +31,9 @@ $PY -m mypy
 echo "== pytest"
 $PY -m pytest -q "$@"
 
+echo "== pytest under python -O (validation never relies on assert)"
+$PY -O -m pytest -q -p no:cacheprovider tests/wire tests/crypto tests/esp tests/test_proposals.py
+
 echo "== C ESP core: unit tests under ASan+UBSan, libFuzzer over decap (${FUZZ_SECONDS}s)"
 scripts/test-esp-core.sh
 
@@ -40,3 +43,4 @@ grep -E '^Done [0-9]+ runs' /tmp/ikev2lib-fuzz-wire.log
 
 run_atheris "IKE crypto" fuzz/fuzz_crypto.py -rss_limit_mb=1024
 run_atheris "IKE engine receive path" fuzz/fuzz_engine.py -rss_limit_mb=2048
+run_atheris "Child SA lifetimes" fuzz/fuzz_lifetimes.py -rss_limit_mb=2048

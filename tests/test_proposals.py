@@ -116,7 +116,10 @@ def test_additional_key_exchanges_rfc9370() -> None:
 @pytest.mark.parametrize(
     "text, needle",
     [("aes128-sha256-bogus", "bogus"), ("aes999-sha256-modp2048", "aes999"), ("aes128-sha256-ke8_mlkem768", "ke8"),
-     ("aes128gcm16-prfsha256-ke1_foo", "ke1_foo")],
+     ("aes128gcm16-prfsha256-ke1_foo", "ke1_foo"),
+     # str.isdigit() accepts these, int() does not / maps them to ASCII digits: both must be refused.
+     ("aes128gcm16-prfsha256-x25519-ke\u00b2_x25519", "ke\u00b2"),
+     ("aes128gcm16-prfsha256-x25519-ke\u0663_x25519", "ke\u0663")],
 )
 def test_unknown_keyword_is_named(text: str, needle: str) -> None:
     with pytest.raises(LocalProtocolError, match=needle):
@@ -205,3 +208,17 @@ def test_matches_what_strongswan_sent() -> None:
             assert sorted(repr(p.transforms) for p in sa.proposals) == sorted(repr(p.transforms) for p in ours), fields[0]
         checked += 1
     assert checked >= 4
+
+
+@pytest.mark.parametrize("protocol", [0, 9, 256])
+def test_unknown_protocol_id_is_a_local_error(protocol: int) -> None:
+    with pytest.raises(LocalProtocolError, match="protocol"):
+        parse_proposals("aes128gcm16", protocol)  # type: ignore[arg-type]
+
+
+def test_proposal_count_is_bounded_by_what_the_codec_accepts() -> None:
+    from ikev2lib.wire.limits import MAX_PROPOSALS
+
+    assert len(parse_proposals(",".join(["aes128gcm16"] * MAX_PROPOSALS), ESP)) == MAX_PROPOSALS
+    with pytest.raises(LocalProtocolError, match="proposals"):
+        parse_proposals(",".join(["aes128gcm16"] * (MAX_PROPOSALS + 1)), ESP)

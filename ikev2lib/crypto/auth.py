@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac as _stdlib_hmac
 
 from ..exceptions import LocalProtocolError
-from .prf import Prf
+from .prf import prf_for
 
 __all__ = ["KEY_PAD", "signed_octets", "psk_auth_data", "verify_psk_auth"]
 
@@ -27,14 +27,14 @@ def signed_octets(
     """The octets an AUTH payload covers: our own first message as sent (IKE_SA_INIT request
     for the initiator, response for the responder), the PEER's nonce data, and
     prf(SK_pi or SK_pr, ID payload body)."""
-    return bytes(message_bytes) + bytes(peer_nonce) + Prf(prf_id).compute(sk_p, id_payload_body)
+    return bytes(message_bytes) + bytes(peer_nonce) + prf_for(prf_id).compute(sk_p, id_payload_body)
 
 
 def psk_auth_data(prf_id: int, psk: bytes, signed_octets: bytes) -> bytes:
     """AUTH payload data for authentication method 2 (Shared Key Message Integrity Code)."""
     if not psk:
         raise LocalProtocolError("the pre-shared key must not be empty")
-    prf = Prf(prf_id)
+    prf = prf_for(prf_id)
     return prf.compute(prf.compute(psk, KEY_PAD), signed_octets)
 
 

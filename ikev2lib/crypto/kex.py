@@ -47,7 +47,11 @@ _EC_CURVES: dict[str, ec.EllipticCurve] = {
 }
 
 
-@lru_cache(maxsize=None)
+# One cached parameter set per RFC 3526 group; keyed by the GROUPS primes only, never by peer data.
+MODP_PARAMETER_CACHE = sum(1 for info in GROUPS.values() if info.kind == "modp")
+
+
+@lru_cache(maxsize=MODP_PARAMETER_CACHE)
 def _dh_parameters(prime: int) -> dh.DHParameters:
     # Built once per group from the RFC 3526 prime: no parameter generation at run time.
     with warnings.catch_warnings():

@@ -13,11 +13,12 @@ Key material layout, all from prf+ in this order:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from ..exceptions import LocalProtocolError
-from . import _ids
-from .prf import Prf
+from ..wire.enums import EncrId, IntegId
+from .prf import Prf, prf_for
 
 __all__ = [
     "IkeKeys",
@@ -38,47 +39,51 @@ _SALT = 4  # GCM/GMAC salt (RFC 4106/4543), CTR nonce (RFC 3686), ChaCha20 salt 
 
 # Integrity transform -> key length in octets (RFC 7296 3.3.5: key = the HMAC output size).
 _INTEG_KEY_LEN: dict[int, int] = {
-    _ids.AUTH_NONE: 0,
-    _ids.AUTH_HMAC_SHA1_96: 20,  # RFC 2404
-    _ids.AUTH_AES_XCBC_96: 16,  # RFC 3566
-    _ids.AUTH_AES_CMAC_96: 16,  # RFC 4494
-    _ids.AUTH_HMAC_SHA2_256_128: 32,  # RFC 4868 2.1.1
-    _ids.AUTH_HMAC_SHA2_384_192: 48,
-    _ids.AUTH_HMAC_SHA2_512_256: 64,
+    IntegId.NONE: 0,
+    IntegId.HMAC_SHA1_96: 20,  # RFC 2404
+    IntegId.AES_XCBC_96: 16,  # RFC 3566
+    IntegId.AES_CMAC_96: 16,  # RFC 4494
+    IntegId.HMAC_SHA2_256_128: 32,  # RFC 4868 2.1.1
+    IntegId.HMAC_SHA2_384_192: 48,
+    IntegId.HMAC_SHA2_512_256: 64,
 }
 # Encryption transforms that provide their own integrity (no integrity key).
+# Algorithm combinations whose key lengths are remembered: the functions below are pure functions of
+# negotiated ids, asked for at every key derivation and SK cipher set-up (errors are not cached).
+KEY_LENGTH_CACHE = 64
 _COMBINED = frozenset(
     {
-        _ids.ENCR_AES_GCM_8,
-        _ids.ENCR_AES_GCM_12,
-        _ids.ENCR_AES_GCM_16,
-        _ids.ENCR_NULL_AUTH_AES_GMAC,
-        _ids.ENCR_CHACHA20_POLY1305,
+        EncrId.AES_GCM_8,
+        EncrId.AES_GCM_12,
+        EncrId.AES_GCM_16,
+        EncrId.NULL_AUTH_AES_GMAC,
+        EncrId.CHACHA20_POLY1305,
     }
 )
 
 
+@functools.lru_cache(maxsize=KEY_LENGTH_CACHE)
 def encr_key_length(encr_id: int, key_bits: int | None) -> int:
     """Octets of keying material for an encryption transform, salt/nonce included."""
     encr_id = int(encr_id)
-    if encr_id == _ids.ENCR_NULL:
+    if encr_id == EncrId.NULL:
         return 0
-    if encr_id == _ids.ENCR_CHACHA20_POLY1305:
+    if encr_id == EncrId.CHACHA20_POLY1305:
         # Fixed 256-bit key; a Key Length attribute must not be sent (RFC 7634 section 2).
         if key_bits not in (None, 256):
             raise LocalProtocolError("ChaCha20-Poly1305 has a fixed 256-bit key")
         return 32 + _SALT
     if encr_id in (
-        _ids.ENCR_AES_CBC,
-        _ids.ENCR_AES_CTR,
-        _ids.ENCR_AES_GCM_8,
-        _ids.ENCR_AES_GCM_12,
-        _ids.ENCR_AES_GCM_16,
-        _ids.ENCR_NULL_AUTH_AES_GMAC,
+        EncrId.AES_CBC,
+        EncrId.AES_CTR,
+        EncrId.AES_GCM_8,
+        EncrId.AES_GCM_12,
+        EncrId.AES_GCM_16,
+        EncrId.NULL_AUTH_AES_GMAC,
     ):
         if key_bits not in _AES_KEY_BITS:
             raise LocalProtocolError(f"AES transform {encr_id} needs key length 128/192/256, not {key_bits}")
-        salt = 0 if encr_id == _ids.ENCR_AES_CBC else _SALT
+        salt = 0 if encr_id == EncrId.AES_CBC else _SALT
         return key_bits // 8 + salt
     raise LocalProtocolError(f"unsupported encryption transform {encr_id}")
 
@@ -93,6 +98,7 @@ def integ_key_length(integ_id: int | None) -> int:
         raise LocalProtocolError(f"unsupported integrity transform {integ_id}") from None
 
 
+@functools.lru_cache(maxsize=KEY_LENGTH_CACHE)
 def child_key_lengths(encr_id: int, key_bits: int | None, integ_id: int | None) -> tuple[int, int]:
     """(encryption key length incl. salt, integrity key length) for one direction of a Child SA."""
     enc = encr_key_length(encr_id, key_bits)
@@ -107,7 +113,7 @@ def child_key_lengths(encr_id: int, key_bits: int | None, integ_id: int | None) 
 
 def ike_key_lengths(encr_id: int, key_bits: int | None, integ_id: int | None) -> tuple[int, int]:
     """(SK_e length incl. salt, SK_a length) for the IKE SA; only IKE-capable ciphers."""
-    if int(encr_id) in (_ids.ENCR_NULL, _ids.ENCR_AES_CTR, _ids.ENCR_NULL_AUTH_AES_GMAC):
+    if int(encr_id) in (EncrId.NULL, EncrId.AES_CTR, EncrId.NULL_AUTH_AES_GMAC):
         raise LocalProtocolError(f"encryption transform {encr_id} is not allowed for IKE")
     return child_key_lengths(encr_id, key_bits, integ_id)
 
@@ -190,7 +196,7 @@ def derive_ike_keys(
 ) -> tuple[bytes, IkeKeys]:
     """IKE_SA_INIT keys: SKEYSEED = prf(Ni | Nr, g^ir), then the seven SK_* (RFC 7296 2.14)."""
     _check_spis(spi_i, spi_r)
-    prf = Prf(prf_id)
+    prf = prf_for(prf_id)
     if prf.is_fixed_key_size:
         # AES-XCBC/CMAC PRFs take a 128-bit key: the first 64 bits of each nonce (2.14).
         seed_key = ni[:8] + nr[:8]
@@ -223,9 +229,9 @@ def derive_rekeyed_ike_keys(
     The same formula updates the keys after each RFC 9370 additional key exchange (section
     2.2.2: SKEYSEED(n) = prf(SK_d(n-1), SK(n) | Ni | Nr) with the IKE_SA_INIT nonces and SPIs)."""
     _check_spis(spi_i, spi_r)
-    old_prf = Prf(prf_id if old_prf_id is None else old_prf_id)
+    old_prf = prf_for(prf_id if old_prf_id is None else old_prf_id)
     skeyseed = old_prf.compute(old_sk_d, shared_secret + ni + nr)
-    keys = _split_ike_keys(Prf(prf_id), skeyseed, encr_id, encr_key_bits, integ_id, ni, nr, spi_i, spi_r)
+    keys = _split_ike_keys(prf_for(prf_id), skeyseed, encr_id, encr_key_bits, integ_id, ni, nr, spi_i, spi_r)
     return skeyseed, keys
 
 
@@ -242,7 +248,7 @@ def derive_child_keymat(
     pass the concatenation g^ir (new) | SK(1) | ... | SK(n) (RFC 9370 2.2.4).
     Use `split_child_keymat` to cut the result."""
     seed = ni + nr if shared_secret is None else shared_secret + ni + nr
-    return Prf(prf_id).plus(sk_d, seed, length)
+    return prf_for(prf_id).plus(sk_d, seed, length)
 
 
 def split_child_keymat(keymat: bytes, encr_len: int, integ_len: int) -> ChildKeys:

@@ -7,14 +7,16 @@ AES-XCBC-PRF-128 (RFC 4434). All primitives come from `cryptography`; only the X
 
 from __future__ import annotations
 
+import functools
+
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
 
 from ..exceptions import LocalProtocolError
-from . import _ids
+from ..wire.enums import PrfId
 
-__all__ = ["Prf", "PRF_PLUS_MAX_ITERATIONS", "SUPPORTED_PRFS"]
+__all__ = ["Prf", "prf_for", "PRF_PLUS_MAX_ITERATIONS", "SUPPORTED_PRFS"]
 
 # prf+ appends a one-octet counter, so it cannot produce more than 255 blocks (RFC 7296 2.13).
 PRF_PLUS_MAX_ITERATIONS = 255
@@ -22,12 +24,12 @@ PRF_PLUS_MAX_ITERATIONS = 255
 _AES_BLOCK = 16
 
 _HMAC_HASHES: dict[int, hashes.HashAlgorithm] = {
-    _ids.PRF_HMAC_SHA1: hashes.SHA1(),
-    _ids.PRF_HMAC_SHA2_256: hashes.SHA256(),
-    _ids.PRF_HMAC_SHA2_384: hashes.SHA384(),
-    _ids.PRF_HMAC_SHA2_512: hashes.SHA512(),
+    PrfId.HMAC_SHA1: hashes.SHA1(),
+    PrfId.HMAC_SHA2_256: hashes.SHA256(),
+    PrfId.HMAC_SHA2_384: hashes.SHA384(),
+    PrfId.HMAC_SHA2_512: hashes.SHA512(),
 }
-_AES_PRFS = (_ids.PRF_AES128_XCBC, _ids.PRF_AES128_CMAC)
+_AES_PRFS = (PrfId.AES128_XCBC, PrfId.AES128_CMAC)
 
 SUPPORTED_PRFS: tuple[int, ...] = tuple(sorted((*_HMAC_HASHES, *_AES_PRFS)))
 
@@ -96,7 +98,7 @@ class Prf:
             h = hmac.HMAC(key, self._hash)
             h.update(data)
             return h.finalize()
-        if self.prf_id == _ids.PRF_AES128_XCBC:
+        if self.prf_id == PrfId.AES128_XCBC:
             # RFC 4434 section 2: a short key is zero-padded, a long one condensed by the MAC
             # under an all-zero key.
             if len(key) < _AES_BLOCK:
@@ -139,3 +141,10 @@ class Prf:
 
     def __repr__(self) -> str:
         return f"Prf({self.prf_id})"
+
+
+@functools.lru_cache(maxsize=len(SUPPORTED_PRFS))
+def prf_for(prf_id: int) -> Prf:
+    """The shared `Prf` of `prf_id` (a Prf holds no key or state, so one object per id serves
+    every caller; unsupported ids raise LocalProtocolError, uncached)."""
+    return Prf(prf_id)

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from ..exceptions import IntegrityError, LocalProtocolError, RemoteProtocolError
-from . import _ids
+from ..wire.enums import EncrId, IntegId
 from .keys import encr_key_length, integ_key_length
 
 __all__ = ["SKCipher", "sk_cipher", "MAX_SK_BODY", "AEAD_IV_LIMIT"]
@@ -44,13 +44,14 @@ _SALT = 4
 _AEAD_IV = 8  # RFC 5282 3.1, RFC 7634 section 3: 8-octet explicit IV
 _AES_BLOCK = 16
 
-_GCM_ICV = {_ids.ENCR_AES_GCM_8: 8, _ids.ENCR_AES_GCM_12: 12, _ids.ENCR_AES_GCM_16: 16}
+_GCM_ICV: dict[int, int] = {EncrId.AES_GCM_8: 8, EncrId.AES_GCM_12: 12, EncrId.AES_GCM_16: 16}
+_IKE_ENCRS = frozenset({EncrId.AES_CBC, EncrId.CHACHA20_POLY1305, *_GCM_ICV})  # what sk_cipher builds
 # Integrity transform -> (hash, truncated ICV length) (RFC 4868 2.3, RFC 2404).
 _HMAC_INTEG: dict[int, tuple[type[hashes.HashAlgorithm], int]] = {
-    _ids.AUTH_HMAC_SHA1_96: (hashes.SHA1, 12),
-    _ids.AUTH_HMAC_SHA2_256_128: (hashes.SHA256, 16),
-    _ids.AUTH_HMAC_SHA2_384_192: (hashes.SHA384, 24),
-    _ids.AUTH_HMAC_SHA2_512_256: (hashes.SHA512, 32),
+    IntegId.HMAC_SHA1_96: (hashes.SHA1, 12),
+    IntegId.HMAC_SHA2_256_128: (hashes.SHA256, 16),
+    IntegId.HMAC_SHA2_384_192: (hashes.SHA384, 24),
+    IntegId.HMAC_SHA2_512_256: (hashes.SHA512, 32),
 }
 
 
@@ -133,7 +134,7 @@ class _AeadSKCipher(SKCipher):
         self._key = raw  # length already checked by sk_cipher()
         self._aead_cls: type[AESGCM] | type[ChaCha20Poly1305] | None = None
         self._gcm_key: algorithms.AES | None = None
-        if encr_id == _ids.ENCR_CHACHA20_POLY1305:
+        if encr_id == EncrId.CHACHA20_POLY1305:
             self._aead_cls = ChaCha20Poly1305
         elif icv_size == 16:
             self._aead_cls = AESGCM
@@ -238,20 +239,20 @@ def sk_cipher(
     """An `SKCipher` for one direction: pass SK_ei/SK_ai to protect what the initiator sends,
     SK_er/SK_ar for the responder's messages. `enc_key` includes the salt for AEAD ciphers."""
     encr_id = int(encr_id)
-    integ = int(integ_id) if integ_id is not None else _ids.AUTH_NONE
-    if encr_id not in (_ids.ENCR_AES_CBC, _ids.ENCR_CHACHA20_POLY1305, *_GCM_ICV):
+    integ = int(integ_id) if integ_id is not None else IntegId.NONE
+    if encr_id not in _IKE_ENCRS:
         raise LocalProtocolError(f"encryption transform {encr_id} is not supported for IKE")
     expected = encr_key_length(encr_id, encr_key_bits)
     if len(enc_key) != expected:
         raise LocalProtocolError(f"encryption key is {len(enc_key)} octets, expected {expected}")
     enc_key = bytes(enc_key)
-    if encr_id == _ids.ENCR_AES_CBC:
+    if encr_id == EncrId.AES_CBC:
         if integ not in _HMAC_INTEG:
             raise LocalProtocolError(f"AES-CBC needs an HMAC integrity transform, not {integ_id}")
         if len(integ_key) != integ_key_length(integ):
             raise LocalProtocolError("integrity key has the wrong length")
         return _CbcHmacSKCipher(encr_id, enc_key, integ, bytes(integ_key))
-    if integ != _ids.AUTH_NONE or integ_key:
+    if integ != IntegId.NONE or integ_key:
         raise LocalProtocolError("a combined-mode cipher takes no integrity transform or key")
-    icv = 16 if encr_id == _ids.ENCR_CHACHA20_POLY1305 else _GCM_ICV[encr_id]
+    icv = 16 if encr_id == EncrId.CHACHA20_POLY1305 else _GCM_ICV[encr_id]
     return _AeadSKCipher(encr_id, enc_key, icv)

@@ -47,23 +47,8 @@ import os
 from types import ModuleType
 
 from ikev2lib.esp.batch import BatchResult, PacketBatch
-from ikev2lib.esp.errors import (
-    EspAuthenticationError,
-    EspBufferTooSmallError,
-    EspCryptoError,
-    EspDummyPacket,
-    EspError,
-    EspLifetimeExpiredError,
-    EspMalformedError,
-    EspNotEspError,
-    EspOutsideWindowError,
-    EspPaddingError,
-    EspReplayError,
-    EspUnknownSpiError,
-    EspUsageError,
-    SequenceOverflowError,
-    Status,
-)
+from ikev2lib.esp import errors as _errors
+from ikev2lib.esp.errors import *  # noqa: F403 - the whole error family (errors.__all__) is public here
 from ikev2lib.esp.params import (
     ALGORITHMS,
     DEFAULT_REPLAY_WINDOW,
@@ -94,22 +79,8 @@ __all__ = [
     "Lifetime",
     "LifetimeState",
     "EspStats",
-    "Status",
-    "EspError",
-    "EspAuthenticationError",
-    "EspReplayError",
-    "EspOutsideWindowError",
-    "EspMalformedError",
-    "EspPaddingError",
-    "EspUnknownSpiError",
-    "EspNotEspError",
-    "EspDummyPacket",
-    "EspLifetimeExpiredError",
-    "SequenceOverflowError",
-    "EspBufferTooSmallError",
-    "EspUsageError",
-    "EspCryptoError",
 ]
+__all__ += _errors.__all__
 
 PURE_ENV = "IKEV2LIB_ESP_PURE"
 

@@ -4,13 +4,42 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ikev2lib.esp.params import Direction, EspStats, Lifetime, LifetimeState, Mode, SAConfig, stats_from_counts
+from ikev2lib.esp.params import (
+    DEFAULT_REPLAY_WINDOW,
+    Direction,
+    EspStats,
+    Lifetime,
+    LifetimeState,
+    Mode,
+    SAConfig,
+    make_config,
+    stats_from_counts,
+)
 
 
 class SAInfo:
-    """Read-only view of an SA's configuration and state. Back ends provide `_counts` and `_lifetime_state`."""
+    """The public constructor and a read-only view of an SA's configuration and state. Back ends
+    provide `_setup` (build the SA from the validated config), `_counts` and `_lifetime_state`."""
 
     _config: SAConfig
+
+    def __init__(
+        self,
+        spi: int,
+        algorithm: str,
+        key: bytes,
+        direction: Direction | str,
+        mode: Mode | str = Mode.TUNNEL,
+        *,
+        esn: bool = False,
+        replay_window: int = DEFAULT_REPLAY_WINDOW,
+        udp_encap: tuple[int, int] | None = None,
+        lifetime: Lifetime | None = None,
+    ) -> None:
+        self._setup(make_config(spi, algorithm, key, direction, mode, esn, replay_window, udp_encap, lifetime))
+
+    def _setup(self, cfg: SAConfig) -> None:
+        raise NotImplementedError
 
     if TYPE_CHECKING:  # provided by the back end class that comes after this mixin in the MRO
 

@@ -8,13 +8,7 @@ from ikev2lib import _esp_fast
 from ikev2lib._esp_fast import ReplayWindow, recv_batch, send_batch, udp_classify
 from ikev2lib.esp._base import SAInfo
 from ikev2lib.esp.errors import EspUsageError, Status
-from ikev2lib.esp.params import (
-    DEFAULT_REPLAY_WINDOW,
-    Direction,
-    Lifetime,
-    Mode,
-    make_config,
-)
+from ikev2lib.esp.params import SAConfig
 
 __all__ = ["EspSA", "SATable", "ReplayWindow", "udp_classify", "send_batch", "recv_batch", "BACKEND"]
 
@@ -24,20 +18,7 @@ BACKEND = "c"
 class EspSA(SAInfo, _esp_fast.CoreSA):
     """One unidirectional ESP SA (see `ikev2lib.esp` for the full description)."""
 
-    def __init__(
-        self,
-        spi: int,
-        algorithm: str,
-        key: bytes,
-        direction: Direction | str,
-        mode: Mode | str = Mode.TUNNEL,
-        *,
-        esn: bool = False,
-        replay_window: int = DEFAULT_REPLAY_WINDOW,
-        udp_encap: tuple[int, int] | None = None,
-        lifetime: Lifetime | None = None,
-    ) -> None:
-        cfg = make_config(spi, algorithm, key, direction, mode, esn, replay_window, udp_encap, lifetime)
+    def _setup(self, cfg: SAConfig) -> None:
         sport, dport = cfg.udp_encap or (0, 0)
         lt = cfg.lifetime
         # Raises if this object was already configured: re-initializing would restart the sequence

@@ -26,10 +26,8 @@ from ikev2lib.esp.params import (
     MAX_REPLAY_WINDOW,
     MAX_TFC_PADDING,
     Direction,
-    Lifetime,
     LifetimeState,
-    Mode,
-    make_config,
+    SAConfig,
 )
 
 if TYPE_CHECKING:
@@ -145,22 +143,9 @@ def _inner_ip_length(next_header: int, data: bytes) -> int:
 class EspSA(SAInfo):
     """One unidirectional ESP SA (see `ikev2lib.esp` for the full description)."""
 
-    def __init__(
-        self,
-        spi: int,
-        algorithm: str,
-        key: bytes,
-        direction: Direction | str,
-        mode: Mode | str = Mode.TUNNEL,
-        *,
-        esn: bool = False,
-        replay_window: int = DEFAULT_REPLAY_WINDOW,
-        udp_encap: tuple[int, int] | None = None,
-        lifetime: Lifetime | None = None,
-    ) -> None:
+    def _setup(self, cfg: SAConfig) -> None:
         if hasattr(self, "_config"):  # re-initializing would restart the sequence numbers (IVs) under one key
             raise EspUsageError("SA already configured")
-        cfg = make_config(spi, algorithm, key, direction, mode, esn, replay_window, udp_encap, lifetime)
         self._config = cfg
         self._lock = threading.Lock()  # one SA used from several threads is serialized
         self._last_sent = 0

@@ -29,8 +29,7 @@ __all__ = [
     "EspBufferTooSmallError",
     "EspUsageError",
     "EspCryptoError",
-    "raise_for_status",
-]
+]  # raise_for_status is for the back ends only
 
 
 class Status(IntEnum):

@@ -144,6 +144,11 @@ class SAConfig:
         )
 
 
+_DIRECTIONS = {d.value: d for d in Direction}
+_MODES = {m.value: m for m in Mode}
+_NO_LIFETIME = Lifetime()  # shared default (frozen): unlimited
+
+
 def _check_int(name: str, value: object, lo: int, hi: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
         raise EspUsageError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
@@ -170,9 +175,10 @@ def make_config(
     if len(key) != alg.key_len + SALT_LEN:
         raise EspUsageError(f"{algorithm} needs {alg.key_len + SALT_LEN} bytes of key material (key || salt)")
     try:
-        direction = Direction(direction)
-        mode = Mode(mode)
-    except ValueError as exc:
+        # dict lookups first (str enums hash as their values); the Enum call reports bad values
+        direction = _DIRECTIONS[direction] if direction in _DIRECTIONS else Direction(direction)
+        mode = _MODES[mode] if mode in _MODES else Mode(mode)
+    except (ValueError, TypeError) as exc:
         raise EspUsageError(str(exc)) from None
     _check_int("replay_window", replay_window, 0, MAX_REPLAY_WINDOW)
     if udp_encap is not None:
@@ -180,9 +186,11 @@ def make_config(
             raise EspUsageError("udp_encap must be a (source port, destination port) tuple")
         for port in udp_encap:
             _check_int("udp_encap port", port, 1, 65535)
-    lifetime = lifetime if lifetime is not None else Lifetime()
-    for name in ("soft_packets", "hard_packets", "soft_bytes", "hard_bytes"):
-        _check_int(f"lifetime.{name}", getattr(lifetime, name), 0, 2**64 - 1)
+    if lifetime is None:
+        lifetime = _NO_LIFETIME  # valid by construction: nothing to check
+    else:
+        for name in ("soft_packets", "hard_packets", "soft_bytes", "hard_bytes"):
+            _check_int(f"lifetime.{name}", getattr(lifetime, name), 0, 2**64 - 1)
     return SAConfig(
         spi=spi,
         algorithm=algorithm.lower(),

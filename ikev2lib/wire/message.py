@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from ikev2lib.exceptions import InvalidMajorVersion
 from ikev2lib.wire._base import Payload, fail, local_fail, name
@@ -35,9 +35,10 @@ _ROLE_FLAGS = FLAG_INITIATOR | FLAG_RESPONSE
 _P = TypeVar("_P", bound=Payload)
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
-    """The fixed IKE header, decoded without looking at the payloads (for demultiplexing by SPI)."""
+class Header(NamedTuple):
+    """The fixed IKE header, decoded without looking at the payloads (for demultiplexing by SPI).
+    Immutable; a NamedTuple because every datagram builds one (several times cheaper than a frozen
+    dataclass)."""
 
     spi_i: bytes
     spi_r: bytes
@@ -56,6 +57,9 @@ class Header:
     @property
     def is_response(self) -> bool:
         return bool(self.flags & FLAG_RESPONSE)
+
+
+_new_header = tuple.__new__  # NamedTuple construction without the Python-level __new__
 
 
 @dataclass(slots=True, repr=False)
@@ -77,16 +81,19 @@ class Message:
         if len(data) < HEADER_SIZE:
             fail(f"{len(data)} octets is shorter than the IKE header", len(data))
         spi_i, spi_r, first, version, exchange, flags, message_id, length = HEADER.unpack_from(data, 0)
-        return Header(
-            spi_i,
-            spi_r,
-            PAYLOAD_LOOKUP.get(first, first),
-            version >> 4,
-            version & 0x0F,
-            EXCHANGE_LOOKUP.get(exchange, exchange),
-            flags,
-            message_id,
-            length,
+        return _new_header(
+            Header,
+            (
+                spi_i,
+                spi_r,
+                PAYLOAD_LOOKUP.get(first, first),
+                version >> 4,
+                version & 0x0F,
+                EXCHANGE_LOOKUP.get(exchange, exchange),
+                flags,
+                message_id,
+                length,
+            ),
         )
 
     @classmethod

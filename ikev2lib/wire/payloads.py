@@ -163,7 +163,8 @@ class Auth(Payload):
     critical: bool = field(default=False, kw_only=True)
 
     def __repr__(self) -> str:
-        return f"Auth({name(self.method)}, {short_hex(self.data)})"
+        # Lengths only: AUTH data is derived from the PSK/EAP MSK and travels encrypted.
+        return f"Auth({name(self.method)}, {len(self.data)} bytes)"
 
     def _body(self) -> bytes:
         return check_body(_TYPE_RESERVED3.pack(self.method) + self.data, "AUTH")
@@ -183,7 +184,8 @@ class Nonce(Payload):
     critical: bool = field(default=False, kw_only=True)
 
     def __repr__(self) -> str:
-        return f"Nonce({short_hex(self.data)})"
+        # Lengths only: nonces feed the key derivation (RFC 7296 2.14, 2.17) and are kept out of logs.
+        return f"Nonce({len(self.data)} bytes)"
 
     def _body(self) -> bytes:
         return self.data
@@ -432,7 +434,8 @@ class EAP(Payload):
         return self.data[0] if self.data else 0
 
     def __repr__(self) -> str:
-        return f"EAP(code={self.code}, {short_hex(self.data)})"
+        # Lengths only: EAP methods carry credentials (EAP-GTC sends the password in clear).
+        return f"EAP(code={self.code}, {len(self.data)} bytes)"
 
     def _body(self) -> bytes:
         return check_body(self.data, "EAP")

@@ -9,6 +9,7 @@ lengths (they are redundant; a mismatch is INVALID_SYNTAX) and recomputed when s
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -111,14 +112,28 @@ class Proposal:
         count = len(transforms)
         if count > MAX_TRANSFORMS:
             local_fail(f"more than {MAX_TRANSFORMS} transforms in a proposal")
-        parts = [t._serialize(_LAST_TRANSFORM_MORE) for t in transforms[:-1]]
-        if transforms:
-            parts.append(transforms[-1]._serialize(0))
-        body = b"".join(parts)
+        key = tuple(transforms)
+        try:
+            body = _transforms_wire(key)
+        except TypeError:  # unhashable parts (attributes as a list, bytearray values): encode uncached
+            body = _transforms_wire.__wrapped__(key)
         length = 8 + len(self.spi) + len(body)
         if length > 0xFFFF or len(self.spi) > 0xFF:
             local_fail("proposal too long")
         return _PROPOSAL.pack(last, 0, length, self.number, self.protocol_id, len(self.spi), count) + self.spi + body
+
+
+# Encoded transform lists kept: a configuration offers (and a negotiation answers) few distinct ones.
+MAX_TRANSFORM_LIST_CACHE = 256
+
+
+@functools.lru_cache(maxsize=MAX_TRANSFORM_LIST_CACHE)
+def _transforms_wire(transforms: tuple[Transform, ...]) -> bytes:
+    """The transforms of one proposal on the wire (equal transforms encode alike, so the cache may)."""
+    parts = [t._serialize(_LAST_TRANSFORM_MORE) for t in transforms[:-1]]
+    if transforms:
+        parts.append(transforms[-1]._serialize(0))
+    return b"".join(parts)
 
 
 def _parse_attributes(buf: bytes, pos: int, end: int) -> tuple[int | None, tuple[TransformAttribute, ...]]:

@@ -301,3 +301,67 @@ def test_serialize_rejects_values_that_do_not_fit() -> None:
                     TSi([TrafficSelector(TSType.TS_IPV4_ADDR_RANGE, 0, 0, 65535, bytes(16), bytes(16))])):
         with pytest.raises(LocalProtocolError):
             serialize_payloads([payload])
+
+
+def test_reprs_show_no_nonce_auth_or_eap_octets() -> None:
+    # Nonces feed the key derivation, AUTH data derives from the PSK, EAP carries credentials:
+    # reprs (which end up in logs) give lengths only.
+    secret = bytes(range(0xA0, 0xC0))
+    payloads = [Nonce(secret), Auth(AuthMethod.SHARED_KEY_MIC, secret), EAP(h("02 07 0026 06") + secret[:33])]
+    for payload in payloads:
+        text = repr(payload)
+        assert secret[:4].hex() not in text and secret[-4:].hex() not in text, text
+        assert "bytes" in text
+
+
+def _sa_body(transforms: list[bytes]) -> bytes:
+    """One ESP proposal (SPI 01020304) holding the given encoded transforms."""
+    parts = [bytes([3 if i < len(transforms) - 1 else 0, 0]) + t[2:] for i, t in enumerate(transforms)]
+    body = b"".join(parts)
+    return bytes([0, 0]) + (8 + 4 + len(body)).to_bytes(2, "big") + bytes([1, 3, 4, len(transforms)]) + h("01020304") + body
+
+
+def test_transform_cache_stays_bounded_and_correct_under_a_flood() -> None:
+    from ikev2lib.wire import sa as sa_module
+    from ikev2lib.wire.limits import MAX_TRANSFORM_CACHE
+
+    cache = sa_module._TRANSFORM_CACHE
+    saved = dict(cache)
+    try:
+        _flood_transform_cache(cache, MAX_TRANSFORM_CACHE)
+    finally:  # leave the process-wide cache as other tests found it
+        cache.clear()
+        cache.update(saved)
+
+
+def _flood_transform_cache(cache: dict[bytes, Transform], bound: int) -> None:
+    # A hostile peer sends ever new 12-octet transforms (distinct ID / key length pairs): more than
+    # the bound, across many messages. The cache must stop at its bound and decoding stay exact.
+    seen = 0
+    for tid in range(0, 3 * bound // 64):
+        transforms = []
+        expected = []
+        for bits in range(64):
+            transforms.append(h("0000 000c 01 00") + tid.to_bytes(2, "big") + h("800e") + (bits + 7).to_bytes(2, "big"))
+            expected.append((TransformType.ENCR, tid, bits + 7))
+        body = _sa_body(transforms)
+        (parsed,) = parse_payloads(33, b"\x00\x00" + (len(body) + 4).to_bytes(2, "big") + body)
+        assert isinstance(parsed, SA)
+        got = [(t.transform_type, t.transform_id, t.key_length) for t in parsed.proposals[0].transforms]
+        assert got == expected
+        seen += 64
+        assert len(cache) <= bound
+    assert seen > bound
+    assert len(cache) == bound
+
+
+def test_transforms_with_unhashable_parts_still_serialize() -> None:
+    # CONTRACT.md spells attributes as a list; values may be any bytes-like: encoding must not depend
+    # on the transforms being hashable (the encoder caches hashable transform lists).
+    listed = Transform(1, 12, 128, [TransformAttribute(17, b"ab")])  # type: ignore[arg-type]
+    mutable = Transform(1, 12, 128, (TransformAttribute(17, bytearray(b"ab")),))  # type: ignore[arg-type]
+    expected = Transform(1, 12, 128, (TransformAttribute(17, b"ab"),))
+    for transform in (listed, mutable):
+        first, chain = serialize_payloads([SA([Proposal(1, ProtocolId.IKE, b"", [transform])])])
+        assert chain == serialize_payloads([SA([Proposal(1, ProtocolId.IKE, b"", [expected])])])[1]
+        assert parse_payloads(first, chain) == [SA([Proposal(1, ProtocolId.IKE, b"", [expected])])]
