@@ -125,16 +125,18 @@ class _Fragments:
 
 
 @functools.lru_cache(maxsize=4096)
-def _packed_ip(host: str) -> bytes:
+def _natd_address(host: str, port: int) -> bytes:
+    """IP | port as NAT detection hashes them (parsed once per address)."""
     try:
-        return ipaddress.ip_address(host).packed
+        packed = ipaddress.ip_address(host).packed
     except ValueError:  # a driver handing us a non-IP address string
-        return host.encode("utf-8", "replace")
+        packed = host.encode("utf-8", "replace")
+    return packed + int(port).to_bytes(2, "big")
 
 
 def natd_hash(spi_i: bytes, spi_r: bytes, addr: Address) -> bytes:
     """NAT_DETECTION_*_IP data: SHA-1(SPIi | SPIr | IP | port) (RFC 7296 2.23)."""
-    return hashlib.sha1(spi_i + spi_r + _packed_ip(addr[0]) + int(addr[1]).to_bytes(2, "big")).digest()
+    return hashlib.sha1(spi_i + spi_r + _natd_address(addr[0], addr[1])).digest()
 
 
 class IkeConnection:
@@ -285,18 +287,18 @@ class IkeConnection:
             ]
         if self._out is None:
             raise LocalProtocolError("no keys yet")
-        common = dict(
-            spi_i=self.spi_i,
-            spi_r=self.spi_r,
-            exchange_type=exchange_type,
-            message_id=message_id,
-            is_initiator=self.is_initiator,
-            is_response=is_response,
-            payloads=payloads,
-        )
         if self.peer_fragmentation:
-            return protect_fragments(self._out, max_message=self._max_message(), **common)  # type: ignore[arg-type]
-        return [protect(self._out, **common)]  # type: ignore[arg-type]
+            return protect_fragments(
+                self._out, spi_i=self.spi_i, spi_r=self.spi_r, exchange_type=exchange_type, message_id=message_id,
+                is_initiator=self.is_initiator, is_response=is_response, payloads=payloads,
+                max_message=self._max_message(),
+            )  # fmt: skip
+        return [
+            protect(
+                self._out, spi_i=self.spi_i, spi_r=self.spi_r, exchange_type=exchange_type, message_id=message_id,
+                is_initiator=self.is_initiator, is_response=is_response, payloads=payloads,
+            )
+        ]  # fmt: skip
 
     def send_request(
         self, exchange_type: int, payloads: list[Payload], handler: RequestHandler, now: float

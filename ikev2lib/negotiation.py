@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import operator
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .exceptions import RemoteProtocolError
 from .wire import NotifyType, Proposal, TrafficSelector, Transform, TSType
@@ -42,52 +43,27 @@ def _key(t: Transform) -> tuple[int, int, int | None]:
 
 @dataclass(frozen=True)
 class SelectedProposal:
-    """The outcome of a negotiation: one transform per type, in a proposal of the peer's numbering."""
+    """The outcome of a negotiation: one transform per type, in a proposal of the peer's numbering.
+
+    The algorithm ids below are derived from `transforms` when the object is built (once per distinct
+    transform set, see `_derived`) and are plain attributes afterwards: the engine reads them often.
+    """
 
     number: int
     protocol_id: int
     spi: bytes  # the SPI the proposer put in the chosen proposal
     transforms: tuple[Transform, ...]
+    encr_id: int = field(init=False, repr=False, compare=False)
+    encr_key_bits: int | None = field(init=False, repr=False, compare=False)
+    prf_id: int | None = field(init=False, repr=False, compare=False)
+    integ_id: int | None = field(init=False, repr=False, compare=False)
+    ke_group: int | None = field(init=False, repr=False, compare=False)
+    esn: bool = field(init=False, repr=False, compare=False)
+    is_aead: bool = field(init=False, repr=False, compare=False)
 
-    def _id(self, ttype: int) -> int | None:
-        for t in self.transforms:
-            if int(t.transform_type) == ttype:
-                return int(t.transform_id)
-        return None
-
-    @functools.cached_property
-    def encr_id(self) -> int:
-        value = self._id(_ENCR)
-        return 0 if value is None else value
-
-    @functools.cached_property
-    def encr_key_bits(self) -> int | None:
-        for t in self.transforms:
-            if int(t.transform_type) == _ENCR:
-                return t.key_length
-        return None
-
-    @functools.cached_property
-    def prf_id(self) -> int | None:
-        return self._id(_PRF)
-
-    @functools.cached_property
-    def integ_id(self) -> int | None:
-        value = self._id(_INTEG)
-        return None if value in (None, 0) else value
-
-    @functools.cached_property
-    def ke_group(self) -> int | None:
-        value = self._id(_KE)
-        return None if value in (None, 0) else value
-
-    @functools.cached_property
-    def esn(self) -> bool:
-        return self._id(_ESN) == 1
-
-    @functools.cached_property
-    def is_aead(self) -> bool:
-        return self.encr_id in AEAD_ENCR_IDS
+    def __post_init__(self) -> None:
+        derive = _derived if transforms_cacheable(self.transforms) else _derived.__wrapped__
+        self.__dict__.update(derive(self.transforms))  # frozen: fill the derived fields directly
 
     def to_wire(self, spi: bytes) -> Proposal:
         """The proposal to put in our answer, carrying our own SPI."""
@@ -95,37 +71,89 @@ class SelectedProposal:
             number=self.number,
             protocol_id=self.protocol_id,
             spi=spi,
+            # attributes other than the key length are not echoed; Transforms are immutable, so one
+            # without them is shared as is
             transforms=[
-                Transform(
-                    transform_type=t.transform_type, transform_id=t.transform_id, key_length=t.key_length
-                )
+                t if not t.attributes else Transform(t.transform_type, t.transform_id, t.key_length)
                 for t in self.transforms
             ],
         )
 
 
-def _by_type(proposal: Proposal) -> dict[int, list[Transform]]:
-    table: dict[int, list[Transform]] = {}
-    for t in proposal.transforms:
-        table.setdefault(int(t.transform_type), []).append(t)
+# Distinct transform sets whose derived ids are kept (a peer population negotiates few of them).
+DERIVED_CACHE_SIZE = 256
+# Longest transform list used as a cache key below (real proposals have a handful of transforms).
+CACHEABLE_TRANSFORMS = 32
+_ATTRIBUTES = operator.itemgetter(3)  # Transform.attributes
+
+
+def transforms_cacheable(transforms: tuple[Transform, ...]) -> bool:
+    """True for what real peers send (few transforms, no attributes besides the key length). Only
+    such lists become cache keys, so a hostile offer (many transforms, big TLV attributes) is
+    handled uncached and never kept in memory."""
+    return len(transforms) <= CACHEABLE_TRANSFORMS and not any(map(_ATTRIBUTES, transforms))
+
+
+@functools.lru_cache(maxsize=DERIVED_CACHE_SIZE)
+def _derived(transforms: tuple[Transform, ...]) -> dict[str, object]:
+    """The algorithm ids of a selected transform set (first transform of each type)."""
+    ids: dict[int, int] = {}
+    encr_key_bits: int | None = None
+    for t in transforms:
+        ttype = int(t.transform_type)
+        if ttype not in ids:
+            ids[ttype] = int(t.transform_id)
+            if ttype == _ENCR:
+                encr_key_bits = t.key_length
+    encr_id = ids.get(_ENCR, 0)
+    return {
+        "encr_id": encr_id,
+        "encr_key_bits": encr_key_bits,
+        "prf_id": ids.get(_PRF),
+        "integ_id": ids.get(_INTEG) or None,
+        "ke_group": ids.get(_KE) or None,
+        "esn": ids.get(_ESN) == 1,
+        "is_aead": encr_id in AEAD_ENCR_IDS,
+    }
+
+
+# Distinct (offered, ours) transform-list pairs whose match is remembered: a peer population sends
+# few distinct proposals, and a hit skips the per-type comparison below.
+MATCH_CACHE_SIZE = 512
+
+
+def _by_type(transforms: Sequence[Transform]) -> dict[int, list[int]]:
+    """Transform type -> positions in `transforms`, in order."""
+    table: dict[int, list[int]] = {}
+    for i, t in enumerate(transforms):
+        table.setdefault(int(t.transform_type), []).append(i)
     return table
 
 
 def _match(offered: Proposal, ours: Proposal) -> tuple[Transform, ...] | None:
     """One transform of each type, in the offerer's order of preference, acceptable to `ours`."""
-    theirs_by_type = _by_type(offered)
+    theirs = tuple(offered.transforms)
+    match = _match_positions if transforms_cacheable(theirs) else _match_positions.__wrapped__
+    picks = match(theirs, tuple(ours.transforms))
+    return None if picks is None else tuple([theirs[i] for i in picks])
+
+
+@functools.lru_cache(maxsize=MATCH_CACHE_SIZE)
+def _match_positions(theirs: tuple[Transform, ...], ours: tuple[Transform, ...]) -> tuple[int, ...] | None:
+    # positions in `theirs` (not the objects: an equal cached key may hold other int/enum instances)
+    theirs_by_type = _by_type(theirs)
     ours_by_type = _by_type(ours)
-    chosen: list[Transform] = []
+    chosen: list[int] = []
     encr: Transform | None = None
     for ttype in sorted(set(theirs_by_type) | set(ours_by_type)):
-        acceptable = {_key(t) for t in ours_by_type.get(ttype, [])}
+        acceptable = {_key(ours[i]) for i in ours_by_type.get(ttype, [])}
         if ttype == _ESN and not acceptable:
             acceptable = {(_ESN, _NO_ESN, None)}  # no ESN configured means "noesn"
         candidates = theirs_by_type.get(ttype, [])
         if ttype == _INTEG and encr is not None and int(encr.transform_id) in AEAD_ENCR_IDS:
             # an AEAD cipher takes no INTEG transform (or only NONE)
-            if any(int(t.transform_id) != 0 for t in candidates) and not any(
-                int(t.transform_id) == 0 for t in candidates
+            if any(int(theirs[i].transform_id) != 0 for i in candidates) and not any(
+                int(theirs[i].transform_id) == 0 for i in candidates
             ):
                 return None
             continue
@@ -133,13 +161,13 @@ def _match(offered: Proposal, ours: Proposal) -> tuple[Transform, ...] | None:
             if (_ESN, _NO_ESN, None) not in acceptable:
                 return None
             continue
-        pick = next((t for t in candidates if _key(t) in acceptable), None)
+        pick = next((i for i in candidates if _key(theirs[i]) in acceptable), None)
         if pick is None:
             if ttype == _KE and not candidates and not acceptable:
                 continue
             return None
         if ttype == _ENCR:
-            encr = pick
+            encr = theirs[pick]
         chosen.append(pick)
     if encr is None:
         return None
@@ -170,16 +198,39 @@ def select_proposal(offered: Sequence[Proposal], acceptable: Sequence[Proposal])
 
 def validate_chosen_proposal(chosen: Proposal, offered: Sequence[Proposal]) -> SelectedProposal:
     """Check a responder's answer: exactly one transform per type, all from our proposal of that number."""
-    types = [int(t.transform_type) for t in chosen.transforms]
+    ours = tuple(
+        tuple(p.transforms)
+        for p in offered
+        if p.number == chosen.number and int(p.protocol_id) == int(chosen.protocol_id)
+    )
+    theirs = tuple(chosen.transforms)
+    check = _checked_answer if transforms_cacheable(theirs) else _checked_answer.__wrapped__
+    picks = check(theirs, ours)
+    return SelectedProposal(
+        number=chosen.number,
+        protocol_id=int(chosen.protocol_id),
+        spi=bytes(chosen.spi),
+        transforms=tuple([theirs[i] for i in picks]),
+    )
+
+
+@functools.lru_cache(maxsize=MATCH_CACHE_SIZE)
+def _checked_answer(theirs: tuple[Transform, ...], ours: tuple[tuple[Transform, ...], ...]) -> tuple[int, ...]:
+    # positions in `theirs` of the selected transforms; raises (uncached) for an unacceptable answer
+    types = [int(t.transform_type) for t in theirs]
     if len(types) != len(set(types)):
         raise RemoteProtocolError("answer has several transforms of one type", notify=NotifyType.NO_PROPOSAL_CHOSEN)
-    ours = [p for p in offered if p.number == chosen.number and int(p.protocol_id) == int(chosen.protocol_id)]
     if not ours:
         raise RemoteProtocolError("answer does not match any offered proposal", notify=NotifyType.NO_PROPOSAL_CHOSEN)
-    result = select_proposal([chosen], ours)
-    if {_key(t) for t in result.transforms} != {_key(t) for t in chosen.transforms if not _is_none(t)}:
+    for candidate in ours:
+        picks = _match_positions.__wrapped__(theirs, candidate)  # the whole answer is what is cached
+        if picks is not None:
+            break
+    else:
+        raise RemoteProtocolError("no acceptable proposal", notify=NotifyType.NO_PROPOSAL_CHOSEN)
+    if {_key(theirs[i]) for i in picks} != {_key(t) for t in theirs if not _is_none(t)}:
         raise RemoteProtocolError("answer contains transforms we did not offer", notify=NotifyType.NO_PROPOSAL_CHOSEN)
-    return result
+    return picks
 
 
 def _is_none(t: Transform) -> bool:
@@ -318,17 +369,14 @@ def ts_within(inner: Sequence[TrafficSelector], outer: Sequence[TrafficSelector]
     """True if every selector of `inner` lies inside one selector of `outer` (checks a narrowed answer)."""
     if not inner:
         return False
-    for ts in inner:
-        ok = False
-        for big in outer:
-            common = _intersect(ts, big)
-            if common is not None and _bounds(common) == _bounds(ts) and (
-                common.start_port,
-                common.end_port,
-                common.ip_protocol,
-            ) == (ts.start_port, ts.end_port, ts.ip_protocol):
-                ok = True
-                break
-        if not ok:
-            return False
-    return True
+    return all(any(_covers(big, ts) for big in outer) for ts in inner)
+
+
+def _covers(outer: TrafficSelector, inner: TrafficSelector) -> bool:
+    # the same test as `_intersect(inner, outer) == inner`, without building the intersection
+    bi, bo = _bounds(inner), _bounds(outer)
+    if bi is None or bo is None or bi[0] != bo[0] or not bo[1] <= bi[1] <= bi[2] <= bo[2]:
+        return False
+    if outer.ip_protocol and outer.ip_protocol != inner.ip_protocol:
+        return False
+    return outer.start_port <= inner.start_port <= inner.end_port <= outer.end_port

@@ -27,7 +27,13 @@ __all__ = [
 _INVALID_SYNTAX = 7  # RFC 7296 3.10.1; the state machine itself knows nothing of the codec
 
 
-class IkeState(enum.Enum):
+class _StateEnum(enum.Enum):
+    # Members are singletons compared by identity, so hashing by identity is exact; it runs in C,
+    # while Enum.__hash__ (hash of the name) is Python code on every transition-table lookup.
+    __hash__ = object.__hash__
+
+
+class IkeState(_StateEnum):
     INITIAL = "initial"
     SA_INIT_SENT = "sa-init-sent"  # initiator: waiting for the IKE_SA_INIT response
     SA_INIT_RECEIVED = "sa-init-received"  # responder: half-open, waiting for IKE_AUTH
@@ -39,7 +45,7 @@ class IkeState(enum.Enum):
     FAILED = "failed"  # terminal: negotiation/authentication failed or the peer is dead
 
 
-class IkeInput(enum.Enum):
+class IkeInput(_StateEnum):
     # local (the API caller or the engine's own timers)
     SEND_SA_INIT = "send-sa-init"
     CREATED_BY_REKEY = "created-by-rekey"  # the new IKE SA of a CREATE_CHILD_SA rekey
@@ -99,7 +105,7 @@ REMOTE_IKE_INPUTS = frozenset(i for i in IkeInput if i.name.startswith("RECV_"))
 }
 
 
-class ChildState(enum.Enum):
+class ChildState(_StateEnum):
     INSTALLED = "installed"
     REKEYING = "rekeying"  # we sent a CREATE_CHILD_SA with REKEY_SA for it
     REKEYED = "rekeyed"  # a new Child SA replaced it; waiting for the delete exchange
@@ -107,7 +113,7 @@ class ChildState(enum.Enum):
     DELETED = "deleted"  # terminal
 
 
-class ChildInput(enum.Enum):
+class ChildInput(_StateEnum):
     START_REKEY = "start-rekey"
     REKEY_FAILED = "rekey-failed"
     SEND_DELETE = "send-delete"

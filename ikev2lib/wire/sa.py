@@ -10,6 +10,7 @@ lengths (they are redundant; a mismatch is INVALID_SYNTAX) and recomputed when s
 from __future__ import annotations
 
 import functools
+import operator
 import struct
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -113,10 +114,15 @@ class Proposal:
         if count > MAX_TRANSFORMS:
             local_fail(f"more than {MAX_TRANSFORMS} transforms in a proposal")
         key = tuple(transforms)
-        try:
-            body = _transforms_wire(key)
-        except TypeError:  # unhashable parts (attributes as a list, bytearray values): encode uncached
+        # only plain lists become cache keys: a parsed hostile proposal (many transforms, large TLV
+        # attributes) being re-encoded must not stay in memory
+        if count > _CACHEABLE_LIST or any(map(_ATTRIBUTES, key)):
             body = _transforms_wire.__wrapped__(key)
+        else:
+            try:
+                body = _transforms_wire(key)
+            except TypeError:  # unhashable parts (attributes as a list, bytearray values): encode uncached
+                body = _transforms_wire.__wrapped__(key)
         length = 8 + len(self.spi) + len(body)
         if length > 0xFFFF or len(self.spi) > 0xFF:
             local_fail("proposal too long")
@@ -125,6 +131,8 @@ class Proposal:
 
 # Encoded transform lists kept: a configuration offers (and a negotiation answers) few distinct ones.
 MAX_TRANSFORM_LIST_CACHE = 256
+_CACHEABLE_LIST = 32  # longest transform list kept as a key there
+_ATTRIBUTES = operator.itemgetter(3)  # Transform.attributes
 
 
 @functools.lru_cache(maxsize=MAX_TRANSFORM_LIST_CACHE)
