@@ -6,9 +6,11 @@ sans-IO core can be driven with any data plane, and tests can count what was ins
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 from .crypto import child_key_lengths, derive_child_keymat, split_child_keymat
@@ -16,7 +18,16 @@ from .exceptions import LocalProtocolError
 from .negotiation import SelectedProposal
 from .state import ChildInput, ChildState, child_transition
 
-__all__ = ["EspParams", "EspFactory", "ChildSa", "default_esp_factory", "esp_algorithm_name", "random_esp_spi"]
+__all__ = [
+    "VolumeLimits",
+    "NO_LIMITS",
+    "EspParams",
+    "EspFactory",
+    "ChildSa",
+    "default_esp_factory",
+    "esp_algorithm_name",
+    "random_esp_spi",
+]
 
 # ESP algorithm keywords the data plane understands, by (ENCR id, key bits)
 _ESP_NAMES: dict[tuple[int, int | None], str] = {
@@ -47,6 +58,24 @@ def random_esp_spi() -> bytes:
             return spi
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class VolumeLimits:
+    """Soft (rekey) and hard (refuse traffic) limits of one ESP SA in packets and inner bytes; 0 = off.
+    The same four numbers `ikev2lib.esp.Lifetime` takes."""
+
+    soft_packets: int = 0
+    hard_packets: int = 0
+    soft_bytes: int = 0
+    hard_bytes: int = 0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.soft_packets or self.hard_packets or self.soft_bytes or self.hard_bytes)
+
+
+NO_LIMITS = VolumeLimits()
+
+
 @dataclass(frozen=True, kw_only=True)
 class EspParams:
     """Everything needed to build one direction of a Child SA in the data plane."""
@@ -60,9 +89,19 @@ class EspParams:
     esn: bool
     replay_window: int
     udp_encap: bool
+    limits: VolumeLimits = NO_LIMITS  # the data plane counts, the engine polls soft/hard (lifetimes.py)
 
 
 EspFactory = Callable[[EspParams], Any]
+
+
+@functools.cache
+def _data_plane() -> ModuleType:
+    # late import: the engine itself does not need the data plane. Cached: `from . import` runs
+    # importlib's Python-level fromlist handling on every call
+    from . import esp
+
+    return esp
 
 
 def default_esp_factory(params: EspParams) -> Any:
@@ -70,8 +109,16 @@ def default_esp_factory(params: EspParams) -> Any:
 
     The SA is built without the data plane's own UDP header even when NAT-T is in use: drivers send
     ESP through their port-4500 UDP socket, which adds the UDP header (RFC 3948 2.1)."""
-    from . import esp  # late import: the engine itself does not need the data plane
-
+    esp = _data_plane()
+    limits = params.limits
+    lifetime = None
+    if limits.active:
+        lifetime = esp.Lifetime(
+            soft_packets=limits.soft_packets,
+            hard_packets=limits.hard_packets,
+            soft_bytes=limits.soft_bytes,
+            hard_bytes=limits.hard_bytes,
+        )
     return esp.EspSA(
         spi=int.from_bytes(params.spi, "big"),
         algorithm=params.algorithm,
@@ -80,6 +127,7 @@ def default_esp_factory(params: EspParams) -> Any:
         mode=params.mode,
         esn=params.esn,
         replay_window=params.replay_window,
+        lifetime=lifetime,
     )
 
 
@@ -105,6 +153,11 @@ class ChildSa:
     outbound: Any = field(repr=False, default=None)
     created_at: float = 0.0
     rekey_at: float | None = None
+    expire_at: float | None = None  # hard lifetime on time: the child is deleted then
+    limits: VolumeLimits = NO_LIMITS  # what its ESP SAs were built with
+    lifetime_check_at: float | None = None  # next poll of the ESP SAs' counters (volume limits only)
+    inbound_seen: int = 0  # inbound ESP packets at the last liveness check (DPD)
+    soft_rekeys: int = 0  # rekeys started because a soft packet/byte limit was reached
     state: ChildState = ChildState.INSTALLED
     # a simultaneous rekey by the peer (RFC 7296 2.8.1): (its new child_id, its Ni, our Nr)
     collision: tuple[int, bytes, bytes] | None = None
@@ -133,21 +186,24 @@ def derive_child_keys(
     return (r_to_i, i_to_r) if is_initiator else (i_to_r, r_to_i)
 
 
-def build_esp_pair(child: ChildSa, factory: EspFactory, replay_window: int) -> None:
-    """Create the inbound and outbound ESP SA objects of `child`."""
+def build_esp_pair(child: ChildSa, factory: EspFactory, replay_window: int, limits: VolumeLimits = NO_LIMITS) -> None:
+    """Create the inbound and outbound ESP SA objects of `child`, both with `limits`."""
     algorithm = esp_algorithm_name(child.selected)
     if algorithm is None:
         raise LocalProtocolError("the ESP data plane does not support the negotiated cipher")
-    common = dict(
-        algorithm=algorithm,
-        mode=child.mode,
-        esn=child.selected.esn,
-        replay_window=replay_window,
-        udp_encap=child.udp_encap,
-    )
+    mode, esn, udp_encap = child.mode, child.selected.esn, child.udp_encap
+    child.limits = limits
     child.inbound = factory(
-        EspParams(spi=child.spi_in, key=child.keys_in[0], integ_key=child.keys_in[1], direction="inbound", **common)  # type: ignore[arg-type]
-    )
+        EspParams(
+            spi=child.spi_in, algorithm=algorithm, key=child.keys_in[0], integ_key=child.keys_in[1],
+            direction="inbound", mode=mode, esn=esn, replay_window=replay_window, udp_encap=udp_encap,
+            limits=limits,
+        )
+    )  # fmt: skip
     child.outbound = factory(
-        EspParams(spi=child.spi_out, key=child.keys_out[0], integ_key=child.keys_out[1], direction="outbound", **common)  # type: ignore[arg-type]
-    )
+        EspParams(
+            spi=child.spi_out, algorithm=algorithm, key=child.keys_out[0], integ_key=child.keys_out[1],
+            direction="outbound", mode=mode, esn=esn, replay_window=replay_window, udp_encap=udp_encap,
+            limits=limits,
+        )
+    )  # fmt: skip

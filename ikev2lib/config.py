@@ -23,6 +23,16 @@ DEFAULT_FRAGMENT_SIZE = 1280
 MIN_FRAGMENT_SIZE = 256  # smaller leaves no room for a useful fragment
 # Upper bound on any configured retransmission tries, so a request can never be retried forever.
 MAX_RETRANSMIT_TRIES = 20
+# Largest packet/byte limit of a Child SA: the ESP data plane counts in unsigned 64 bits.
+MAX_SA_VOLUME = 2**64 - 1
+# strongSwan's default hard limit is the soft one plus 10% (life_* = rekey_* + 10%).
+_LIFE_FACTOR = 1.1
+
+
+def _hard_volume(soft: int, hard: int | None) -> int:
+    if hard is not None:
+        return hard
+    return min(soft + max(soft // 10, 1), MAX_SA_VOLUME) if soft else 0  # at least one packet/byte after soft
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +78,15 @@ class ChildConfig:
     mode: str = "tunnel"
     replay_window: int = 1024
     rekey_time: float | None = None  # seconds; None = never rekey on time
+    # Hard limit on time: the Child SA is deleted when it is reached (a rekey should come first).
+    # None = strongSwan's default, rekey_time + 10% (never, without rekey_time). No random jitter.
+    life_time: float | None = None
+    # Soft (rekey_*) and hard (life_*) limits on what either ESP SA of the child processes, in
+    # packets and inner bytes (strongSwan's names). 0 = off; life_* None = rekey_* + 10% (off if 0).
+    rekey_packets: int = 0
+    rekey_bytes: int = 0
+    life_packets: int | None = None
+    life_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("tunnel", "transport"):
@@ -76,6 +95,38 @@ class ChildConfig:
         _check_ts("remote_ts", self.remote_ts)
         if self.rekey_time is not None and not self.rekey_time > 0:
             raise LocalProtocolError("rekey_time must be > 0")
+        if self.life_time is not None and not self.life_time > 0:
+            raise LocalProtocolError("life_time must be > 0")
+        hard_time = self.hard_time
+        if self.rekey_time is not None and hard_time is not None and not hard_time > self.rekey_time:
+            raise LocalProtocolError("life_time must be greater than rekey_time")
+        for soft_name, hard_name in (("rekey_packets", "life_packets"), ("rekey_bytes", "life_bytes")):
+            soft = getattr(self, soft_name)
+            hard = getattr(self, hard_name)
+            for name, value in ((soft_name, soft), (hard_name, hard)):
+                if value is None:
+                    continue
+                if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SA_VOLUME:
+                    raise LocalProtocolError(f"{name} must be an integer in 0..{MAX_SA_VOLUME}")
+            if soft and hard and not hard > soft:
+                raise LocalProtocolError(f"{hard_name} must be greater than {soft_name}")
+
+    @property
+    def hard_time(self) -> float | None:
+        """Seconds after which the Child SA is deleted (None: never)."""
+        if self.life_time is not None:
+            return self.life_time
+        return None if self.rekey_time is None else self.rekey_time * _LIFE_FACTOR
+
+    @property
+    def hard_packets(self) -> int:
+        """Packets after which an ESP SA of the child refuses traffic and the child is deleted (0: never)."""
+        return _hard_volume(self.rekey_packets, self.life_packets)
+
+    @property
+    def hard_bytes(self) -> int:
+        """Inner bytes after which an ESP SA of the child refuses traffic and the child is deleted (0: never)."""
+        return _hard_volume(self.rekey_bytes, self.life_bytes)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,7 +147,9 @@ class IkeConfig:
     peer_psks: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
     children: tuple[ChildConfig, ...] = (ChildConfig(),)
     retransmit: RetransmitConfig = RetransmitConfig()
-    dpd_delay: float | None = None  # seconds of silence before an empty INFORMATIONAL; None = off
+    # seconds of silence before an empty INFORMATIONAL; None = off. Inbound ESP counts as a sign of
+    # life (like strongSwan): the probe is skipped if a Child SA's inbound packet counter rose.
+    dpd_delay: float | None = None
     rekey_time: float | None = None  # IKE SA rekey interval in seconds; None = never
     encap: bool = False
     remote_natt_port: int = 4500  # the peer's NAT-T port (not 4500 only in tests/demos)

@@ -21,6 +21,7 @@ __all__ = [
     "ChildSaCreated",
     "ChildSaRekeyed",
     "ChildSaDeleted",
+    "ChildSaExpired",
     "PeerDead",
     "ProtocolErrorEvent",
 ]
@@ -98,6 +99,19 @@ class ChildSaDeleted(Event):
     spi_in: bytes
     spi_out: bytes
     by_peer: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChildSaExpired(Event):
+    """A Child SA reached a lifetime limit: `limit` is "packets", "bytes" (of one of its ESP SAs) or
+    "time". Soft (`hard=False`): a rekey starts; ChildSaRekeyed follows if it succeeds. Hard: its ESP
+    SAs refuse traffic (packets/bytes) and it is deleted; ChildSaDeleted follows."""
+
+    child_id: int
+    spi_in: bytes
+    spi_out: bytes
+    limit: str
+    hard: bool
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from .child_sa import ChildSa, build_esp_pair, derive_child_keys, esp_algorithm_name
+from .child_sa import NO_LIMITS, ChildSa, build_esp_pair, derive_child_keys, esp_algorithm_name
 from .config import ChildConfig
 from .crypto import (
     KeyExchange,
@@ -25,17 +25,28 @@ from .crypto import (
 )
 from .events import (
     ChildSaCreated,
+    ChildSaExpired,
     ChildSaRekeyed,
     IkeSaEstablished,
     IkeSaRekeyed,
     ProtocolErrorEvent,
 )
 from .exceptions import LocalProtocolError, RemoteProtocolError
+from .lifetimes import (
+    LIFETIME_CHECK_INTERVAL,
+    MAX_SOFT_REKEYS,
+    Action,
+    assess,
+    hard_deadline,
+    inbound_rose,
+    volume_limits,
+)
 from .negotiation import (
     SelectedProposal,
     ke_groups,
     narrow_traffic_selectors,
     select_proposal,
+    transforms_cacheable,
     ts_from_config,
     ts_to_text,
     ts_within,
@@ -66,7 +77,7 @@ from .wire import (
     TSr,
 )
 
-from .connection import PeerNotifyError
+from .connection import MAX_CHILD_SAS, NotifyError, PeerNotifyError, natd_hash
 
 if TYPE_CHECKING:
     from .connection import IkeConnection
@@ -75,10 +86,13 @@ __all__ = ["Exchanges", "Operation"]
 
 NONCE_SIZE = 32  # our nonces: at least half the PRF key size (RFC 7296 2.10), 256 bits covers SHA-512
 MAX_SA_INIT_RETRIES = 3  # COOKIE / INVALID_KE_PAYLOAD round trips an initiator follows
-MAX_CHILD_KE_RETRIES = 2  # INVALID_KE_PAYLOAD answers to one CREATE_CHILD_SA that we follow (RFC 7296 1.3)
+MAX_CHILD_KE_RETRIES = 2  # INVALID_KE_PAYLOAD answers to one CREATE_CHILD_SA (Child or IKE rekey) we follow
 MAX_COOKIE_SIZE = 64  # RFC 7296 2.6: a cookie is 1..64 octets
 SIGNATURE_HASHES = (2, 3, 4)  # RFC 7427 SHA2-256/384/512, advertised as strongSwan does
+_SIGNATURE_HASHES_DATA = Notify.signature_hash_algorithms(list(SIGNATURE_HASHES)).data  # built once
 _ZERO_SPI = bytes(8)
+_NATD_SOURCE = int(NotifyType.NAT_DETECTION_SOURCE_IP)
+_NATD_DESTINATION = int(NotifyType.NAT_DETECTION_DESTINATION_IP)
 _P = TypeVar("_P", bound=Payload)
 
 # A queued local request: (kind, argument). Plain data, so a rekeyed IKE SA can take them over.
@@ -93,10 +107,10 @@ def _find(payloads: list[Payload], kind: type[_P]) -> _P | None:
 
 
 def _need(payloads: list[Payload], kind: type[_P], what: str) -> _P:
-    found = _find(payloads, kind)
-    if found is None:
-        raise RemoteProtocolError(f"missing {what} payload", notify=NotifyType.INVALID_SYNTAX)
-    return found
+    for payload in payloads:
+        if isinstance(payload, kind):
+            return payload
+    raise RemoteProtocolError(f"missing {what} payload", notify=NotifyType.INVALID_SYNTAX)
 
 
 def _notify(payloads: list[Payload], notify_type: int) -> Notify | None:
@@ -156,16 +170,26 @@ def _proposals(text: str, protocol: int, spi: bytes = b"") -> list[Proposal]:
 
 @functools.lru_cache(maxsize=256)
 def _parsed_proposals(text: str, protocol: int) -> tuple[Proposal, ...]:
+    # shared between calls: only for read-only use (negotiation); see _proposals for copies
     return tuple(parse_proposals(text, ProtocolId(protocol)))
 
 
+@functools.lru_cache(maxsize=256)
+def _acceptable_esp(text: str, for_auth: bool) -> tuple[Proposal, ...]:
+    """Our ESP proposals as a responder compares them (IKE_AUTH: without KE); shared, read-only."""
+    ours = _proposals(text, ProtocolId.ESP)
+    return tuple(_strip_ke(ours) if for_auth else ours)
+
+
 def _describe(selected: SelectedProposal) -> str:
-    key = tuple((int(t.transform_type), int(t.transform_id), t.key_length) for t in selected.transforms)
-    return _describe_cached(selected.number, selected.protocol_id, key)
+    # Transforms are hashable NamedTuples (an enum member hashes and compares as its int value)
+    describe = _describe_cached if transforms_cacheable(selected.transforms) else _describe_cached.__wrapped__
+    return describe(selected.number, selected.protocol_id, selected.transforms)
 
 
 @functools.lru_cache(maxsize=256)
-def _describe_cached(number: int, protocol: int, key: tuple[tuple[int, int, int | None], ...]) -> str:
+def _describe_cached(number: int, protocol: int, selected: tuple[Transform, ...]) -> str:
+    key = [(int(t.transform_type), int(t.transform_id), t.key_length) for t in selected]
     transforms = sorted(key, key=lambda t: _KEYWORD_ORDER.get(t[0], 9))
     proposal = Proposal(
         number=number,
@@ -258,8 +282,6 @@ class Exchanges:
         )
 
     def _natd(self, spi_r: bytes) -> list[Payload]:
-        from .connection import natd_hash
-
         conn = self.conn
         if conn.is_initiator and self.cfg.encap:
             source = os.urandom(20)  # pretend to be behind a NAT: forces UDP encapsulation (strongSwan encap=yes)
@@ -272,24 +294,26 @@ class Exchanges:
 
     def _nat_seen(self, payloads: list[Payload], spi_r: bytes) -> bool | None:
         """True if the peer's NAT_DETECTION notifies show a NAT, None if it sent none (no NAT-T)."""
-        from .connection import natd_hash
-
         conn = self.conn
-        sources = [p for p in payloads if isinstance(p, Notify) and p.notify_type == NotifyType.NAT_DETECTION_SOURCE_IP]
-        dests = [p for p in payloads if isinstance(p, Notify) and p.notify_type == NotifyType.NAT_DETECTION_DESTINATION_IP]
+        sources: list[bytes] = []
+        dests: list[bytes] = []
+        for p in payloads:  # one pass; the hashes are public values, plain comparison is fine
+            if isinstance(p, Notify):
+                if p.notify_type == _NATD_SOURCE:
+                    sources.append(bytes(p.data))
+                elif p.notify_type == _NATD_DESTINATION:
+                    dests.append(bytes(p.data))
         if not sources or not dests:
             return None
-        peer = natd_hash(conn.spi_i, spi_r, conn.remote_addr)
-        me = natd_hash(conn.spi_i, spi_r, self.ctx.local_addr)
-        peer_natted = not any(bytes(n.data) == peer for n in sources)
-        me_natted = not any(bytes(n.data) == me for n in dests)
+        peer_natted = natd_hash(conn.spi_i, spi_r, conn.remote_addr) not in sources
+        me_natted = natd_hash(conn.spi_i, spi_r, self.ctx.local_addr) not in dests
         return peer_natted or me_natted
 
     def _capabilities(self, *, fragmentation: bool = True) -> list[Payload]:
         payloads: list[Payload] = []
         if fragmentation:  # a responder announces it only if the initiator did (RFC 7383 2.3)
             payloads.append(Notify(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED))
-        payloads.append(Notify.signature_hash_algorithms(list(SIGNATURE_HASHES)))
+        payloads.append(Notify(NotifyType.SIGNATURE_HASH_ALGORITHMS, data=_SIGNATURE_HASHES_DATA))
         return payloads
 
     def _auth_data(self, id_payload: IDi | IDr) -> bytes:
@@ -487,7 +511,7 @@ class Exchanges:
 
     def _on_auth_response(self, payloads: list[Payload], now: float) -> None:
         conn = self.conn
-        offer = self.auth_offer
+        offer, self.auth_offer = self.auth_offer, None  # answered once: the SA keeps no copy of its offer
         if _notify(payloads, NotifyType.AUTHENTICATION_FAILED) is not None:
             self._release(offer)
             raise PeerNotifyError("peer rejected our authentication", notify=NotifyType.AUTHENTICATION_FAILED)
@@ -529,15 +553,12 @@ class Exchanges:
     def accept_sa_init(self, message: Message, data: bytes, now: float) -> None:
         """Answer an IKE_SA_INIT request. Raises RemoteProtocolError (NotifyError for
         INVALID_KE_PAYLOAD) before changing anything, so the endpoint can answer statelessly."""
-        from .connection import NotifyError
-
         conn = self.conn
         payloads = list(message.payloads)
         sa = _need(payloads, SA, "SA")
         ke = _need(payloads, KE, "KE")
         nonce = _need(payloads, Nonce, "Nonce")
-        ours = _proposals(self.cfg.ike_proposals, ProtocolId.IKE)
-        selected = select_proposal(sa.proposals, ours)
+        selected = select_proposal(sa.proposals, _parsed_proposals(self.cfg.ike_proposals, ProtocolId.IKE))
         group = selected.ke_group
         if group is None or selected.prf_id is None:
             raise RemoteProtocolError("proposal without KE or PRF", notify=NotifyType.NO_PROPOSAL_CHOSEN)
@@ -659,12 +680,18 @@ class Exchanges:
         )
 
     def _install_child(self, child: ChildSa) -> None:
+        cfg = child_config(self.conn, child)
+        limits = volume_limits(cfg) if cfg is not None else NO_LIMITS
         try:
-            build_esp_pair(child, self.ctx.esp_factory, child_replay_window(self.conn, child))
+            build_esp_pair(child, self.ctx.esp_factory, child_replay_window(self.conn, child), limits)
         except Exception as exc:  # the factory is the data plane (or user code): never let it kill the engine
             raise RemoteProtocolError(
                 f"ESP SA could not be installed: {type(exc).__name__}", notify=NotifyType.NO_PROPOSAL_CHOSEN
             ) from exc
+        if cfg is not None:
+            child.expire_at = hard_deadline(cfg, child.created_at)
+            if child.limits.active:
+                child.lifetime_check_at = child.created_at + LIFETIME_CHECK_INTERVAL
         self.conn.children[child.child_id] = child
 
     def _accept_child(
@@ -700,8 +727,8 @@ class Exchanges:
             selected=selected,
             proposal_text=_describe(selected),
             mode="transport" if transport else "tunnel",
-            local_ts=tuple(ts_to_text(t) for t in tsi),
-            remote_ts=tuple(ts_to_text(t) for t in tsr),
+            local_ts=tuple([ts_to_text(t) for t in tsi]),
+            remote_ts=tuple([ts_to_text(t) for t in tsr]),
             local_ts_wire=tsi,
             remote_ts_wire=tsr,
             udp_encap=self.conn.natt or self.conn.nat_detected,
@@ -718,20 +745,15 @@ class Exchanges:
         self, payloads: list[Payload], ni: bytes, nr: bytes, *, for_auth: bool, now: float, names: list[str] | None
     ) -> tuple[ChildSa, list[Payload]]:
         """Select, narrow and install a Child SA for a peer's offer; our answer's payloads."""
-        from .connection import NotifyError
-
         sa = _need(payloads, SA, "SA")
         peer_tsi = _selectors(_need(payloads, TSi, "TSi"))
         peer_tsr = _selectors(_need(payloads, TSr, "TSr"))
         configs = [c for c in self.cfg.children if names is None or c.name in names]
-        error = RemoteProtocolError("no child config", notify=NotifyType.NO_PROPOSAL_CHOSEN)
+        error: RemoteProtocolError | None = None
         found: tuple[ChildConfig, SelectedProposal, list[TrafficSelector], list[TrafficSelector]] | None = None
         for cfg in configs:
-            ours = _proposals(cfg.esp_proposals, ProtocolId.ESP)
-            if for_auth:
-                _strip_ke(ours)
             try:
-                selected = select_proposal(sa.proposals, ours)
+                selected = select_proposal(sa.proposals, _acceptable_esp(cfg.esp_proposals, for_auth))
                 if esp_algorithm_name(selected) is None:
                     raise RemoteProtocolError("cipher not supported by the data plane", notify=NotifyType.NO_PROPOSAL_CHOSEN)
                 if len(selected.spi) != 4 or int.from_bytes(selected.spi, "big") <= 255:
@@ -744,7 +766,7 @@ class Exchanges:
             found = (cfg, selected, tsi, tsr)
             break
         if found is None:
-            raise error
+            raise error or RemoteProtocolError("no child config", notify=NotifyType.NO_PROPOSAL_CHOSEN)
         cfg, selected, tsi, tsr = found
         shared = None
         our_ke: KeyExchange | None = None
@@ -771,8 +793,8 @@ class Exchanges:
             selected=selected,
             proposal_text=_describe(selected),
             mode="transport" if transport else "tunnel",
-            local_ts=tuple(ts_to_text(t) for t in tsr),
-            remote_ts=tuple(ts_to_text(t) for t in tsi),
+            local_ts=tuple([ts_to_text(t) for t in tsr]),
+            remote_ts=tuple([ts_to_text(t) for t in tsi]),
             local_ts_wire=tsr,
             remote_ts_wire=tsi,
             udp_encap=self.conn.natt or self.conn.nat_detected,
@@ -914,13 +936,14 @@ class Exchanges:
 
     # ---- IKE SA rekey (CREATE_CHILD_SA, RFC 7296 1.3.2 and 2.18) ---------------------------------
 
-    def _start_ike_rekey(self, now: float) -> None:
+    def _start_ike_rekey(self, now: float, *, ke_group: int | None = None, ke_retries: int = 0) -> None:
         conn = self.conn
         spi = _random_ike_spi()
         proposals = _proposals(self.cfg.ike_proposals, ProtocolId.IKE, spi)
         groups = ke_groups(proposals)
         current = conn.selected.ke_group if conn.selected is not None else None
-        group = current if current in groups else groups[0]
+        # first guess: the current group if still allowed; after INVALID_KE_PAYLOAD: the one asked for
+        group = ke_group if ke_group in groups else current if current in groups else groups[0]
         if group is None:
             raise LocalProtocolError("no key exchange group for the IKE rekey")
         offer = _IkeRekeyOffer(spi=spi, proposals=proposals, nonce=os.urandom(NONCE_SIZE), ke=KeyExchange.generate(group))
@@ -928,13 +951,22 @@ class Exchanges:
         payloads: list[Payload] = [SA(proposals), Nonce(offer.nonce), KE(group, offer.ke.public_bytes())]
 
         def on_response(answer: list[Payload], when: float) -> None:
-            self._on_ike_rekey_response(offer, answer, when)
+            self._on_ike_rekey_response(offer, answer, when, ke_retries)
 
         conn.send_request(ExchangeType.CREATE_CHILD_SA, payloads, on_response, now)
 
-    def _on_ike_rekey_response(self, offer: _IkeRekeyOffer, payloads: list[Payload], now: float) -> None:
+    def _on_ike_rekey_response(
+        self, offer: _IkeRekeyOffer, payloads: list[Payload], now: float, ke_retries: int = 0
+    ) -> None:
         conn = self.conn
         self._ike_rekey_nonce = None
+        invalid_ke = _notify(payloads, NotifyType.INVALID_KE_PAYLOAD)
+        if invalid_ke is not None and conn.state == IkeState.ESTABLISHED and ke_retries < MAX_CHILD_KE_RETRIES:
+            # RFC 7296 1.3: retry the rekey with the group the responder asked for, if we offered it
+            group = int.from_bytes(invalid_ke.data[:2], "big") if len(invalid_ke.data) >= 2 else -1
+            if group != offer.ke.group and group in ke_groups(offer.proposals):
+                self._start_ike_rekey(now, ke_group=group, ke_retries=ke_retries + 1)
+                return
         try:
             if conn.state != IkeState.ESTABLISHED:
                 raise LocalProtocolError("the IKE SA was rekeyed by the peer meanwhile")
@@ -1156,6 +1188,11 @@ class Exchanges:
         for child in conn.children.values():
             if child.rekey_at is not None and child.state == ChildState.INSTALLED:
                 times.append(child.rekey_at)
+            if child.state in _LIFETIME_STATES:
+                if child.expire_at is not None:
+                    times.append(child.expire_at)
+                if child.lifetime_check_at is not None:
+                    times.append(child.lifetime_check_at)
         if self.cfg.dpd_delay is not None:
             times.append(conn.last_heard + self.cfg.dpd_delay)
         return min(times) if times else None
@@ -1166,18 +1203,82 @@ class Exchanges:
             conn.rekey_at = None
             self.run(("rekey_ike", None), now)
             return
+        if self._check_lifetimes(now):
+            return
         for child in list(conn.children.values()):
             if child.rekey_at is not None and child.state == ChildState.INSTALLED and now >= child.rekey_at:
                 child.rekey_at = None
+                self._emit_child_expired(child, "time", hard=False)
                 self.run(("rekey_child", child.child_id), now)
                 return
         if self.cfg.dpd_delay is not None and now >= conn.last_heard + self.cfg.dpd_delay:
+            if self._esp_alive():
+                conn.last_heard = now  # inbound ESP since the last look: alive, no probe (as strongSwan)
+                return
             self.run(("dpd", None), now)
+
+    def _esp_alive(self) -> bool:
+        alive = False
+        for child in self.conn.children.values():
+            alive = inbound_rose(child) or alive  # look at every child: each remembers its count
+        return alive
+
+    def _check_lifetimes(self, now: float) -> bool:
+        """Act on children whose hard deadline or counter poll is due: delete on a hard limit,
+        rekey on a soft one (not while a rekey runs). True if that started a request."""
+        for child in list(self.conn.children.values()):
+            if child.state not in _LIFETIME_STATES:
+                continue
+            expire_due = child.expire_at is not None and now >= child.expire_at
+            poll_due = child.lifetime_check_at is not None and now >= child.lifetime_check_at
+            if not (expire_due or poll_due):
+                continue
+            if child.lifetime_check_at is not None:
+                child.lifetime_check_at = now + LIFETIME_CHECK_INTERVAL
+            verdict = assess(child, now)
+            if verdict.action is Action.EXPIRE:
+                child.expire_at = child.lifetime_check_at = None  # acted on: never again for this child
+                self._emit_child_expired(child, verdict.limit, hard=True)
+                self._send_child_delete(child.child_id, now)
+                return True
+            if (
+                verdict.action is Action.REKEY
+                and child.state == ChildState.INSTALLED
+                and child.soft_rekeys < MAX_SOFT_REKEYS
+            ):
+                child.soft_rekeys += 1
+                child.rekey_at = None  # this rekey also stands for a pending rekey on time
+                self._emit_child_expired(child, verdict.limit, hard=False)
+                self.run(("rekey_child", child.child_id), now)
+                return True
+        return False
+
+    def _emit_child_expired(self, child: ChildSa, limit: str, *, hard: bool) -> None:
+        self.ctx.emit(
+            ChildSaExpired(
+                ike_sa_id=self.conn.ike_sa_id,
+                child_id=child.child_id,
+                spi_in=child.spi_in,
+                spi_out=child.spi_out,
+                limit=limit,
+                hard=hard,
+            )
+        )
+
+
+# Child states in which lifetimes act: an installed child, or one replaced by the peer's rekey that
+# still waits for its Delete (in-flight rekeys and deletes finish first).
+_LIFETIME_STATES = (ChildState.INSTALLED, ChildState.REKEYED)
+
+
+def child_config(conn: IkeConnection, child: ChildSa) -> ChildConfig | None:
+    for cfg in conn.config.children:
+        if cfg.name == child.config_name:
+            return cfg
+    return None
 
 
 def child_limit() -> int:
-    from .connection import MAX_CHILD_SAS
-
     return MAX_CHILD_SAS
 
 
