@@ -8,6 +8,11 @@ calling thread), so the test thread stays in the root namespace and can drive ch
 swanctl calls while the engine keeps answering. Everything the test does with the engine goes
 through `call()`, which runs on the loop thread: the engine is never touched from two threads.
 
+Events are collected for `wait_for()`, decapsulated ESP for `wait_for_esp()`; `send_esp()` sends through
+a Child SA's outbound SA. `drop()` loses chosen IKE messages (in or out) so that tests can exercise
+retransmission on both sides without a lossy link (this kernel has no netem). Also here: IPv4/UDP
+packet building/reading and a UDP receiver that signals when it is bound.
+
 Every wait is bounded (`STEP_TIMEOUT`); `close()` stops the loop and closes the sockets.
 """
 
