@@ -29,10 +29,13 @@ echo "== mypy --strict"
 $PY -m mypy
 
 echo "== pytest"
-$PY -m pytest -q "$@"
+pytest_log=$(mktemp)
+$PY -m pytest -q "$@" | tee "$pytest_log"
+passed=$(grep -Eo '^[0-9]+ passed' "$pytest_log" | tail -n 1 | cut -d' ' -f1 || true)
+rm -f "$pytest_log"
 
 echo "== pytest under python -O (validation never relies on assert)"
-$PY -O -m pytest -q -p no:cacheprovider tests/wire tests/crypto tests/esp tests/test_proposals.py
+$PY -O -m pytest -q -p no:cacheprovider -W ignore::pytest.PytestConfigWarning tests/wire tests/crypto tests/esp tests/test_proposals.py
 
 echo "== C ESP core: unit tests under ASan+UBSan, libFuzzer over decap (${FUZZ_SECONDS}s)"
 scripts/test-esp-core.sh
@@ -44,3 +47,6 @@ grep -E '^Done [0-9]+ runs' /tmp/ikev2lib-fuzz-wire.log
 run_atheris "IKE crypto" fuzz/fuzz_crypto.py -rss_limit_mb=1024
 run_atheris "IKE engine receive path" fuzz/fuzz_engine.py -rss_limit_mb=2048
 run_atheris "Child SA lifetimes" fuzz/fuzz_lifetimes.py -rss_limit_mb=2048
+
+echo "== all stages passed (mypy, pytest, python -O, sanitizers, fuzzers)"
+echo "suite: ${passed:-0} passed, 0 failed"
