@@ -71,6 +71,8 @@ cdef extern from "esp_core.h" nogil:
         uint64_t hard_packets
         uint64_t soft_bytes
         uint64_t hard_bytes
+        const uint8_t *integ_key
+        size_t integ_key_len
     ctypedef struct esp_stats_t:
         uint64_t packets
         uint64_t bytes
@@ -161,19 +163,26 @@ cdef class CoreSA:
     def _configure(self, uint32_t spi, int alg, const unsigned char[::1] key not None,
                    const unsigned char[::1] salt not None, unsigned icv_len, bint outbound, bint tunnel,
                    bint esn, uint32_t replay_window, bint udp_encap, uint16_t udp_sport, uint16_t udp_dport,
-                   uint64_t soft_packets, uint64_t hard_packets, uint64_t soft_bytes, uint64_t hard_bytes):
+                   uint64_t soft_packets, uint64_t hard_packets, uint64_t soft_bytes, uint64_t hard_bytes,
+                   const unsigned char[::1] integ_key=None):
+        # AEAD: salt is the 4-byte KEYMAT salt, integ_key None. AES-CBC: salt empty, integ_key the HMAC key.
         cdef esp_sa_config_t cfg
         cdef int status = 0
         if self.sa is not NULL:
             _raise_for_status(ESP_ERR_INVALID, "SA already configured")
-        if salt.shape[0] != 4 or key.shape[0] == 0:
+        if key.shape[0] == 0 or (integ_key is None and salt.shape[0] != 4):
+            _raise_for_status(ESP_ERR_INVALID, "bad key material")
+        if integ_key is not None and (integ_key.shape[0] == 0 or salt.shape[0] != 0):
             _raise_for_status(ESP_ERR_INVALID, "bad key material")
         memset(&cfg, 0, sizeof(cfg))
         cfg.spi = spi
         cfg.alg = alg
         cfg.key = &key[0]
         cfg.key_len = <size_t>key.shape[0]
-        cfg.salt = &salt[0]
+        cfg.salt = &salt[0] if salt.shape[0] else NULL
+        if integ_key is not None:
+            cfg.integ_key = &integ_key[0]
+            cfg.integ_key_len = <size_t>integ_key.shape[0]
         cfg.icv_len = icv_len
         cfg.outbound = outbound
         cfg.tunnel = tunnel

@@ -1,4 +1,4 @@
-/* ESP (RFC 4303) with AEAD transforms on OpenSSL 3 EVP. See esp_core.h for the contract. */
+/* ESP (RFC 4303) with AEAD and AES-CBC + HMAC transforms on OpenSSL 3 EVP. See esp_core.h for the contract. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,12 +7,14 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include "esp_core.h"
 
 #define NONCE_LEN (ESP_SALT_LEN + ESP_IV_LEN)
 #define MAX_AAD_LEN 12           /* SPI + ESN high + low */
-#define MAX_ICV_LEN 16
+#define MAX_ICV_LEN 32           /* HMAC-SHA-512-256 */
+#define MAX_MAC_LEN 64           /* untruncated HMAC-SHA-512 output */
 #define ESP_CACHE_LINE 64
 /* Window used only to infer the ESN high half when anti-replay is switched off (RFC 4303 A2 needs one). */
 #define ESP_INFER_WINDOW_NO_REPLAY ESP_DEFAULT_REPLAY_WINDOW
@@ -20,6 +22,10 @@
 struct esp_sa {
     pthread_mutex_t lock;
     EVP_CIPHER_CTX *ctx;        /* key schedule set once; per packet only the IV changes */
+    EVP_MAC_CTX *mac;           /* AES-CBC algorithms: HMAC keyed once; re-initialized per packet */
+    unsigned iv_len;            /* explicit IV on the wire: ESP_IV_LEN (AEAD) or ESP_CBC_IV_LEN */
+    unsigned block;             /* the ciphertext is padded to this: 4 (AEAD) or ESP_CBC_BLOCK */
+    int cbc;                    /* 1: AES-CBC + HMAC, 0: AEAD */
     esp_sa_config_t cfg;        /* cfg.key / cfg.salt are not kept: see salt below */
     uint8_t salt[ESP_SALT_LEN];
     uint64_t last_sent;         /* outbound: last sequence number used, 0 = none */
@@ -31,6 +37,8 @@ struct esp_sa {
 
 static pthread_once_t fetch_once = PTHREAD_ONCE_INIT;
 static EVP_CIPHER *cipher_gcm128, *cipher_gcm192, *cipher_gcm256, *cipher_chacha;
+static EVP_CIPHER *cipher_cbc128, *cipher_cbc192, *cipher_cbc256;
+static EVP_MAC *mac_hmac;
 
 static void fetch_ciphers(void)
 {
@@ -38,6 +46,10 @@ static void fetch_ciphers(void)
     cipher_gcm192 = EVP_CIPHER_fetch(NULL, "AES-192-GCM", NULL);
     cipher_gcm256 = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
     cipher_chacha = EVP_CIPHER_fetch(NULL, "ChaCha20-Poly1305", NULL);
+    cipher_cbc128 = EVP_CIPHER_fetch(NULL, "AES-128-CBC", NULL);
+    cipher_cbc192 = EVP_CIPHER_fetch(NULL, "AES-192-CBC", NULL);
+    cipher_cbc256 = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+    mac_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     ERR_clear_error();
 }
 
@@ -51,7 +63,31 @@ static const EVP_CIPHER *cipher_for(int alg, size_t key_len)
         return NULL;
     }
     if (alg == ESP_ALG_CHACHA20_POLY1305 && key_len == 32) return cipher_chacha;
+    if (alg >= ESP_ALG_AES_CBC_HMAC_SHA1 && alg <= ESP_ALG_AES_CBC_HMAC_SHA512) {
+        if (key_len == 16) return cipher_cbc128;
+        if (key_len == 24) return cipher_cbc192;
+        if (key_len == 32) return cipher_cbc256;
+    }
     return NULL;
+}
+
+/* HMAC parameters of an AES-CBC algorithm: digest name, key length, truncated ICV length. */
+typedef struct {
+    const char *digest;
+    size_t key_len;
+    unsigned icv_len;
+} hmac_alg_t;
+
+static const hmac_alg_t *hmac_for(int alg)
+{
+    static const hmac_alg_t table[] = {
+        {"SHA1", 20, 12},   /* RFC 2404 */
+        {"SHA256", 32, 16}, /* RFC 4868 */
+        {"SHA384", 48, 24},
+        {"SHA512", 64, 32},
+    };
+    if (alg < ESP_ALG_AES_CBC_HMAC_SHA1 || alg > ESP_ALG_AES_CBC_HMAC_SHA512) return NULL;
+    return &table[alg - ESP_ALG_AES_CBC_HMAC_SHA1];
 }
 
 const char *esp_core_openssl_version(void)
@@ -166,9 +202,17 @@ int esp_infer_seq(uint64_t last, uint32_t window, uint32_t seq_lo, uint64_t *seq
 esp_sa_t *esp_sa_new(const esp_sa_config_t *cfg, int *status)
 {
     *status = ESP_ERR_INVALID;
-    if (cfg == NULL || cfg->key == NULL || cfg->salt == NULL) return NULL;
+    if (cfg == NULL || cfg->key == NULL) return NULL;
     const EVP_CIPHER *cipher = cipher_for(cfg->alg, cfg->key_len);
     if (cipher == NULL) return NULL;
+    const hmac_alg_t *hm = hmac_for(cfg->alg);
+    if (hm == NULL && cfg->salt == NULL) return NULL;
+    if (hm != NULL && (cfg->integ_key == NULL || cfg->integ_key_len != hm->key_len || cfg->icv_len != hm->icv_len))
+        return NULL;
+    if (hm != NULL && mac_hmac == NULL) {
+        *status = ESP_ERR_CRYPTO;
+        return NULL;
+    }
     if (cfg->alg == ESP_ALG_AES_GCM && cfg->icv_len != 8 && cfg->icv_len != 12 && cfg->icv_len != 16) return NULL;
     if (cfg->alg == ESP_ALG_CHACHA20_POLY1305 && cfg->icv_len != 16) return NULL;
     if (cfg->replay_window > ESP_MAX_REPLAY_WINDOW) return NULL;
@@ -181,7 +225,11 @@ esp_sa_t *esp_sa_new(const esp_sa_config_t *cfg, int *status)
     sa->cfg = *cfg;
     sa->cfg.key = NULL;
     sa->cfg.salt = NULL;
-    memcpy(sa->salt, cfg->salt, ESP_SALT_LEN);
+    sa->cfg.integ_key = NULL;
+    if (hm == NULL) memcpy(sa->salt, cfg->salt, ESP_SALT_LEN);
+    sa->cbc = hm != NULL;
+    sa->iv_len = sa->cbc ? ESP_CBC_IV_LEN : ESP_IV_LEN;
+    sa->block = sa->cbc ? ESP_CBC_BLOCK : 4;
     if (pthread_mutex_init(&sa->lock, NULL) != 0) {
         OPENSSL_cleanse(sa, size); /* the salt is already in it */
         free(sa);
@@ -192,6 +240,17 @@ esp_sa_t *esp_sa_new(const esp_sa_config_t *cfg, int *status)
     if (sa->ctx == NULL) goto crypto_fail;
     /* The key schedule is computed here, once; the 12-byte nonce length is the EVP default for both. */
     if (!EVP_CipherInit_ex2(sa->ctx, cipher, cfg->key, NULL, cfg->outbound ? 1 : 0, NULL)) goto crypto_fail;
+    if (sa->cbc) {
+        /* ESP does its own padding (RFC 4303 2.4): the cipher must add none. */
+        if (!EVP_CIPHER_CTX_set_padding(sa->ctx, 0)) goto crypto_fail;
+        sa->mac = EVP_MAC_CTX_new(mac_hmac);
+        if (sa->mac == NULL) goto crypto_fail;
+        OSSL_PARAM params[2];
+        params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)hm->digest, 0);
+        params[1] = OSSL_PARAM_construct_end();
+        /* The key (ipad/opad state) is set once; per packet EVP_MAC_init with a NULL key restarts it. */
+        if (!EVP_MAC_init(sa->mac, cfg->integ_key, cfg->integ_key_len, params)) goto crypto_fail;
+    }
     *status = ESP_OK;
     return sa;
 
@@ -200,6 +259,7 @@ crypto_fail:
     *status = ESP_ERR_CRYPTO;
 fail:
     EVP_CIPHER_CTX_free(sa->ctx);
+    EVP_MAC_CTX_free(sa->mac);
     esp_replay_free(&sa->replay);
     pthread_mutex_destroy(&sa->lock);
     OPENSSL_cleanse(sa, sizeof(*sa));
@@ -211,6 +271,7 @@ void esp_sa_free(esp_sa_t *sa)
 {
     if (sa == NULL) return;
     EVP_CIPHER_CTX_free(sa->ctx); /* clears the key schedule */
+    EVP_MAC_CTX_free(sa->mac);
     esp_replay_free(&sa->replay);
     pthread_mutex_destroy(&sa->lock);
     OPENSSL_cleanse(sa, sizeof(*sa));
@@ -232,25 +293,78 @@ static int lifetime_state_locked(const esp_sa_t *sa)
 
 /* ---- encap -------------------------------------------------------------------------------------- */
 
-static size_t encap_size(const esp_sa_config_t *c, size_t inner_len, size_t tfc_pad)
+/* Pad length for a body (payload + TFC padding): RFC 4303 2.4, the ciphertext ends on a 4-byte boundary
+ * (AEAD) or an AES block boundary (CBC). */
+static size_t pad_len(const esp_sa_t *sa, size_t body)
 {
+    return (sa->block - ((body + 2) % sa->block)) % sa->block;
+}
+
+static size_t encap_size(const esp_sa_t *sa, size_t inner_len, size_t tfc_pad)
+{
+    const esp_sa_config_t *c = &sa->cfg;
     if (inner_len > ESP_MAX_PACKET || tfc_pad > ESP_MAX_TFC_PAD) return 0;
     size_t body = inner_len + tfc_pad;
-    size_t pad = (4 - ((body + 2) & 3)) & 3; /* RFC 4303 2.4: ciphertext ends on a 4-byte boundary */
-    size_t total = (c->udp_encap ? ESP_UDP_HDR_LEN : 0) + ESP_HDR_LEN + ESP_IV_LEN + body + pad + 2 + c->icv_len;
+    size_t pad = pad_len(sa, body);
+    size_t total = (c->udp_encap ? ESP_UDP_HDR_LEN : 0) + ESP_HDR_LEN + sa->iv_len + body + pad + 2 + c->icv_len;
     if (total > ESP_MAX_PACKET) return 0; /* with UDP encapsulation the UDP length field must hold it */
     return total;
 }
 
 size_t esp_encap_size(const esp_sa_t *sa, size_t inner_len, size_t tfc_pad)
 {
-    return encap_size(&sa->cfg, inner_len, tfc_pad);
+    return encap_size(sa, inner_len, tfc_pad);
 }
 
 static int crypto_failed(void)
 {
     ERR_clear_error();
     return ESP_ERR_CRYPTO;
+}
+
+/* ICV of an AES-CBC SA: HMAC over SPI..ciphertext, then the ESN high half if any (RFC 4303 2.2.1: it is
+ * authenticated but never sent), truncated to icv_len (RFC 2404 / RFC 4868). */
+static int cbc_icv(esp_sa_t *sa, const uint8_t *data, size_t len, uint64_t seq, uint8_t icv[MAX_ICV_LEN])
+{
+    uint8_t mac[MAX_MAC_LEN], hi[4];
+    size_t mac_len = 0;
+    if (!EVP_MAC_init(sa->mac, NULL, 0, NULL)) return ESP_ERR_CRYPTO;
+    if (!EVP_MAC_update(sa->mac, data, len)) return ESP_ERR_CRYPTO;
+    if (sa->cfg.esn) {
+        put32(hi, (uint32_t)(seq >> 32));
+        if (!EVP_MAC_update(sa->mac, hi, 4)) return ESP_ERR_CRYPTO;
+    }
+    if (!EVP_MAC_final(sa->mac, mac, &mac_len, sizeof(mac)) || mac_len < sa->cfg.icv_len) return ESP_ERR_CRYPTO;
+    memcpy(icv, mac, sa->cfg.icv_len);
+    OPENSSL_cleanse(mac, sizeof(mac));
+    return ESP_OK;
+}
+
+/* AES-CBC encap of one packet; esp points at the ESP header (SPI and sequence number already written). */
+static int encap_cbc(esp_sa_t *sa, uint8_t *esp, uint64_t seq, int next_header, const uint8_t *in, size_t in_len,
+                     size_t tfc_pad)
+{
+    uint8_t *iv = esp + ESP_HDR_LEN;
+    uint8_t *ct = iv + ESP_CBC_IV_LEN;
+    size_t body = in_len + tfc_pad;
+    size_t pad = pad_len(sa, body);
+    size_t ct_len = body + pad + 2;
+    /* RFC 3602 section 3: the IV must be unpredictable, so it comes from the CSPRNG, never from a caller. */
+    if (RAND_bytes(iv, ESP_CBC_IV_LEN) != 1) return crypto_failed();
+    if (in_len) memcpy(ct, in, in_len);
+    uint8_t *trailer = ct + in_len;
+    memset(trailer, 0, tfc_pad);
+    for (size_t i = 0; i < pad; i++) trailer[tfc_pad + i] = (uint8_t)(i + 1);
+    trailer[tfc_pad + pad] = (uint8_t)pad;
+    trailer[tfc_pad + pad + 1] = (uint8_t)next_header;
+    EVP_CIPHER_CTX *ctx = sa->ctx;
+    int outl = 0;
+    if (!EVP_EncryptInit_ex2(ctx, NULL, NULL, iv, NULL)) return crypto_failed();
+    if (!EVP_EncryptUpdate(ctx, ct, &outl, ct, (int)ct_len) || (size_t)outl != ct_len) return crypto_failed();
+    if (!EVP_EncryptFinal_ex(ctx, ct + ct_len, &outl)) return crypto_failed();
+    /* Encrypt-then-MAC: the ICV covers SPI, sequence number, IV and ciphertext. */
+    if (cbc_icv(sa, esp, ESP_HDR_LEN + ESP_CBC_IV_LEN + ct_len, seq, ct + ct_len) != ESP_OK) return crypto_failed();
+    return ESP_OK;
 }
 
 static int encap_locked(esp_sa_t *sa, int next_header, const uint8_t *in, size_t in_len, size_t tfc_pad,
@@ -268,7 +382,7 @@ static int encap_locked(esp_sa_t *sa, int next_header, const uint8_t *in, size_t
     } else {
         if (next_header < 0 || next_header > 255 || tfc_pad != 0) return ESP_ERR_INVALID;
     }
-    size_t total = encap_size(c, in_len, tfc_pad);
+    size_t total = encap_size(sa, in_len, tfc_pad);
     if (total == 0) return ESP_ERR_INVALID;
     if (total > out_cap) return ESP_ERR_BUFFER;
     if (lifetime_state_locked(sa) == ESP_LIFETIME_HARD) return ESP_ERR_HARD_EXPIRED;
@@ -287,6 +401,14 @@ static int encap_locked(esp_sa_t *sa, int next_header, const uint8_t *in, size_t
     }
     put32(p, c->spi);
     put32(p + 4, (uint32_t)seq);
+    if (sa->cbc) {
+        int st = encap_cbc(sa, p, seq, next_header, in, in_len, tfc_pad);
+        if (st != ESP_OK) return st;
+        sa->stats.packets++;
+        sa->stats.bytes += in_len;
+        *out_len = total;
+        return ESP_OK;
+    }
     put32(p + 8, (uint32_t)(seq >> 32)); /* IV = the 64-bit sequence number, unique per key */
     put32(p + 12, (uint32_t)seq);
 
@@ -409,13 +531,35 @@ static size_t inner_ip_length(int next_header, const uint8_t *p, size_t len)
     return 0;
 }
 
+static int finish_decap(esp_sa_t *sa, uint64_t seq, uint8_t *out, size_t ct_len, size_t *out_len, int *next_header);
+
+/* AES-CBC: verify the ICV (constant time) over SPI..ciphertext first; only an authentic packet is decrypted. */
+static int decrypt_cbc(esp_sa_t *sa, const uint8_t *pkt, size_t ct_len, uint64_t seq, uint8_t *out)
+{
+    const uint8_t *iv = pkt + ESP_HDR_LEN;
+    const uint8_t *ct = iv + ESP_CBC_IV_LEN;
+    uint8_t icv[MAX_ICV_LEN];
+    if (cbc_icv(sa, pkt, ESP_HDR_LEN + ESP_CBC_IV_LEN + ct_len, seq, icv) != ESP_OK) return crypto_failed();
+    if (CRYPTO_memcmp(icv, ct + ct_len, sa->cfg.icv_len) != 0) return ESP_ERR_AUTH;
+    EVP_CIPHER_CTX *ctx = sa->ctx;
+    int outl = 0;
+    if (!EVP_DecryptInit_ex2(ctx, NULL, NULL, iv, NULL) || !EVP_DecryptUpdate(ctx, out, &outl, ct, (int)ct_len)
+        || (size_t)outl != ct_len || !EVP_DecryptFinal_ex(ctx, out + ct_len, &outl)) {
+        OPENSSL_cleanse(out, ct_len);
+        return crypto_failed();
+    }
+    return ESP_OK;
+}
+
 /* pkt points at the ESP header (any UDP header already stripped). */
 static int decap_locked(esp_sa_t *sa, const uint8_t *pkt, size_t len, uint8_t *out, size_t out_cap,
                         size_t *out_len, int *next_header)
 {
     const esp_sa_config_t *c = &sa->cfg;
     if (c->outbound) return ESP_ERR_INVALID;
-    if (len < ESP_HDR_LEN + ESP_IV_LEN + 2 + c->icv_len || len > ESP_MAX_PACKET) return ESP_ERR_MALFORMED;
+    size_t min_ct = sa->cbc ? ESP_CBC_BLOCK : 2; /* at least pad length + next header, in whole blocks */
+    if (len < ESP_HDR_LEN + sa->iv_len + min_ct + c->icv_len || len > ESP_MAX_PACKET) return ESP_ERR_MALFORMED;
+    if (sa->cbc && (len - ESP_HDR_LEN - ESP_CBC_IV_LEN - c->icv_len) % ESP_CBC_BLOCK != 0) return ESP_ERR_MALFORMED;
     if (get32(pkt) != c->spi) return ESP_ERR_UNKNOWN_SPI;
     if (lifetime_state_locked(sa) == ESP_LIFETIME_HARD) return ESP_ERR_HARD_EXPIRED;
 
@@ -426,8 +570,13 @@ static int decap_locked(esp_sa_t *sa, const uint8_t *pkt, size_t len, uint8_t *o
     int st = esp_replay_check(&sa->replay, seq);
     if (st != ESP_OK) return st;
 
-    size_t ct_len = len - ESP_HDR_LEN - ESP_IV_LEN - c->icv_len;
+    size_t ct_len = len - ESP_HDR_LEN - sa->iv_len - c->icv_len;
     if (out_cap < ct_len) return ESP_ERR_BUFFER;
+    if (sa->cbc) {
+        st = decrypt_cbc(sa, pkt, ct_len, seq, out);
+        if (st != ESP_OK) return st;
+        return finish_decap(sa, seq, out, ct_len, out_len, next_header);
+    }
     const uint8_t *iv = pkt + ESP_HDR_LEN;
     const uint8_t *ct = iv + ESP_IV_LEN;
     uint8_t nonce[NONCE_LEN], aad[MAX_AAD_LEN], tag[MAX_ICV_LEN];
@@ -462,7 +611,14 @@ static int decap_locked(esp_sa_t *sa, const uint8_t *pkt, size_t len, uint8_t *o
         return ESP_ERR_AUTH;
     }
 
-    /* Authentic from here on. Trailer checks (RFC 4303 section 2.4-2.6). */
+    return finish_decap(sa, seq, out, ct_len, out_len, next_header);
+}
+
+/* Trailer checks on an authentic, decrypted ciphertext (RFC 4303 section 2.4-2.6), then the window moves. */
+static int finish_decap(esp_sa_t *sa, uint64_t seq, uint8_t *out, size_t ct_len, size_t *out_len, int *next_header)
+{
+    const esp_sa_config_t *c = &sa->cfg;
+    int st = ESP_OK;
     size_t pad = out[ct_len - 2];
     int nh = out[ct_len - 1];
     if (pad + 2 > ct_len) st = ESP_ERR_PADDING;

@@ -4,6 +4,9 @@
  * 16 byte ICV (RFC 4106) or ChaCha20-Poly1305 (RFC 7634). The SA owns its OpenSSL EVP context (key schedule
  * set once), its salt, its sequence counter and its RFC 6479 anti-replay window. The nonce is always
  * salt || IV and on output the IV is the 64-bit sequence number: no function here accepts a nonce or IV.
+ * The AES-CBC + HMAC-SHA1/SHA2 transforms (RFC 3602, RFC 2404, RFC 4868) instead draw a random 16-byte IV
+ * from the CSPRNG (RAND_bytes) inside esp_encap, MAC SPI..ciphertext (plus the ESN high half, RFC 4303
+ * 2.2.1) and verify the ICV in constant time before anything is decrypted.
  *
  * Threads: every entry point that touches an SA takes that SA's own mutex, so one SA used from several
  * threads is serialized (a sequence number is reserved under the lock and can never be used twice) while
@@ -34,7 +37,14 @@
 enum esp_alg {
     ESP_ALG_AES_GCM = 1,
     ESP_ALG_CHACHA20_POLY1305 = 2,
+    /* AES-CBC (RFC 3602) + HMAC (RFC 2404 / RFC 4868), encrypt-then-MAC: explicit random 16-byte IV. */
+    ESP_ALG_AES_CBC_HMAC_SHA1 = 3,   /* HMAC-SHA1-96: 20-byte key, 12-byte ICV */
+    ESP_ALG_AES_CBC_HMAC_SHA256 = 4, /* HMAC-SHA-256-128: 32-byte key, 16-byte ICV */
+    ESP_ALG_AES_CBC_HMAC_SHA384 = 5, /* HMAC-SHA-384-192: 48-byte key, 24-byte ICV */
+    ESP_ALG_AES_CBC_HMAC_SHA512 = 6, /* HMAC-SHA-512-256: 64-byte key, 32-byte ICV */
 };
+#define ESP_CBC_IV_LEN 16      /* AES block: random explicit IV of the CBC transforms (RFC 3602 section 3) */
+#define ESP_CBC_BLOCK 16       /* CBC ciphertext (payload..next header) is a whole number of AES blocks */
 
 /* Per-packet status. Values are part of the Python API (ikev2lib.esp.Status mirrors them). */
 enum esp_status {
@@ -66,9 +76,9 @@ typedef struct {
     uint32_t spi;
     int alg;                    /* enum esp_alg */
     const uint8_t *key;         /* cipher key, without the salt */
-    size_t key_len;             /* 16/24/32 for AES-GCM, 32 for ChaCha20-Poly1305 */
-    const uint8_t *salt;        /* ESP_SALT_LEN bytes */
-    unsigned icv_len;           /* 8, 12, 16 (GCM); 16 (ChaCha20-Poly1305) */
+    size_t key_len;             /* 16/24/32 for AES-GCM and AES-CBC, 32 for ChaCha20-Poly1305 */
+    const uint8_t *salt;        /* ESP_SALT_LEN bytes (AEAD only; ignored, may be NULL, for AES-CBC) */
+    unsigned icv_len;           /* 8, 12, 16 (GCM); 16 (ChaCha20-Poly1305); 12/16/24/32 (HMAC, by alg) */
     int outbound;               /* 1: encap only, 0: decap only */
     int tunnel;                 /* 1: tunnel mode (inner IPv4/IPv6), 0: transport mode */
     int esn;                    /* extended (64-bit) sequence numbers */
@@ -76,6 +86,8 @@ typedef struct {
     int udp_encap;              /* RFC 3948: packets carry an 8-byte UDP header */
     uint16_t udp_sport, udp_dport;
     uint64_t soft_packets, hard_packets, soft_bytes, hard_bytes; /* 0 = unlimited */
+    const uint8_t *integ_key;   /* AES-CBC algorithms only: HMAC key (20/32/48/64 bytes by alg) */
+    size_t integ_key_len;
 } esp_sa_config_t;
 
 typedef struct {

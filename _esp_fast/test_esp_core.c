@@ -1,10 +1,14 @@
 /* The C core's own tests: run under -fsanitize=address,undefined by scripts/test-esp-core.sh.
- * Published vectors (draft-mcgrew-gcm-test-01 section 4 test case #2; RFC 7634 Appendix A), round trips
+ * Published vectors (draft-mcgrew-gcm-test-01 section 4 test case #2; RFC 7634 Appendix A; RFC 3602 section 4
+ * case #5 with an HMAC-SHA-256-128 ICV appended, since the RFC's ESP cases carry none), round trips
  * over every algorithm/mode/ESN/UDP combination, every single-bit flip, truncations, the replay window
  * edges and the ESN inference cases of RFC 4303 Appendix A. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "esp_core.h"
 
@@ -40,6 +44,12 @@ static esp_sa_t *make_sa(int alg, const uint8_t *keymat, size_t key_len, unsigne
     c.key = keymat;
     c.key_len = key_len;
     c.salt = keymat + key_len;
+    if (alg >= ESP_ALG_AES_CBC_HMAC_SHA1) { /* KEYMAT: cipher key || HMAC key (RFC 7296 2.17) */
+        static const size_t integ_len[] = {20, 32, 48, 64};
+        c.salt = NULL;
+        c.integ_key = keymat + key_len;
+        c.integ_key_len = integ_len[alg - ESP_ALG_AES_CBC_HMAC_SHA1];
+    }
     c.icv_len = icv;
     c.outbound = outbound;
     c.tunnel = tunnel;
@@ -93,14 +103,66 @@ static void test_rfc7634_appendix_a(void)
     esp_sa_free(sa);
 }
 
+static void test_rfc3602_case5(void)
+{
+    /* RFC 3602 section 4 case #5 (AES-128-CBC, SPI 0x4321, seq 1, ICMP payload, next header 1). */
+    uint8_t keymat[48], pkt[256], plain[128], out[256];
+    unhex("90d382b410eeba7ad938c46cec1a82bf", keymat);
+    for (int i = 0; i < 32; i++) keymat[16 + i] = (uint8_t)(0x40 + i);
+    size_t n = unhex("0000432100000001e96e8c08ab465763fd098d45dd3ff893f663c25d325c18c6a9453e194e120849"
+                     "a4870b66cc6b9965330013b4898dc856a4699e523a55db080b59ec3a8e4b7e52775b07d1db34ed9c"
+                     "538ab50c551b874aa269add047ad2d5913ac19b7cfbad4a6", pkt);
+    size_t pn = unhex("08000ebda70a00008e9c083db95b070008090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+                      "202122232425262728292a2b2c2d2e2f3031323334353637", plain);
+    uint8_t mac[32];
+    unsigned mac_len = 0;
+    HMAC(EVP_sha256(), keymat + 16, 32, pkt, n, mac, &mac_len);
+    CHECK(mac_len == 32);
+    memcpy(pkt + n, mac, 16); /* HMAC-SHA-256-128: the leftmost 128 bits */
+    esp_sa_t *sa = make_sa(ESP_ALG_AES_CBC_HMAC_SHA256, keymat, 16, 16, 0, 0, 0, 64, 0, 0x4321);
+    size_t len = 0;
+    int nh = -1;
+    memset(out, 0xaa, sizeof(out));
+    pkt[n + 15] ^= 1;
+    CHECK(esp_decap(sa, pkt, n + 16, out, sizeof(out), &len, &nh) == ESP_ERR_AUTH);
+    for (size_t i = 0; i < sizeof(out); i++) CHECK(out[i] == 0xaa); /* nothing decrypted before the ICV */
+    pkt[n + 15] ^= 1;
+    CHECK(esp_decap(sa, pkt, n + 15, out, sizeof(out), &len, &nh) == ESP_ERR_MALFORMED); /* not whole blocks */
+    CHECK(esp_decap(sa, pkt, n + 16, out, sizeof(out), &len, &nh) == ESP_OK);
+    CHECK(nh == 1 && len == pn && memcmp(out, plain, pn) == 0);
+    CHECK(esp_decap(sa, pkt, n + 16, out, sizeof(out), &len, &nh) == ESP_ERR_REPLAY);
+    esp_sa_free(sa);
+
+    /* The HMAC key length and the ICV length are fixed by the algorithm. */
+    esp_sa_config_t c;
+    memset(&c, 0, sizeof(c));
+    c.spi = 0x4321;
+    c.alg = ESP_ALG_AES_CBC_HMAC_SHA256;
+    c.key = keymat;
+    c.key_len = 16;
+    c.icv_len = 16;
+    c.integ_key = keymat + 16;
+    c.integ_key_len = 31;
+    int st = 0;
+    CHECK(esp_sa_new(&c, &st) == NULL && st == ESP_ERR_INVALID);
+    c.integ_key_len = 32;
+    c.icv_len = 12;
+    CHECK(esp_sa_new(&c, &st) == NULL && st == ESP_ERR_INVALID);
+    c.icv_len = 16;
+    c.key_len = 20;
+    CHECK(esp_sa_new(&c, &st) == NULL && st == ESP_ERR_INVALID);
+}
+
 static void test_round_trips_and_bit_flips(void)
 {
     static const struct { int alg; size_t key_len; unsigned icv; } algs[] = {
         {ESP_ALG_AES_GCM, 16, 16}, {ESP_ALG_AES_GCM, 24, 12}, {ESP_ALG_AES_GCM, 32, 8},
         {ESP_ALG_CHACHA20_POLY1305, 32, 16},
+        {ESP_ALG_AES_CBC_HMAC_SHA1, 16, 12}, {ESP_ALG_AES_CBC_HMAC_SHA256, 32, 16},
+        {ESP_ALG_AES_CBC_HMAC_SHA384, 24, 24}, {ESP_ALG_AES_CBC_HMAC_SHA512, 32, 32},
     };
-    uint8_t keymat[36], inner[300], pkt[1024], out[1024];
-    for (int i = 0; i < 36; i++) keymat[i] = (uint8_t)(i * 13 + 5);
+    uint8_t keymat[96], inner[300], pkt[1024], out[1024];
+    for (int i = 0; i < 96; i++) keymat[i] = (uint8_t)(i * 13 + 5);
     memset(inner, 0x5a, sizeof(inner));
     inner[0] = 0x45;
     inner[2] = 0x01; inner[3] = 0x2c; /* IPv4 total length 300 */
@@ -202,6 +264,7 @@ int main(void)
 {
     test_draft_mcgrew_case2();
     test_rfc7634_appendix_a();
+    test_rfc3602_case5();
     test_round_trips_and_bit_flips();
     test_sequence_overflow();
     test_replay_window();

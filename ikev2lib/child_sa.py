@@ -43,10 +43,20 @@ _ESP_NAMES: dict[tuple[int, int | None], str] = {
     (28, None): "chacha20poly1305",
     (28, 256): "chacha20poly1305",
 }
+_ENCR_AES_CBC = 12  # RFC 3602: needs an integrity transform, named with it below
+# strongSwan integrity keywords the data plane pairs with AES-CBC, by INTEG id (RFC 2404, RFC 4868)
+_ESP_CBC_INTEG: dict[int, str] = {2: "sha1", 12: "sha256", 13: "sha384", 14: "sha512"}
 
 
 def esp_algorithm_name(selected: SelectedProposal) -> str | None:
-    """The data plane's keyword for a negotiated ESP cipher, None if it has none."""
+    """The data plane's keyword for a negotiated ESP cipher (and integrity), None if it has none."""
+    if selected.encr_id == _ENCR_AES_CBC:
+        bits, integ = selected.encr_key_bits, _ESP_CBC_INTEG.get(selected.integ_id or 0)
+        if bits not in (128, 192, 256) or integ is None:
+            return None
+        return f"aes{bits}-{integ}"
+    if selected.integ_id:  # an AEAD cipher with an integrity transform is never valid
+        return None
     return _ESP_NAMES.get((selected.encr_id, selected.encr_key_bits))
 
 
@@ -82,8 +92,8 @@ class EspParams:
 
     spi: bytes
     algorithm: str
-    key: bytes = field(repr=False)  # encryption key || salt, as KEYMAT gives it
-    integ_key: bytes = field(repr=False)
+    key: bytes = field(repr=False)  # encryption key || salt (AEAD) or encryption key (AES-CBC), from KEYMAT
+    integ_key: bytes = field(repr=False)  # AES-CBC + HMAC: the integrity key; empty for AEAD
     direction: str  # "inbound" or "outbound"
     mode: str
     esn: bool
@@ -108,7 +118,9 @@ def default_esp_factory(params: EspParams) -> Any:
     """Build an `ikev2lib.esp.EspSA` (the C data plane, or its pure-Python fallback).
 
     The SA is built without the data plane's own UDP header even when NAT-T is in use: drivers send
-    ESP through their port-4500 UDP socket, which adds the UDP header (RFC 3948 2.1)."""
+    ESP through their port-4500 UDP socket, which adds the UDP header (RFC 3948 2.1). For AES-CBC + HMAC
+    the data plane takes encryption key || integrity key (the KEYMAT order, RFC 7296 2.17); for AEAD
+    ciphers the integrity key is empty."""
     esp = _data_plane()
     limits = params.limits
     lifetime = None
@@ -122,7 +134,7 @@ def default_esp_factory(params: EspParams) -> Any:
     return esp.EspSA(
         spi=int.from_bytes(params.spi, "big"),
         algorithm=params.algorithm,
-        key=params.key,
+        key=params.key + params.integ_key,
         direction=params.direction,
         mode=params.mode,
         esn=params.esn,

@@ -5,6 +5,7 @@
  *   crafted mode: 4 bytes of sequence number, then an ESP *plaintext* (payload + trailer) that the harness
  *                 seals with the SA's key, so the fuzzer reaches the checks after the ICV (padding, next
  *                 header, inner IP length, TFC stripping) with authentic packets.
+ * CBC configurations (AES-CBC + HMAC) are sealed with a fixed IV and the plaintext cut to whole blocks.
  * Invariants: no memory error (ASan/UBSan), decap writes only inside its output buffer, and a failed
  * packet leaves nothing but zeros in it. SAs are created per input so runs are deterministic. */
 #include <stdint.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "esp_core.h"
 
@@ -28,12 +30,21 @@ static const fuzz_config_t CONFIGS[] = {
     {ESP_ALG_AES_GCM, 32, 8, 0, 1, 0, 1024},
     {ESP_ALG_CHACHA20_POLY1305, 32, 16, 1, 0, 1, 32},
     {ESP_ALG_AES_GCM, 24, 12, 0, 0, 0, 0},
+    {ESP_ALG_AES_CBC_HMAC_SHA256, 32, 16, 1, 0, 0, 64},
+    {ESP_ALG_AES_CBC_HMAC_SHA1, 16, 12, 0, 1, 1, 32},
+    {ESP_ALG_AES_CBC_HMAC_SHA512, 24, 32, 1, 1, 0, 0},
 };
 #define N_CONFIGS (sizeof(CONFIGS) / sizeof(CONFIGS[0]))
 #define FUZZ_SPI_BASE 0x1000u
 #define FUZZ_MAX_INPUT 70000 /* above ESP_MAX_PACKET so the size limits are exercised too */
 
-static uint8_t keymat[36];
+#define FUZZ_KEYMAT_LEN 96 /* largest KEYMAT: AES-256 key || HMAC-SHA-512 key */
+static uint8_t keymat[FUZZ_KEYMAT_LEN];
+
+static int is_cbc(int alg)
+{
+    return alg >= ESP_ALG_AES_CBC_HMAC_SHA1 && alg <= ESP_ALG_AES_CBC_HMAC_SHA512;
+}
 
 static esp_sa_t *make_sa(const fuzz_config_t *c, uint32_t spi)
 {
@@ -44,6 +55,12 @@ static esp_sa_t *make_sa(const fuzz_config_t *c, uint32_t spi)
     cfg.key = keymat;
     cfg.key_len = c->key_len;
     cfg.salt = keymat + c->key_len;
+    if (is_cbc(c->alg)) {
+        static const size_t integ_len[] = {20, 32, 48, 64};
+        cfg.salt = NULL;
+        cfg.integ_key = keymat + c->key_len;
+        cfg.integ_key_len = integ_len[c->alg - ESP_ALG_AES_CBC_HMAC_SHA1];
+    }
     cfg.icv_len = c->icv;
     cfg.tunnel = c->tunnel;
     cfg.esn = c->esn;
@@ -54,6 +71,51 @@ static esp_sa_t *make_sa(const fuzz_config_t *c, uint32_t spi)
     esp_sa_t *sa = esp_sa_new(&cfg, &st);
     if (sa == NULL) abort();
     return sa;
+}
+
+/* AES-CBC + HMAC sealing: fixed IV, plaintext cut to whole blocks, ICV over SPI..ciphertext (|| ESN high 0). */
+static size_t seal_cbc(const fuzz_config_t *c, uint32_t spi, uint32_t seq, const uint8_t *pt, size_t pt_len,
+                       uint8_t *out)
+{
+    static const char *digests[] = {"SHA1", "SHA256", "SHA384", "SHA512"};
+    static const size_t integ_len[] = {20, 32, 48, 64};
+    const char *name = c->key_len == 16 ? "AES-128-CBC" : c->key_len == 24 ? "AES-192-CBC" : "AES-256-CBC";
+    pt_len -= pt_len % 16;
+    size_t hdr = c->udp ? ESP_UDP_HDR_LEN : 0;
+    size_t total = hdr + 8 + 16 + pt_len + c->icv;
+    uint8_t *p = out;
+    if (c->udp) {
+        uint8_t udp[8] = {0x11, 0x94, 0x11, 0x94, (uint8_t)(total >> 8), (uint8_t)total, 0, 0};
+        memcpy(p, udp, 8);
+        p += 8;
+    }
+    uint8_t esp[8] = {(uint8_t)(spi >> 24), (uint8_t)(spi >> 16), (uint8_t)(spi >> 8), (uint8_t)spi,
+                      (uint8_t)(seq >> 24), (uint8_t)(seq >> 16), (uint8_t)(seq >> 8), (uint8_t)seq};
+    memcpy(p, esp, 8);
+    for (int i = 0; i < 16; i++) p[8 + i] = (uint8_t)(0xc0 + i);
+    EVP_CIPHER *cipher = EVP_CIPHER_fetch(NULL, name, NULL);
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    int l;
+    EVP_EncryptInit_ex2(ctx, cipher, keymat, p + 8, NULL);
+    EVP_CIPHER_CTX_set_padding(ctx, 0);
+    if (pt_len) EVP_EncryptUpdate(ctx, p + 24, &l, pt, (int)pt_len);
+    EVP_EncryptFinal_ex(ctx, p + 24 + pt_len, &l);
+    EVP_CIPHER_CTX_free(ctx);
+    EVP_CIPHER_free(cipher);
+    int d = c->alg - ESP_ALG_AES_CBC_HMAC_SHA1;
+    EVP_MD *md = EVP_MD_fetch(NULL, digests[d], NULL);
+    uint8_t signed_buf[ESP_MAX_PACKET + 4], mac[64];
+    size_t signed_len = 24 + pt_len;
+    memcpy(signed_buf, p, signed_len);
+    if (c->esn) { /* high half 0: what the receiver infers from a fresh window */
+        memset(signed_buf + signed_len, 0, 4);
+        signed_len += 4;
+    }
+    unsigned mac_len = 0;
+    HMAC(md, keymat + c->key_len, (int)integ_len[d], signed_buf, signed_len, mac, &mac_len);
+    memcpy(p + 24 + pt_len, mac, c->icv);
+    EVP_MD_free(md);
+    return total;
 }
 
 /* Seal an arbitrary ESP plaintext the way a peer holding the key would (IV = sequence number). */
@@ -111,7 +173,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    for (int i = 0; i < 36; i++) keymat[i] = (uint8_t)(i * 7 + 3);
+    for (int i = 0; i < FUZZ_KEYMAT_LEN; i++) keymat[i] = (uint8_t)(i * 7 + 3);
     return 0;
 }
 
@@ -127,7 +189,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (len < 4 || len > ESP_MAX_PACKET - 64) return 0;
         uint32_t seq = ((uint32_t)pkt[0] << 24) | ((uint32_t)pkt[1] << 16) | ((uint32_t)pkt[2] << 8) | pkt[3];
         sealed = malloc(len + 64);
-        len = seal(c, spi, seq, pkt + 4, len - 4, sealed);
+        len = is_cbc(c->alg) ? seal_cbc(c, spi, seq, pkt + 4, len - 4, sealed) : seal(c, spi, seq, pkt + 4, len - 4, sealed);
         pkt = sealed;
     }
     esp_sa_t *sa = make_sa(c, spi);

@@ -1,4 +1,5 @@
-"""ESP data plane (RFC 4303) for AEAD SAs: AES-GCM (RFC 4106) and ChaCha20-Poly1305 (RFC 7634).
+"""ESP data plane (RFC 4303): AEAD SAs, AES-GCM (RFC 4106) and ChaCha20-Poly1305 (RFC 7634), and
+AES-CBC (RFC 3602) with HMAC-SHA1-96 (RFC 2404) or HMAC-SHA-256-128/-384-192/-512-256 (RFC 4868).
 
 The back end is chosen here, in one place: the C core (`ikev2lib._esp_fast`, OpenSSL libcrypto) when it is
 importable, else the pure-Python fallback on `cryptography`. IKEV2LIB_ESP_PURE=1 forces the fallback.
@@ -7,8 +8,10 @@ Both have the same API; `BACKEND` says which one runs, `backends()` gives both f
 `EspSA(spi, algorithm, key, direction, mode="tunnel", *, esn=False, replay_window=1024, udp_encap=None,
 lifetime=None)` is one unidirectional SA:
 
-- `algorithm`: strongSwan ESP keyword (`aes128gcm16`, `aes256gcm8`, `aes192gcm12`, `chacha20poly1305`...);
-  `key`: the SA's KEYMAT slice, cipher key || 4-byte salt.
+- `algorithm`: strongSwan ESP keyword (`aes128gcm16`, `aes256gcm8`, `aes192gcm12`, `chacha20poly1305`,
+  `aes128-sha256`, `aes256-sha384`, `aes256-sha512`, `aes128-sha1`...; `sha2_256` spellings too);
+  `key`: the SA's KEYMAT slice: cipher key || 4-byte salt for AEAD; encryption key || integrity key
+  (RFC 7296 2.17 order) for AES-CBC + HMAC, e.g. 32 + 32 bytes for `aes256-sha256`.
 - `direction`: "outbound" SAs only `encap`, "inbound" SAs only `decap`.
 - `mode`: "tunnel" (inner IPv4/IPv6 packet; next header 4/41 from it; TFC padding allowed and stripped
   on decap using the inner IP length) or "transport" (`encap(..., next_header=N)`).
@@ -24,9 +27,12 @@ Packets: `encap(inner, *, next_header=None, tfc_padding=0) -> bytes`, `decap(pac
 inner)`, `encap_into`/`decap_into` write into caller buffers (which must not overlap the input).
 decap_into decrypts into the caller's buffer and wipes it (zeros) before raising if the ICV or any
 later check fails, so no plaintext is left behind; do not read the buffer from another thread while
-the call runs. Inputs are any contiguous buffers (bytes, bytearray, memoryview), never copied. The IV is the 64-bit sequence number, built inside the SA: no call accepts a
+the call runs. Inputs are any contiguous buffers (bytes, bytearray, memoryview), never copied. For AEAD SAs the IV is the 64-bit sequence number, built inside the SA: no call accepts a
 nonce or an IV; `advance_sequence` only moves forward. Encap refuses with `SequenceOverflowError`
-once the sequence number would wrap.
+once the sequence number would wrap. AES-CBC SAs instead draw a random 16-byte IV from the CSPRNG per
+packet (RFC 3602 section 3), pad to the 16-byte block, MAC SPI..ciphertext (plus the ESN high half,
+RFC 4303 2.2.1, which is never sent) encrypt-then-MAC, and on decap verify the ICV in constant time
+before anything is decrypted.
 
 Batches: `EspSA.encap_batch(...)` and `SATable(inbound_sas).decap_batch(...)` process many packets of
 one buffer (uint32 offsets/lengths arrays, e.g. `array("I")`) in one call with the GIL released, with a

@@ -27,6 +27,7 @@ class EspSA(SAInfo, _esp_fast.CoreSA):
             cfg.spi, cfg.alg, cfg.key, cfg.salt, cfg.icv_len, cfg.outbound, cfg.tunnel, cfg.esn,
             cfg.replay_window, cfg.udp_encap is not None, sport, dport,
             lt.soft_packets, lt.hard_packets, lt.soft_bytes, lt.hard_bytes,
+            cfg.integ_key if cfg.cbc else None,
         )  # fmt: skip
         self._config = cfg
 

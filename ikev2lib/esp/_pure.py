@@ -2,11 +2,15 @@
 
 It is written independently of the C core (e.g. the replay window here is a shifted integer bitmap, not
 an RFC 6479 ring) so that differential tests compare two implementations, not one twice. It is slow:
-use it where the C extension cannot be built, or force it with IKEV2LIB_ESP_PURE=1.
+use it where the C extension cannot be built, or force it with IKEV2LIB_ESP_PURE=1. AES-CBC + HMAC uses
+pyca's AES-CBC and the standard library's hmac (keyed once per SA, copied per packet).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import socket
 import struct
 import threading
@@ -20,6 +24,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from ikev2lib.esp._base import SAInfo
 from ikev2lib.esp.errors import EspUsageError, Status, raise_for_status
 from ikev2lib.esp.params import (
+    ALG_AES_CBC_HMAC_SHA1,
+    ALG_AES_CBC_HMAC_SHA256,
+    ALG_AES_CBC_HMAC_SHA384,
+    ALG_AES_CBC_HMAC_SHA512,
     ALG_AES_GCM,
     DEFAULT_REPLAY_WINDOW,
     MAX_PACKET,
@@ -39,6 +47,14 @@ BACKEND = "python"
 
 HDR_LEN = 8  # SPI + sequence number (low half)
 IV_LEN = 8
+CBC_IV_LEN = 16  # AES-CBC: random explicit IV, one AES block (RFC 3602 section 3)
+CBC_BLOCK = 16  # the CBC ciphertext is a whole number of AES blocks
+_HMAC_DIGESTS = {  # AES-CBC algorithm -> HMAC hash (the ICV is its truncated output)
+    ALG_AES_CBC_HMAC_SHA1: hashlib.sha1,
+    ALG_AES_CBC_HMAC_SHA256: hashlib.sha256,
+    ALG_AES_CBC_HMAC_SHA384: hashlib.sha384,
+    ALG_AES_CBC_HMAC_SHA512: hashlib.sha512,
+}
 UDP_HDR_LEN = 8
 NH_IPV4 = 4
 NH_IPV6 = 41
@@ -154,7 +170,14 @@ class EspSA(SAInfo):
         self._bytes = 0
         self._drops = [0] * len(Status)
         self._gcm = cfg.alg == ALG_AES_GCM
-        self._aead: AESGCM | ChaCha20Poly1305 = AESGCM(cfg.key) if self._gcm else ChaCha20Poly1305(cfg.key)
+        self._cbc = cfg.cbc
+        self._iv_len = CBC_IV_LEN if self._cbc else IV_LEN
+        self._block = CBC_BLOCK if self._cbc else 4
+        self._aead: AESGCM | ChaCha20Poly1305 | None = None
+        if self._cbc:
+            self._hmac = hmac.new(cfg.integ_key, digestmod=_HMAC_DIGESTS[cfg.alg])  # keyed once, copied per packet
+        else:
+            self._aead = AESGCM(cfg.key) if self._gcm else ChaCha20Poly1305(cfg.key)
         self._spi_bytes = cfg.spi.to_bytes(4, "big")
 
     # ---- shared helpers ----
@@ -187,8 +210,8 @@ class EspSA(SAInfo):
         if inner_len > MAX_PACKET or tfc > MAX_TFC_PADDING:
             return 0
         body = inner_len + tfc
-        pad = (4 - ((body + 2) & 3)) & 3
-        total = (UDP_HDR_LEN if self._config.udp_encap else 0) + HDR_LEN + IV_LEN + body + pad + 2
+        pad = (self._block - ((body + 2) % self._block)) % self._block
+        total = (UDP_HDR_LEN if self._config.udp_encap else 0) + HDR_LEN + self._iv_len + body + pad + 2
         total += self._config.icv_len
         return total if total <= MAX_PACKET else 0
 
@@ -228,13 +251,21 @@ class EspSA(SAInfo):
             return Status.SEQUENCE_OVERFLOW, b""
         self._last_sent += 1
         seq = self._last_sent
-        iv = seq.to_bytes(8, "big")  # the IV is the sequence number: unique for this key
-        pad = (4 - ((len(inner) + tfc + 2) & 3)) & 3
+        pad = (self._block - ((len(inner) + tfc + 2) % self._block)) % self._block
         plaintext = b"".join((inner, bytes(tfc), bytes(range(1, pad + 1)), bytes((pad, nh))))
-        sealed = self._aead.encrypt(cfg.salt + iv, plaintext, self._aad(seq))
-        if cfg.icv_len != 16:  # truncated GCM ICV: the leading bytes of the full tag (RFC 4106 section 6)
-            sealed = sealed[: len(plaintext) + cfg.icv_len]
-        esp = _HDR.pack(cfg.spi, seq & _U32) + iv + sealed
+        if self._cbc:
+            iv = os.urandom(CBC_IV_LEN)  # RFC 3602: unpredictable IV, from the CSPRNG, never from a caller
+            enc = Cipher(algorithms.AES(cfg.key), modes.CBC(iv)).encryptor()
+            signed = _HDR.pack(cfg.spi, seq & _U32) + iv + enc.update(plaintext) + enc.finalize()
+            esp = signed + self._icv(signed, seq)  # encrypt-then-MAC
+        elif self._aead is None:  # unreachable: _setup sets it for every AEAD SA
+            return Status.CRYPTO_FAILURE, b""
+        else:
+            iv = seq.to_bytes(8, "big")  # the IV is the sequence number: unique for this key
+            sealed = self._aead.encrypt(cfg.salt + iv, plaintext, self._aad(seq))
+            if cfg.icv_len != 16:  # truncated GCM ICV: the leading bytes of the full tag (RFC 4106 section 6)
+                sealed = sealed[: len(plaintext) + cfg.icv_len]
+            esp = _HDR.pack(cfg.spi, seq & _U32) + iv + sealed
         if cfg.udp_encap:
             esp = _UDP.pack(cfg.udp_encap[0], cfg.udp_encap[1], total, 0) + esp
         self._packets += 1
@@ -318,7 +349,25 @@ class EspSA(SAInfo):
 
     # ---- decap ----
 
+    def _icv(self, signed: bytes, seq: int) -> bytes:
+        """HMAC over SPI..ciphertext plus the ESN high half (RFC 4303 2.2.1: authenticated, never sent)."""
+        mac = self._hmac.copy()
+        mac.update(signed)
+        if self._config.esn:
+            mac.update((seq >> 32).to_bytes(4, "big"))
+        return mac.digest()[: self._config.icv_len]
+
+    def _open_cbc(self, pkt: bytes, ct_len: int, seq: int) -> bytes | None:
+        """Verify the ICV first (constant time); only an authentic packet is decrypted."""
+        end = HDR_LEN + CBC_IV_LEN + ct_len
+        if not hmac.compare_digest(self._icv(pkt[:end], seq), pkt[end:]):
+            return None
+        dec = Cipher(algorithms.AES(self._config.key), modes.CBC(pkt[HDR_LEN : HDR_LEN + CBC_IV_LEN])).decryptor()
+        return dec.update(pkt[HDR_LEN + CBC_IV_LEN : end]) + dec.finalize()
+
     def _open(self, nonce: bytes, ct: bytes, tag: bytes, aad: bytes) -> bytes | None:
+        if self._aead is None:  # unreachable: _setup sets it for every AEAD SA
+            return None
         try:
             if self._gcm and len(tag) != 16:
                 dec = Cipher(algorithms.AES(self._config.key), modes.GCM(nonce, tag, min_tag_length=len(tag)))
@@ -335,7 +384,10 @@ class EspSA(SAInfo):
         cfg = self._config
         if cfg.outbound:
             return Status.INVALID, 0, b""
-        if len(pkt) < HDR_LEN + IV_LEN + 2 + cfg.icv_len or len(pkt) > MAX_PACKET:
+        min_ct = CBC_BLOCK if self._cbc else 2  # pad length + next header, in whole blocks for CBC
+        if len(pkt) < HDR_LEN + self._iv_len + min_ct + cfg.icv_len or len(pkt) > MAX_PACKET:
+            return Status.MALFORMED, 0, b""
+        if self._cbc and (len(pkt) - HDR_LEN - CBC_IV_LEN - cfg.icv_len) % CBC_BLOCK:
             return Status.MALFORMED, 0, b""
         spi, seq_lo = _HDR.unpack_from(pkt)
         if spi != cfg.spi:
@@ -351,12 +403,15 @@ class EspSA(SAInfo):
         st: int = self._replay.check(seq)
         if st != Status.OK:
             return st, 0, b""
-        ct_len = len(pkt) - HDR_LEN - IV_LEN - cfg.icv_len
+        ct_len = len(pkt) - HDR_LEN - self._iv_len - cfg.icv_len
         if cap < ct_len:
             return Status.BUFFER_TOO_SMALL, 0, b""
-        iv = pkt[HDR_LEN : HDR_LEN + IV_LEN]
-        ct = pkt[HDR_LEN + IV_LEN : HDR_LEN + IV_LEN + ct_len]
-        plain = self._open(cfg.salt + iv, ct, pkt[HDR_LEN + IV_LEN + ct_len :], self._aad(seq))
+        if self._cbc:
+            plain = self._open_cbc(pkt, ct_len, seq)
+        else:
+            iv = pkt[HDR_LEN : HDR_LEN + IV_LEN]
+            ct = pkt[HDR_LEN + IV_LEN : HDR_LEN + IV_LEN + ct_len]
+            plain = self._open(cfg.salt + iv, ct, pkt[HDR_LEN + IV_LEN + ct_len :], self._aad(seq))
         if plain is None:
             return Status.AUTH_FAILED, 0, b""
         pad, nh = plain[-2], plain[-1]

@@ -15,6 +15,11 @@ from ikev2lib.esp.errors import EspUsageError, Status
 __all__ = [
     "ALG_AES_GCM",
     "ALG_CHACHA20_POLY1305",
+    "ALG_AES_CBC_HMAC_SHA1",
+    "ALG_AES_CBC_HMAC_SHA256",
+    "ALG_AES_CBC_HMAC_SHA384",
+    "ALG_AES_CBC_HMAC_SHA512",
+    "CBC_ALGS",
     "ALGORITHMS",
     "DEFAULT_REPLAY_WINDOW",
     "MAX_REPLAY_WINDOW",
@@ -32,6 +37,11 @@ __all__ = [
 
 ALG_AES_GCM = 1  # values of `enum esp_alg` in esp_core.h
 ALG_CHACHA20_POLY1305 = 2
+ALG_AES_CBC_HMAC_SHA1 = 3  # AES-CBC (RFC 3602) + HMAC-SHA1-96 (RFC 2404)
+ALG_AES_CBC_HMAC_SHA256 = 4  # AES-CBC + HMAC-SHA-256-128 (RFC 4868)
+ALG_AES_CBC_HMAC_SHA384 = 5  # AES-CBC + HMAC-SHA-384-192
+ALG_AES_CBC_HMAC_SHA512 = 6  # AES-CBC + HMAC-SHA-512-256
+CBC_ALGS = frozenset({ALG_AES_CBC_HMAC_SHA1, ALG_AES_CBC_HMAC_SHA256, ALG_AES_CBC_HMAC_SHA384, ALG_AES_CBC_HMAC_SHA512})
 
 SALT_LEN = 4  # KEYMAT salt for AES-GCM (RFC 4106 section 8.1) and ChaCha20-Poly1305 (RFC 7634 section 4)
 DEFAULT_REPLAY_WINDOW = 1024  # packets; strongSwan's default is 32, Linux offloads often use 1024+
@@ -47,6 +57,12 @@ class _Alg:
     alg: int
     key_len: int
     icv_len: int
+    integ_key_len: int = 0  # AES-CBC + HMAC only: HMAC key length (RFC 7296 2.17: after the cipher key)
+
+    @property
+    def keymat_len(self) -> int:
+        """Bytes of KEYMAT one SA takes: cipher key || salt (AEAD) or cipher key || HMAC key (CBC)."""
+        return self.key_len + (self.integ_key_len if self.integ_key_len else SALT_LEN)
 
 
 def _algorithms() -> dict[str, _Alg]:
@@ -56,11 +72,22 @@ def _algorithms() -> dict[str, _Alg]:
             for suffix in aliases:  # strongSwan: aes128gcm16 == aes128gcm128 == aes128gcm
                 table[f"aes{bits}gcm{suffix}"] = _Alg(ALG_AES_GCM, bits // 8, icv)
     table["chacha20poly1305"] = _Alg(ALG_CHACHA20_POLY1305, 32, 16)
+    hmacs = (
+        ("sha1", ALG_AES_CBC_HMAC_SHA1, 20, 12),
+        ("sha256", ALG_AES_CBC_HMAC_SHA256, 32, 16),
+        ("sha384", ALG_AES_CBC_HMAC_SHA384, 48, 24),
+        ("sha512", ALG_AES_CBC_HMAC_SHA512, 64, 32),
+    )
+    for bits in (128, 192, 256):
+        for name, alg, integ_len, icv in hmacs:  # strongSwan: aes256-sha256 == aes256-sha2_256
+            table[f"aes{bits}-{name}"] = _Alg(alg, bits // 8, icv, integ_len)
+            if name != "sha1":
+                table[f"aes{bits}-sha2_{name[3:]}"] = _Alg(alg, bits // 8, icv, integ_len)
     return table
 
 
 ALGORITHMS: Mapping[str, _Alg] = _algorithms()
-"""strongSwan ESP keywords -> (algorithm, key length without salt, ICV length)."""
+"""strongSwan ESP keywords -> (algorithm, cipher key length, ICV length, HMAC key length or 0 for AEAD)."""
 
 
 class Direction(str, Enum):
@@ -119,7 +146,7 @@ class SAConfig:
     algorithm: str
     alg: int
     key: bytes  # cipher key without the salt
-    salt: bytes
+    salt: bytes  # AEAD: 4-byte KEYMAT salt; AES-CBC: empty
     icv_len: int
     direction: Direction
     mode: Mode
@@ -127,6 +154,11 @@ class SAConfig:
     replay_window: int
     udp_encap: tuple[int, int] | None
     lifetime: Lifetime
+    integ_key: bytes = b""  # AES-CBC + HMAC: the HMAC key; empty for AEAD
+
+    @property
+    def cbc(self) -> bool:
+        return self.alg in CBC_ALGS
 
     @property
     def outbound(self) -> bool:
@@ -166,14 +198,16 @@ def make_config(
     udp_encap: tuple[int, int] | None = None,
     lifetime: Lifetime | None = None,
 ) -> SAConfig:
-    """Validate SA parameters. `key` is the KEYMAT slice for this SA: cipher key || 4-byte salt."""
+    """Validate SA parameters. `key` is the KEYMAT slice for this SA: cipher key || 4-byte salt (AEAD) or
+    cipher key || HMAC key (AES-CBC + HMAC, RFC 7296 section 2.17 order)."""
     _check_int("spi", spi, MIN_SPI, MAX_SPI)
     alg = ALGORITHMS.get(algorithm.lower()) if isinstance(algorithm, str) else None
     if alg is None:
         raise EspUsageError(f"unsupported ESP algorithm {algorithm!r} (supported: {', '.join(sorted(ALGORITHMS))})")
     key = bytes(key)
-    if len(key) != alg.key_len + SALT_LEN:
-        raise EspUsageError(f"{algorithm} needs {alg.key_len + SALT_LEN} bytes of key material (key || salt)")
+    if len(key) != alg.keymat_len:
+        parts = "key || integrity key" if alg.integ_key_len else "key || salt"
+        raise EspUsageError(f"{algorithm} needs {alg.keymat_len} bytes of key material ({parts})")
     try:
         # dict lookups first (str enums hash as their values); the Enum call reports bad values
         direction = _DIRECTIONS[direction] if direction in _DIRECTIONS else Direction(direction)
@@ -196,7 +230,7 @@ def make_config(
         algorithm=algorithm.lower(),
         alg=alg.alg,
         key=key[: alg.key_len],
-        salt=key[alg.key_len :],
+        salt=b"" if alg.integ_key_len else key[alg.key_len :],
         icv_len=alg.icv_len,
         direction=direction,
         mode=mode,
@@ -204,4 +238,5 @@ def make_config(
         replay_window=replay_window,
         udp_encap=udp_encap,
         lifetime=lifetime,
+        integ_key=key[alg.key_len :] if alg.integ_key_len else b"",
     )

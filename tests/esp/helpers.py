@@ -7,13 +7,16 @@ from array import array
 from types import ModuleType
 from typing import Any
 
+from ikev2lib.esp.params import ALGORITHMS
+
 KEY_LEN = {f"aes{bits}gcm{icv}": bits // 8 for bits in (128, 192, 256) for icv in (8, 12, 16)}
 KEY_LEN["chacha20poly1305"] = 32
-ALGS = sorted(KEY_LEN)
+ALGS = sorted(KEY_LEN)  # AEAD: deterministic IVs, so both back ends produce identical packets
+CBC_ALGS = [f"aes{bits}-{h}" for bits in (128, 192, 256) for h in ("sha1", "sha256", "sha384", "sha512")]
 
 
 def keymat(alg: str, seed: int = 1) -> bytes:
-    n = KEY_LEN[alg] + 4
+    n = ALGORITHMS[alg].keymat_len  # cipher key || salt (AEAD) or cipher key || HMAC key (CBC)
     return bytes((seed * 31 + i * 7) & 0xFF for i in range(n))
 
 

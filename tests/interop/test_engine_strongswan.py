@@ -379,7 +379,8 @@ def _factory_of(backend: str) -> EspFactory:
     module = esp_plane.backends()[backend]
 
     def build(params: EspParams) -> Any:
-        return module.EspSA(spi=int.from_bytes(params.spi, "big"), algorithm=params.algorithm, key=params.key,
+        return module.EspSA(spi=int.from_bytes(params.spi, "big"), algorithm=params.algorithm,
+                            key=params.key + params.integ_key,
                             direction=params.direction, mode=params.mode, esn=params.esn,
                             replay_window=params.replay_window)
     return build
