@@ -418,6 +418,7 @@ class IkeConnection:
             return
         self._recv_mid += 1
         exchange = int(message.exchange_type)
+        was_established = self.state == IkeState.ESTABLISHED
         try:
             response = self.exchanges.handle_request(exchange, payloads, now)
         except (RemoteProtocolError, LocalProtocolError) as exc:
@@ -430,8 +431,10 @@ class IkeConnection:
                     ike_sa_id=self.ike_sa_id, remote_addr=self.remote_addr, description=str(exc), notify=notify
                 )
             )
-            if exchange == ExchangeType.IKE_AUTH and not self.finished:
-                self.apply(IkeInput.FATAL_ERROR)
+            # a failed IKE_AUTH ends the SA it was setting up (with the deletion events if the user saw
+            # it); a stray IKE_AUTH on an SA that was already established only gets the error answer
+            if exchange == ExchangeType.IKE_AUTH and not was_established:
+                self.fail(now, reason=str(exc))
         self.send_response(exchange, mid, response, data)
         self.exchanges.after_response(now)
 

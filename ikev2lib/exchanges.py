@@ -920,6 +920,9 @@ class Exchanges:
         old: ChildSa | None = None
         if rekey is not None:
             old = next((c for c in self.conn.children.values() if c.spi_out == bytes(rekey.spi)), None)
+            if old is not None and old.state == ChildState.DELETING:
+                # RFC 7296 2.25.1: we are deleting it; the peer should wait, not create a new one
+                raise RemoteProtocolError("rekey of a Child SA being deleted", notify=NotifyType.TEMPORARY_FAILURE)
             if old is None or old.state not in (ChildState.INSTALLED, ChildState.REKEYING):
                 raise RemoteProtocolError("rekey of an unknown Child SA", notify=NotifyType.CHILD_SA_NOT_FOUND)
         nr = os.urandom(NONCE_SIZE)
