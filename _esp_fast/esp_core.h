@@ -28,7 +28,7 @@
 #define ESP_MAX_PAD 255        /* the pad length field is one octet */
 #define ESP_MAX_PACKET 65535   /* an ESP packet must fit in one IP datagram */
 #define ESP_MAX_TFC_PAD 65535  /* bounded by ESP_MAX_PACKET anyway */
-#define ESP_MAX_REPLAY_WINDOW (1u << 20) /* 1 Mi packets: 128 KiB bitmap per SA, far above any real need */
+#define ESP_MAX_REPLAY_WINDOW (1u << 20) /* 1 Mi packets: 256 KiB bitmap per SA, far above any real need */
 #define ESP_DEFAULT_REPLAY_WINDOW 1024
 #define ESP_NH_IPV4 4
 #define ESP_NH_IPV6 41

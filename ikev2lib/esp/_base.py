@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ikev2lib.esp.errors import EspUsageError
 from ikev2lib.esp.params import (
     DEFAULT_REPLAY_WINDOW,
     Direction,
@@ -37,6 +38,16 @@ class SAInfo:
         lifetime: Lifetime | None = None,
     ) -> None:
         self._setup(make_config(spi, algorithm, key, direction, mode, esn, replay_window, udp_encap, lifetime))
+
+    def __copy__(self) -> SAInfo:
+        # a copy would carry its own sequence counter under the same key: nonce reuse
+        raise EspUsageError("an ESP SA cannot be copied (the copy would reuse sequence numbers and nonces)")
+
+    def __deepcopy__(self, memo: object) -> SAInfo:
+        return self.__copy__()
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        raise EspUsageError("an ESP SA cannot be pickled (the copy would reuse sequence numbers and nonces)")
 
     def _setup(self, cfg: SAConfig) -> None:
         raise NotImplementedError

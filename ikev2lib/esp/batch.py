@@ -15,7 +15,9 @@ from ikev2lib.esp.errors import Status
 
 __all__ = ["PacketBatch", "BatchResult"]
 
-ESP_OVERHEAD_MAX = 8 + 8 + 8 + 3 + 2 + 16  # UDP + ESP header + IV + padding + trailer + ICV, TFC excluded
+# worst case over every algorithm (AES-CBC + HMAC-SHA-512): UDP + ESP header + 16-byte IV + 15 bytes of
+# block padding + trailer + 32-byte ICV; TFC padding excluded
+ESP_OVERHEAD_MAX = 8 + 8 + 16 + 15 + 2 + 32
 
 
 class BatchResult:

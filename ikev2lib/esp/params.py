@@ -45,7 +45,7 @@ CBC_ALGS = frozenset({ALG_AES_CBC_HMAC_SHA1, ALG_AES_CBC_HMAC_SHA256, ALG_AES_CB
 
 SALT_LEN = 4  # KEYMAT salt for AES-GCM (RFC 4106 section 8.1) and ChaCha20-Poly1305 (RFC 7634 section 4)
 DEFAULT_REPLAY_WINDOW = 1024  # packets; strongSwan's default is 32, Linux offloads often use 1024+
-MAX_REPLAY_WINDOW = 1 << 20  # 1 Mi packets (128 KiB bitmap per SA): bounds memory per inbound SA
+MAX_REPLAY_WINDOW = 1 << 20  # 1 Mi packets (a 256 KiB bitmap per SA): bounds memory per inbound SA
 MAX_PACKET = 65535  # an ESP packet (with its UDP header, if any) must fit in one IP datagram
 MAX_TFC_PADDING = 65535  # bounded by MAX_PACKET anyway
 MIN_SPI = 256  # RFC 4303 section 2.1: 0 is local-only, 1..255 are reserved by IANA
@@ -204,6 +204,8 @@ def make_config(
     alg = ALGORITHMS.get(algorithm.lower()) if isinstance(algorithm, str) else None
     if alg is None:
         raise EspUsageError(f"unsupported ESP algorithm {algorithm!r} (supported: {', '.join(sorted(ALGORITHMS))})")
+    if not isinstance(key, (bytes, bytearray, memoryview)):  # bytes(20) would be 20 zero bytes
+        raise EspUsageError(f"key must be bytes-like, not {type(key).__name__}")
     key = bytes(key)
     if len(key) != alg.keymat_len:
         parts = "key || integrity key" if alg.integ_key_len else "key || salt"

@@ -375,3 +375,28 @@ def test_unconfigured_core_objects_do_not_crash(c_backend: ModuleType) -> None:
     table = _esp_fast.CoreSATable()
     with pytest.raises(errors.EspUsageError):
         table.decap_batch(*pack([b"x" * 40]), *out_arrays(1, 100)[:3], bytearray(1), bytearray(1))
+
+
+def test_sa_cannot_be_copied_or_pickled(backend: ModuleType) -> None:
+    import copy
+    import pickle
+
+    sa = backend.EspSA(0x1000, "aes128gcm16", bytes(20), "outbound")
+    for duplicate in (copy.copy, copy.deepcopy, pickle.dumps):
+        with pytest.raises(errors.EspUsageError):
+            duplicate(sa)
+
+
+@pytest.mark.parametrize("key", [20, "x" * 20])
+def test_key_must_be_bytes_like(backend: ModuleType, key: object) -> None:
+    with pytest.raises(errors.EspUsageError):
+        backend.EspSA(0x1000, "aes128gcm16", key, "outbound")
+
+
+def test_batch_buffer_holds_cbc_worst_case(backend: ModuleType) -> None:
+    from ikev2lib.esp.batch import PacketBatch
+
+    inner = bytes([0x45, 0, 0, 100]) + bytes(96)
+    sa = backend.EspSA(0x1000, "aes256-sha512", bytes(96), "outbound")
+    result = PacketBatch.from_packets([inner] * 10).encap(sa)
+    assert list(result.statuses) == [0] * 10
