@@ -10,6 +10,12 @@ parser and of the engine raises only this family; anything else escaping is a bu
 from __future__ import annotations
 
 
+def _rebuild(cls: type[BaseException], args: tuple[object, ...]) -> BaseException:
+    error = cls.__new__(cls)
+    error.args = args
+    return error
+
+
 class IKEv2Error(Exception):
     """Base of every exception ikev2lib raises on purpose."""
 
@@ -35,6 +41,10 @@ class ParseError(RemoteProtocolError):
     def __init__(self, message: str, offset: int, *, notify: int | None = None) -> None:
         super().__init__(f"{message} (at byte {offset})", notify=notify)
         self.offset = offset
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        # args hold only the formatted text; rebuild without __init__ so the error pickles (worker pools)
+        return (_rebuild, (type(self), self.args), self.__dict__)
 
 
 class UnsupportedCriticalPayload(ParseError):

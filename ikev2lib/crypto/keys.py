@@ -220,6 +220,7 @@ def derive_rekeyed_ike_keys(
     spi_r: bytes,
     *,
     old_prf_id: int | None = None,
+    additional_secrets: bytes = b"",
 ) -> tuple[bytes, IkeKeys]:
     """Keys of a new IKE SA from a CREATE_CHILD_SA rekey (RFC 7296 2.18):
     SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr), computed with the OLD SA's PRF
@@ -227,10 +228,12 @@ def derive_rekeyed_ike_keys(
     the rekey exchange and the new SPIs.
 
     The same formula updates the keys after each RFC 9370 additional key exchange (section
-    2.2.2: SKEYSEED(n) = prf(SK_d(n-1), SK(n) | Ni | Nr) with the IKE_SA_INIT nonces and SPIs)."""
+    2.2.2: SKEYSEED(n) = prf(SK_d(n-1), SK(n) | Ni | Nr) with the IKE_SA_INIT nonces and SPIs).
+    A rekey with additional key exchanges passes their secrets SK(1) | ... | SK(n) as
+    `additional_secrets`; they follow the nonces (RFC 9370 2.2.4)."""
     _check_spis(spi_i, spi_r)
     old_prf = prf_for(prf_id if old_prf_id is None else old_prf_id)
-    skeyseed = old_prf.compute(old_sk_d, shared_secret + ni + nr)
+    skeyseed = old_prf.compute(old_sk_d, shared_secret + ni + nr + additional_secrets)
     keys = _split_ike_keys(prf_for(prf_id), skeyseed, encr_id, encr_key_bits, integ_id, ni, nr, spi_i, spi_r)
     return skeyseed, keys
 
@@ -242,12 +245,14 @@ def derive_child_keymat(
     nr: bytes,
     length: int,
     shared_secret: bytes | None = None,
+    additional_secrets: bytes = b"",
 ) -> bytes:
     """KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr) (RFC 7296 2.17). Pass `shared_secret` when the
-    CREATE_CHILD_SA exchange carried KE payloads (PFS); with RFC 9370 additional key exchanges
-    pass the concatenation g^ir (new) | SK(1) | ... | SK(n) (RFC 9370 2.2.4).
+    CREATE_CHILD_SA exchange carried KE payloads (PFS); with RFC 9370 additional key exchanges pass
+    their secrets SK(1) | ... | SK(n) as `additional_secrets`: they follow the nonces (RFC 9370 2.2.4).
     Use `split_child_keymat` to cut the result."""
     seed = ni + nr if shared_secret is None else shared_secret + ni + nr
+    seed += additional_secrets
     return prf_for(prf_id).plus(sk_d, seed, length)
 
 

@@ -216,3 +216,26 @@ def test_ike_refuses_esp_only_ciphers() -> None:
     for encr in (AES_CTR, GMAC, ENCR_NULL):
         with pytest.raises(LocalProtocolError):
             derive_ike_keys(PRF_SHA256, encr, 128, SHA256_128, b"g", b"n" * 16, b"m" * 16, b"i" * 8, b"r" * 8)
+
+
+def test_additional_key_exchange_secrets_follow_the_nonces() -> None:
+    # RFC 9370 2.2.4: KEYMAT = prf+(SK_d, SK(0) | Ni | Nr | SK(1) | ... | SK(n))
+    import hmac as _hmac
+
+    from ikev2lib.crypto import derive_child_keymat
+
+    sk_d, ni, nr, sk0, sk1 = b"d" * 32, b"i" * 32, b"r" * 32, b"0" * 32, b"1" * 32
+    seed = sk0 + ni + nr + sk1
+    expected = _hmac.new(sk_d, seed + b"\x01", "sha256").digest()
+    assert derive_child_keymat(5, sk_d, ni, nr, 32, sk0, additional_secrets=sk1) == expected
+
+
+def test_parse_errors_pickle() -> None:
+    import pickle
+
+    from ikev2lib.exceptions import InvalidMajorVersion, ParseError, UnsupportedCriticalPayload
+
+    for error in (ParseError("bad", 3, notify=7), UnsupportedCriticalPayload(99, 12), InvalidMajorVersion(3, 0)):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
+        assert copy.offset == error.offset and copy.notify == error.notify
