@@ -219,3 +219,17 @@ def test_requests_for_unknown_ike_sas_get_a_rate_limited_invalid_ike_spi() -> No
     template.is_response = True
     b.endpoint.receive_datagram(template.serialize(), (INITIATOR_IP, 500), net.now + 5)
     assert b.endpoint.datagrams_to_send(net.now + 5) == []
+
+
+def test_authentic_ike_auth_on_an_established_sa_is_refused_without_killing_it() -> None:
+    from ikev2lib.events import IkeSaDeleted, ProtocolErrorEvent
+
+    net, a, b, sid = _live_pair()
+    conn = a.endpoint.connection(sid)
+    stray = conn._build(ExchangeType.IKE_AUTH, conn._send_mid, False, [])[0]  # authentic, next message ID
+    conn._send_mid += 1
+    b.endpoint.receive_datagram(stray, (INITIATOR_IP, 500), net.now)
+    assert len(b.endpoint.datagrams_to_send(net.now)) == 1  # the error answer
+    assert b.of_type(ProtocolErrorEvent) and not b.of_type(IkeSaDeleted)
+    assert len(b.endpoint.ike_sa_ids()) == 1
+    _still_works(net, a, b, sid)
