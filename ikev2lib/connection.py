@@ -412,10 +412,12 @@ class IkeConnection:
                 self._report_invalid_message_id(data, message, now)
             raise RemoteProtocolError(f"message ID {mid} outside the window (expected {self._recv_mid})")
         payloads = self._open(data, message, False)
-        self._learn_path(addr, natt)
         self.last_heard = now
         if payloads is None:
             return
+        # only a complete, new, authenticated message may move the peer's address (RFC 7296 2.23): a
+        # replayed fragment of a message still being reassembled must not
+        self._learn_path(addr, natt)
         self._recv_mid += 1
         exchange = int(message.exchange_type)
         was_established = self.state == IkeState.ESTABLISHED
@@ -463,7 +465,8 @@ class IkeConnection:
                 self.spi_r = bytes(message.spi_r)
         else:
             payloads = self._open(data, message, True)
-            self._learn_path(addr, natt)
+            if payloads is not None:
+                self._learn_path(addr, natt)  # a complete message only, as for requests
         self.last_heard = now
         if payloads is None:
             return

@@ -640,7 +640,10 @@ def recv_batch(
                 size, _anc, flags, addr = sock.recvmsg_into(
                     [view[start : got * slot_size + slot_size]], 0, 0 if got == 0 else socket.MSG_DONTWAIT
                 )
-            except BlockingIOError:
+            except OSError as exc:
+                # like recvmmsg: what was already received is returned; an error with nothing received raises
+                if got == 0 and not isinstance(exc, BlockingIOError):
+                    raise
                 break
             off, length = start, size if not flags & socket.MSG_TRUNC else 0
             if strip_ipv4 and length >= 20 and view[off] >> 4 == 4:
