@@ -11,78 +11,16 @@ are meaningless on a shared machine). Without --benchmark-enable each body runs 
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 from typing import Any
 
-from ikev2lib.proposals import parse_proposals
-from ikev2lib.wire import (
-    KE,
-    SA,
-    Auth,
-    AuthMethod,
-    ConfigAttribute,
-    ConfigType,
-    Configuration,
-    ExchangeType,
-    HashAlgorithm,
-    IDi,
-    IDr,
-    KeyExchangeId,
-    Message,
-    Nonce,
-    Notify,
-    NotifyType,
-    Payload,
-    ProtocolId,
-    TrafficSelector,
-    TSi,
-    TSr,
-    parse_payloads,
-    serialize_payloads,
-)
+from ikev2lib.wire import KE, SA, Message, Nonce, Notify, parse_payloads, serialize_payloads
 
-IKE_PROPOSALS = (
-    "aes128gcm16-aes256gcm16-chacha20poly1305-prfsha256-prfsha384-prfsha512"
-    "-x25519-ecp256-ecp384-modp2048-x448-ecp521-mlkem768-modp3072,"
-    "aes128-aes256-sha256-sha384-sha512-prfsha256-prfsha384-prfsha512"
-    "-x25519-ecp256-ecp384-modp2048-modp3072-ecp521"
-)
-
-
-def ike_sa_init_request() -> Message:
-    return Message(
-        os.urandom(8),
-        bytes(8),
-        ExchangeType.IKE_SA_INIT,
-        0,
-        [
-            SA(parse_proposals(IKE_PROPOSALS, ProtocolId.IKE)),
-            KE(KeyExchangeId.CURVE25519, os.urandom(32)),
-            Nonce(os.urandom(32)),
-            Notify(NotifyType.NAT_DETECTION_SOURCE_IP, os.urandom(20)),
-            Notify(NotifyType.NAT_DETECTION_DESTINATION_IP, os.urandom(20)),
-            Notify(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED),
-            Notify.signature_hash_algorithms(
-                [HashAlgorithm.SHA2_256, HashAlgorithm.SHA2_384, HashAlgorithm.SHA2_512, HashAlgorithm.IDENTITY]
-            ),
-        ],
-    )
-
-
-def ike_auth_inner() -> list[Payload]:
-    return [
-        IDi.from_value("moon.strongswan.org"),
-        Notify(NotifyType.INITIAL_CONTACT),
-        IDr.from_value("sun.strongswan.org"),
-        Auth(AuthMethod.SHARED_KEY_MIC, os.urandom(32)),
-        Configuration(ConfigType.CFG_REQUEST, [ConfigAttribute(1), ConfigAttribute(3)]),
-        SA(parse_proposals("aes128gcm16-aes256gcm16,aes128-sha256-modp2048", ProtocolId.ESP, spi=os.urandom(4))),
-        TSi([TrafficSelector.from_network("10.1.0.0/16")]),
-        TSr([TrafficSelector.from_network("10.2.0.0/16")]),
-        Notify(NotifyType.MOBIKE_SUPPORTED),
-        Notify(NotifyType.NO_ADDITIONAL_ADDRESSES),
-        Notify(NotifyType.ESP_TFC_PADDING_NOT_SUPPORTED),
-    ]
+# the benchmarked messages are the wire tests' samples (one definition); the repository root makes
+# `tests` importable when this file runs as a script's module too
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.wire.samples import ike_auth_inner, ike_sa_init_request  # noqa: E402
 
 
 def to_scapy(msg: Message) -> Any:
