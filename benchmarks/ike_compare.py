@@ -45,6 +45,7 @@ from ikev2lib.config import ChildConfig, IkeConfig
 from ikev2lib.crypto import KeyExchange, derive_child_keymat, derive_ike_keys, psk_auth_data, signed_octets, sk_cipher
 from ikev2lib.endpoint import MAX_IKE_SAS, MAX_SAS_PER_PEER, IkeEndpoint
 from ikev2lib.events import ChildSaCreated, IkeSaDeleted, IkeSaEstablished, PeerDead, ProtocolErrorEvent
+from ikev2lib.exchanges import next_deadline
 from ikev2lib.wire import ExchangeType, Message
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -395,7 +396,7 @@ def check_live(res: IkeEndpoint, n: int) -> int:
     """Number of established IKE SAs with exactly one Child SA and a pending timer (should be n)."""
     live = 0
     for conn in res.connections():
-        if conn.state.name == "ESTABLISHED" and len(conn.children) == 1 and conn.next_timer() is not None:
+        if conn.state.name == "ESTABLISHED" and len(conn.children) == 1 and next_deadline(conn) is not None:
             live += 1
     return live
 

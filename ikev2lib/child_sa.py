@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from .dataplane import DataPlaneSA
 from .crypto import child_key_lengths, derive_child_keymat, split_child_keymat
 from .exceptions import LocalProtocolError
 from .negotiation import SelectedProposal
 from .state import ChildInput, ChildState, child_transition
+from .wire import EncrId, IntegId
 
 __all__ = [
     "VolumeLimits",
@@ -29,35 +31,30 @@ __all__ = [
     "random_esp_spi",
 ]
 
-# ESP algorithm keywords the data plane understands, by (ENCR id, key bits)
-_ESP_NAMES: dict[tuple[int, int | None], str] = {
-    (18, 128): "aes128gcm8",
-    (18, 192): "aes192gcm8",
-    (18, 256): "aes256gcm8",
-    (19, 128): "aes128gcm12",
-    (19, 192): "aes192gcm12",
-    (19, 256): "aes256gcm12",
-    (20, 128): "aes128gcm16",
-    (20, 192): "aes192gcm16",
-    (20, 256): "aes256gcm16",
-    (28, None): "chacha20poly1305",
-    (28, 256): "chacha20poly1305",
+_GCM_NAMES = {EncrId.AES_GCM_8: "gcm8", EncrId.AES_GCM_12: "gcm12", EncrId.AES_GCM_16: "gcm16"}
+_AES_BITS = (128, 192, 256)
+# strongSwan integrity keywords the data plane pairs with AES-CBC (RFC 2404, RFC 4868)
+_ESP_CBC_INTEG: dict[int, str] = {
+    IntegId.HMAC_SHA1_96: "sha1",
+    IntegId.HMAC_SHA2_256_128: "sha256",
+    IntegId.HMAC_SHA2_384_192: "sha384",
+    IntegId.HMAC_SHA2_512_256: "sha512",
 }
-_ENCR_AES_CBC = 12  # RFC 3602: needs an integrity transform, named with it below
-# strongSwan integrity keywords the data plane pairs with AES-CBC, by INTEG id (RFC 2404, RFC 4868)
-_ESP_CBC_INTEG: dict[int, str] = {2: "sha1", 12: "sha256", 13: "sha384", 14: "sha512"}
 
 
 def esp_algorithm_name(selected: SelectedProposal) -> str | None:
     """The data plane's keyword for a negotiated ESP cipher (and integrity), None if it has none."""
-    if selected.encr_id == _ENCR_AES_CBC:
-        bits, integ = selected.encr_key_bits, _ESP_CBC_INTEG.get(selected.integ_id or 0)
-        if bits not in (128, 192, 256) or integ is None:
-            return None
-        return f"aes{bits}-{integ}"
-    if selected.integ_id:  # an AEAD cipher with an integrity transform is never valid
+    encr, bits, integ = selected.encr_id, selected.encr_key_bits, selected.integ_id
+    if encr == EncrId.AES_CBC:  # RFC 3602: needs an integrity transform, named with it
+        integ_name = _ESP_CBC_INTEG.get(integ or 0)
+        return f"aes{bits}-{integ_name}" if bits in _AES_BITS and integ_name is not None else None
+    if integ:  # an AEAD cipher with an integrity transform is never valid
         return None
-    return _ESP_NAMES.get((selected.encr_id, selected.encr_key_bits))
+    if encr in _GCM_NAMES:
+        return f"aes{bits}{_GCM_NAMES[EncrId(encr)]}" if bits in _AES_BITS else None
+    if encr == EncrId.CHACHA20_POLY1305 and bits in (None, 256):
+        return "chacha20poly1305"
+    return None
 
 
 def random_esp_spi() -> bytes:
@@ -102,7 +99,7 @@ class EspParams:
     limits: VolumeLimits = NO_LIMITS  # the data plane counts, the engine polls soft/hard (lifetimes.py)
 
 
-EspFactory = Callable[[EspParams], Any]
+EspFactory = Callable[[EspParams], DataPlaneSA]
 
 
 @functools.cache
@@ -114,7 +111,7 @@ def _data_plane() -> ModuleType:
     return esp
 
 
-def default_esp_factory(params: EspParams) -> Any:
+def default_esp_factory(params: EspParams) -> DataPlaneSA:
     """Build an `ikev2lib.esp.EspSA` (the C data plane, or its pure-Python fallback).
 
     The SA is built without the data plane's own UDP header even when NAT-T is in use: drivers send
@@ -131,7 +128,7 @@ def default_esp_factory(params: EspParams) -> Any:
             soft_bytes=limits.soft_bytes,
             hard_bytes=limits.hard_bytes,
         )
-    return esp.EspSA(
+    sa: DataPlaneSA = esp.EspSA(
         spi=int.from_bytes(params.spi, "big"),
         algorithm=params.algorithm,
         key=params.key + params.integ_key,
@@ -141,6 +138,7 @@ def default_esp_factory(params: EspParams) -> Any:
         replay_window=params.replay_window,
         lifetime=lifetime,
     )
+    return sa
 
 
 @dataclass(eq=False, kw_only=True, slots=True)
@@ -161,8 +159,8 @@ class ChildSa:
     udp_encap: bool
     keys_in: tuple[bytes, bytes] = field(repr=False)  # (encryption key || salt, integrity key)
     keys_out: tuple[bytes, bytes] = field(repr=False)
-    inbound: Any = field(repr=False, default=None)
-    outbound: Any = field(repr=False, default=None)
+    inbound: DataPlaneSA | None = field(repr=False, default=None)  # built by the EspFactory
+    outbound: DataPlaneSA | None = field(repr=False, default=None)
     created_at: float = 0.0
     rekey_at: float | None = None
     expire_at: float | None = None  # hard lifetime on time: the child is deleted then
@@ -173,6 +171,12 @@ class ChildSa:
     state: ChildState = ChildState.INSTALLED
     # a simultaneous rekey by the peer (RFC 7296 2.8.1): (its new child_id, its Ni, our Nr)
     collision: tuple[int, bytes, bytes] | None = None
+
+    def esp_sas(self) -> tuple[DataPlaneSA, DataPlaneSA]:
+        """(inbound, outbound) ESP SAs, once `build_esp_pair` made them."""
+        if self.inbound is None or self.outbound is None:
+            raise LocalProtocolError("the Child SA has no ESP SAs yet")
+        return self.inbound, self.outbound
 
     def apply(self, event: ChildInput) -> None:
         """The only way a Child SA changes state (through the table in state.py)."""

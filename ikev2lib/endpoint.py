@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import os
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 
+from . import exchanges
 from .child_sa import EspFactory, default_esp_factory
 from .config import ChildConfig, IkeConfig
-from .connection import NON_ESP_MARKER, EngineContext, IkeConnection, NotifyError
+from .context import EngineContext
 from .cookies import CookieJar
 from .events import Address, Event, ProtocolErrorEvent
 from .exceptions import LocalProtocolError, RemoteProtocolError
+from .ike_sa import IkeSa
+from .keyrecords import EspKeyRecord, IkeKeyRecord, key_records
+from .natt import NON_ESP_MARKER, UdpKind, classify_udp4500
+from .operations import CreateChild, DeleteChild, DeleteIke, Operation, RekeyChild, RekeyIke, SendDpd
+from .ratelimit import PerSecondBudget
 from .state import IkeState
 from .wire import ExchangeType, Header, Message, Nonce, Notify, NotifyType
 
@@ -49,42 +53,11 @@ MAX_DATAGRAM = 65_535  # largest UDP payload we look at
 LINGER_TIME = 30.0  # seconds a closed IKE SA still answers retransmits of its last request from the cache
 MAX_LINGERING = 1_000  # closed IKE SAs kept for that purpose
 INVALID_SPI_REPLIES_PER_SECOND = 10  # unprotected INVALID_IKE_SPI answers (a reflection vector)
+# Refused IKE_SA_INIT requests come from addresses anyone can spoof: their unprotected answers and
+# their ProtocolErrorEvents are budgeted (every refusal is still counted in `stats`).
+SA_INIT_REFUSALS_PER_SECOND = 100  # stateless error answers (INVALID_KE_PAYLOAD, NO_PROPOSAL_CHOSEN, ...)
+SA_INIT_REFUSAL_EVENTS_PER_SECOND = 10  # ProtocolErrorEvents about refused IKE_SA_INIT requests
 _ZERO_SPI = bytes(8)
-
-
-@dataclass(frozen=True, kw_only=True)
-class IkeKeyRecord:
-    """Keys of one live IKE SA, for Wireshark's ikev2_decryption_table (see keyexport.py)."""
-
-    spi_i: bytes
-    spi_r: bytes
-    encr_id: int
-    encr_key_bits: int | None
-    integ_id: int | None
-    sk_ei: bytes = field(repr=False)
-    sk_er: bytes = field(repr=False)
-    sk_ai: bytes = field(repr=False)
-    sk_ar: bytes = field(repr=False)
-
-
-@dataclass(frozen=True, kw_only=True)
-class EspKeyRecord:
-    """Keys of one direction of a live Child SA, for Wireshark's esp_sa table."""
-
-    src: str
-    dst: str
-    spi: bytes
-    encr_id: int
-    encr_key_bits: int | None
-    key: bytes = field(repr=False)  # encryption key || salt
-    integ_key: bytes = field(repr=False)
-
-
-def _random_spi(taken: dict[bytes, IkeConnection]) -> bytes:
-    while True:
-        spi = os.urandom(8)
-        if spi[:4] != bytes(4) and spi not in taken:
-            return spi
 
 
 class IkeEndpoint:
@@ -101,24 +74,24 @@ class IkeEndpoint:
         allow_key_export: bool = False,
     ) -> None:
         self.config = config
-        self.ctx = EngineContext(local_addr=local_addr, esp_factory=esp_factory)
+        self.ctx: EngineContext[IkeSa] = EngineContext(local_addr=local_addr, esp_factory=esp_factory)
         self.cookie_threshold = cookie_threshold
         self.allow_key_export = allow_key_export
-        self._by_spi: dict[bytes, IkeConnection] = {}  # our SPI -> IKE SA (old and new during a rekey)
-        self._by_id: dict[int, IkeConnection] = {}  # stable handle -> current IKE SA
+        self._by_spi: dict[bytes, IkeSa] = {}  # our SPI -> IKE SA (old and new during a rekey)
+        self._by_id: dict[int, IkeSa] = {}  # stable handle -> the IKE SA users see
         # responder SAs by (SPIi, address) of their IKE_SA_INIT: retransmits and replays find them
-        self._by_init: dict[tuple[bytes, Address], IkeConnection] = {}
-        self._half_open: set[IkeConnection] = set()
+        self._by_init: dict[tuple[bytes, Address], IkeSa] = {}
+        self._half_open: set[IkeSa] = set()
         self._per_peer: Counter[str] = Counter()
-        self._dirty: set[IkeConnection] = set()
         self._cookies = CookieJar()
-        self._lingering: dict[bytes, tuple[float, IkeConnection]] = {}  # our SPI -> (expiry, closed SA)
+        self._lingering: dict[bytes, tuple[float, IkeSa]] = {}  # our SPI -> (expiry, closed SA)
         self._linger_heap: list[tuple[float, bytes]] = []
-        # (deadline, tie-breaker, IKE SA); an entry is live while conn.scheduled_at == deadline
-        self._timers: list[tuple[float, int, IkeConnection]] = []
+        # (deadline, tie-breaker, IKE SA); an entry is live while sa.scheduled_at == deadline
+        self._timers: list[tuple[float, int, IkeSa]] = []
         self._timer_seq = itertools.count()
-        self._invalid_spi_window = float("-inf")  # start of the current one-second rate window
-        self._invalid_spi_sent = 0
+        self._invalid_spi_replies = PerSecondBudget(INVALID_SPI_REPLIES_PER_SECOND)
+        self._refusal_replies = PerSecondBudget(SA_INIT_REFUSALS_PER_SECOND)
+        self._refusal_events = PerSecondBudget(SA_INIT_REFUSAL_EVENTS_PER_SECOND)
         self._next_id = 1
 
     # ---- introspection -----------------------------------------------------------------------------
@@ -128,11 +101,12 @@ class IkeEndpoint:
         """Counters of dropped/retransmitted/... datagrams (names are stable strings)."""
         return dict(self.ctx.stats)
 
-    def connection(self, ike_sa_id: int) -> IkeConnection:
-        conn = self._by_id.get(ike_sa_id)
-        if conn is None:
+    def connection(self, ike_sa_id: int) -> IkeSa:
+        """The IKE SA behind a handle (the current one: a rekey replaces it, the handle stays)."""
+        sa = self._by_id.get(ike_sa_id)
+        if sa is None:
             raise LocalProtocolError(f"no IKE SA {ike_sa_id}")
-        return conn
+        return sa
 
     def ike_sa_ids(self) -> list[int]:
         return [i for i, c in self._by_id.items() if not c.finished]
@@ -153,19 +127,18 @@ class IkeEndpoint:
         """Start IKE_SA_INIT towards `remote_addr`; returns the IKE SA's handle (`ike_sa_id`)."""
         if len(self._by_spi) >= MAX_IKE_SAS:
             raise LocalProtocolError("too many IKE SAs")
-        conn = IkeConnection(
-            ctx=self.ctx,
-            ike_sa_id=self._take_id(),
-            config=config,
-            is_initiator=True,
-            remote_addr=remote_addr,
-            spi_i=_random_spi(self._by_spi),
-            spi_r=_ZERO_SPI,
-            now=now,
-        )
-        conn.exchanges.start_initiator(now)
-        self._register(conn)
-        return conn.ike_sa_id
+        spi_i = self.ctx.new_ike_spi()
+        sa = IkeSa(
+            ctx=self.ctx, ike_sa_id=self._take_id(), config=config, is_initiator=True, remote_addr=remote_addr,
+            spi_i=spi_i, spi_r=_ZERO_SPI, now=now,
+        )  # fmt: skip
+        try:
+            exchanges.initiate(sa, now)
+        except BaseException:
+            self.ctx.release_ike_spi(spi_i)
+            raise
+        self._register(sa)
+        return sa.ike_sa_id
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Feed one UDP payload from `addr`. Never raises on anything the peer can send."""
@@ -195,15 +168,14 @@ class IkeEndpoint:
 
     def handle_timer(self, now: float) -> None:
         timers = self._timers
-        due: list[IkeConnection] = []
+        due: list[IkeSa] = []
         while timers and timers[0][0] <= now:
-            deadline, _, conn = heapq.heappop(timers)
-            if conn.scheduled_at == deadline:
-                conn.scheduled_at = None
-                due.append(conn)
-        for conn in due:
-            self._guarded(conn, now, conn.handle_timer)
-            self._dirty.add(conn)
+            deadline, _, sa = heapq.heappop(timers)
+            if sa.scheduled_at == deadline:
+                sa.scheduled_at = None
+                due.append(sa)
+        for sa in due:
+            self._guarded(sa, now, exchanges.on_timer)
         while self._linger_heap and self._linger_heap[0][0] <= now:
             expiry, spi = heapq.heappop(self._linger_heap)
             if self._lingering.get(spi, (None,))[0] == expiry:
@@ -216,39 +188,39 @@ class IkeEndpoint:
     # ---- requests of the local user ----------------------------------------------------------------
 
     def create_child_sa(self, ike_sa_id: int, child: ChildConfig | None = None) -> None:
-        conn = self.connection(ike_sa_id)
+        sa = self.connection(ike_sa_id)
         if child is None:
-            if not conn.config.children:
+            if not sa.config.children:
                 raise LocalProtocolError("no child config")
-            child = conn.config.children[0]
-        self._enqueue(conn, ("create_child", child))
+            child = sa.config.children[0]
+        self._enqueue(sa, CreateChild(child))
 
     def rekey_child_sa(self, ike_sa_id: int, child_id: int) -> None:
-        conn = self.connection(ike_sa_id)
-        if child_id not in conn.children:
+        sa = self.connection(ike_sa_id)
+        if child_id not in sa.children:
             raise LocalProtocolError(f"no Child SA {child_id}")
-        self._enqueue(conn, ("rekey_child", child_id))
+        self._enqueue(sa, RekeyChild(child_id))
 
     def delete_child_sa(self, ike_sa_id: int, child_id: int) -> None:
-        conn = self.connection(ike_sa_id)
-        if child_id not in conn.children:
+        sa = self.connection(ike_sa_id)
+        if child_id not in sa.children:
             raise LocalProtocolError(f"no Child SA {child_id}")
-        self._enqueue(conn, ("delete_child", child_id))
+        self._enqueue(sa, DeleteChild(child_id))
 
     def rekey_ike_sa(self, ike_sa_id: int) -> None:
-        self._enqueue(self.connection(ike_sa_id), ("rekey_ike", None))
+        self._enqueue(self.connection(ike_sa_id), RekeyIke())
 
     def delete_ike_sa(self, ike_sa_id: int) -> None:
-        self._enqueue(self.connection(ike_sa_id), ("delete_ike", None))
+        self._enqueue(self.connection(ike_sa_id), DeleteIke())
 
     def send_dpd(self, ike_sa_id: int) -> None:
-        self._enqueue(self.connection(ike_sa_id), ("dpd", None))
+        self._enqueue(self.connection(ike_sa_id), SendDpd())
 
     def abandon_ike_sa(self, ike_sa_id: int, now: float) -> None:
         """Forget an IKE SA at once without telling the peer (strongSwan's `terminate --force`)."""
-        conn = self.connection(ike_sa_id)
-        conn.fail(now, reason="abandoned locally")
-        self._dirty.add(conn)
+        sa = self.connection(ike_sa_id)
+        sa.fail(now, reason="abandoned locally")
+        self.ctx.touch(sa)
         self._settle(now)
 
     # ---- key export (off unless asked for) ---------------------------------------------------------
@@ -257,42 +229,7 @@ class IkeEndpoint:
         """Keys of every live SA, for keyexport.py. Refused unless built with allow_key_export=True."""
         if not self.allow_key_export:
             raise LocalProtocolError("key export is off (IkeEndpoint(allow_key_export=True))")
-        ike: list[IkeKeyRecord] = []
-        esp: list[EspKeyRecord] = []
-        local_ip = self.ctx.local_addr[0]
-        for conn in self._by_spi.values():
-            if conn.keys is None or conn.selected is None or conn.finished:
-                continue
-            sel = conn.selected
-            ike.append(
-                IkeKeyRecord(
-                    spi_i=conn.spi_i,
-                    spi_r=conn.spi_r,
-                    encr_id=sel.encr_id,
-                    encr_key_bits=sel.encr_key_bits,
-                    integ_id=sel.integ_id,
-                    sk_ei=conn.keys.sk_ei,
-                    sk_er=conn.keys.sk_er,
-                    sk_ai=conn.keys.sk_ai,
-                    sk_ar=conn.keys.sk_ar,
-                )
-            )
-            remote_ip = conn.remote_addr[0]
-            for child in conn.children.values():
-                common = dict(encr_id=child.selected.encr_id, encr_key_bits=child.selected.encr_key_bits)
-                esp.append(
-                    EspKeyRecord(
-                        src=remote_ip, dst=local_ip, spi=child.spi_in, key=child.keys_in[0],
-                        integ_key=child.keys_in[1], **common,  # type: ignore[arg-type]
-                    )
-                )
-                esp.append(
-                    EspKeyRecord(
-                        src=local_ip, dst=remote_ip, spi=child.spi_out, key=child.keys_out[0],
-                        integ_key=child.keys_out[1], **common,  # type: ignore[arg-type]
-                    )
-                )
-        return ike, esp
+        return key_records(self._by_spi.values(), self.ctx.local_addr[0])
 
     # ---- internals ---------------------------------------------------------------------------------
 
@@ -301,84 +238,89 @@ class IkeEndpoint:
         self._next_id += 1
         return value
 
-    def _enqueue(self, conn: IkeConnection, operation: tuple[str, object]) -> None:
-        conn.enqueue(operation)
-        self._dirty.add(conn)
+    def _enqueue(self, sa: IkeSa, operation: Operation) -> None:
+        sa.enqueue(operation)
+        self.ctx.touch(sa)
 
-    def _register(self, conn: IkeConnection) -> None:
-        self._by_spi[conn.local_spi] = conn
-        self._by_id[conn.ike_sa_id] = conn
-        self._per_peer[conn.remote_addr[0]] += 1
-        self._dirty.add(conn)
+    def _register(self, sa: IkeSa) -> None:
+        """Index a new IKE SA (idempotent: an SA born from a rekey may be touched again)."""
+        if self._by_spi.get(sa.local_spi) is not sa:
+            self._by_spi[sa.local_spi] = sa
+            self._per_peer[sa.remote_addr[0]] += 1
+        if not sa.hidden:
+            self._by_id[sa.ike_sa_id] = sa
+        self.ctx.touch(sa)
 
-    def _guarded(self, conn: IkeConnection, now: float, action: object) -> None:
+    def _guarded(self, sa: IkeSa, now: float, action: Callable[[IkeSa, float], None]) -> None:
         # Timers and pumps run our own code on state the peer influenced: a peer-caused error
         # there ends that IKE SA, never the endpoint.
         try:
-            action(now)  # type: ignore[operator]
+            action(sa, now)
         except (RemoteProtocolError, LocalProtocolError) as exc:
-            self.ctx.emit(
-                ProtocolErrorEvent(ike_sa_id=conn.ike_sa_id, remote_addr=conn.remote_addr, description=str(exc))
-            )
-            conn.fail(now, reason=str(exc))
-
-    def _pump(self, conn: IkeConnection, now: float) -> None:
-        if not conn.finished:
-            self._guarded(conn, now, conn.pump)
+            self.ctx.emit(ProtocolErrorEvent(ike_sa_id=sa.ike_sa_id, remote_addr=sa.remote_addr, description=str(exc)))
+            sa.fail(now, reason=str(exc))
+        self.ctx.touch(sa)
 
     def _settle(self, now: float) -> None:
-        """Register IKE SAs born from rekeys, forget finished ones, pump touched ones."""
-        if not self._dirty and not self.ctx.spawned:
+        """Register IKE SAs born from rekeys, pump touched ones, forget finished ones."""
+        ctx = self.ctx
+        if not ctx.touched and not ctx.spawned:
             return  # nothing touched since the last call (half of the calls)
-        while self.ctx.spawned:
-            new = self.ctx.spawned.pop()
-            self._register(new)
-        for conn in list(self._dirty):
-            self._pump(conn, now)
-        for conn in list(self._dirty):
-            if conn.state != IkeState.SA_INIT_RECEIVED:
-                self._half_open.discard(conn)
-            if conn.finished:
-                self._forget(conn, now)
+        while ctx.spawned:
+            self._register(ctx.spawned.pop())
+        for sa in list(ctx.touched):
+            if not sa.finished:
+                self._guarded(sa, now, exchanges.pump)
+        while ctx.spawned:  # pumps may finish rekeys too
+            self._register(ctx.spawned.pop())
+        touched, ctx.touched = ctx.touched, set()
+        for sa in touched:
+            if sa.state != IkeState.SA_INIT_RECEIVED:
+                self._half_open.discard(sa)
+            if sa.finished:
+                self._forget(sa, now)
             else:
-                self._reschedule(conn)
-        self._dirty.clear()
+                if not sa.hidden:
+                    self._by_id[sa.ike_sa_id] = sa
+                self._reschedule(sa)
         if len(self._timers) > 2 * len(self._by_spi) + 64:  # too many stale entries: rebuild
             self._timers = [e for e in self._timers if e[2].scheduled_at == e[0]]
             heapq.heapify(self._timers)
 
-    def _reschedule(self, conn: IkeConnection) -> None:
-        deadline = conn.next_timer()
-        if deadline != conn.scheduled_at:
-            conn.scheduled_at = deadline
+    def _reschedule(self, sa: IkeSa) -> None:
+        deadline = exchanges.next_deadline(sa)
+        if deadline != sa.scheduled_at:
+            sa.scheduled_at = deadline
             if deadline is not None:
-                heapq.heappush(self._timers, (deadline, next(self._timer_seq), conn))
+                heapq.heappush(self._timers, (deadline, next(self._timer_seq), sa))
 
-    def _forget(self, conn: IkeConnection, now: float) -> None:
-        if conn.response_bytes() is not None and len(self._lingering) < MAX_LINGERING:
+    def _forget(self, sa: IkeSa, now: float) -> None:
+        if sa.response_bytes() is not None and len(self._lingering) < MAX_LINGERING:
             # our answer to its last request (e.g. a Delete) may have been lost: keep answering
-            self._lingering[conn.local_spi] = (now + LINGER_TIME, conn)
-            heapq.heappush(self._linger_heap, (now + LINGER_TIME, conn.local_spi))
-        conn.scheduled_at = None
-        if self._by_spi.get(conn.local_spi) is conn:
-            del self._by_spi[conn.local_spi]
-            self._per_peer[conn.remote_addr[0]] -= 1
-            if self._per_peer[conn.remote_addr[0]] <= 0:
-                del self._per_peer[conn.remote_addr[0]]
-        if self._by_id.get(conn.ike_sa_id) is conn:
-            del self._by_id[conn.ike_sa_id]
-        self._half_open.discard(conn)
-        if conn.init_key is not None and self._by_init.get(conn.init_key) is conn:
-            del self._by_init[conn.init_key]
-        for child in conn.children.values():
-            self.ctx.esp_spis.discard(child.spi_in)
+            self._lingering[sa.local_spi] = (now + LINGER_TIME, sa)
+            heapq.heappush(self._linger_heap, (now + LINGER_TIME, sa.local_spi))
+        sa.scheduled_at = None
+        if self._by_spi.get(sa.local_spi) is sa:
+            del self._by_spi[sa.local_spi]
+            self.ctx.release_ike_spi(sa.local_spi)
+            self._per_peer[sa.remote_addr[0]] -= 1
+            if self._per_peer[sa.remote_addr[0]] <= 0:
+                del self._per_peer[sa.remote_addr[0]]
+        if self._by_id.get(sa.ike_sa_id) is sa:
+            del self._by_id[sa.ike_sa_id]
+        self._half_open.discard(sa)
+        if sa.init_key is not None and self._by_init.get(sa.init_key) is sa:
+            del self._by_init[sa.init_key]
+        for child in sa.children.values():
+            self.ctx.release_esp_spi(child.spi_in)
 
     def _receive(self, data: bytes, addr: Address, now: float) -> None:
         natt = False
-        if data[:4] == NON_ESP_MARKER:
+        kind = classify_udp4500(data)
+        if kind is UdpKind.IKE:
             natt = True
-            data = data[4:]
-        elif len(data) == 1 and data[0] == 0xFF:
+            data = data[len(NON_ESP_MARKER) :]
+        elif kind is UdpKind.KEEPALIVE:
             self.ctx.count("natt_keepalives")  # RFC 3948 2.3
             return
         if len(data) > MAX_DATAGRAM:
@@ -393,8 +335,8 @@ class IkeEndpoint:
             self._on_sa_init_request(data, header.spi_i, header.message_id, addr, natt, now)
             return
         local_spi = header.spi_r if header.is_initiator else header.spi_i
-        conn = self._by_spi.get(local_spi)
-        if conn is None:
+        sa = self._by_spi.get(local_spi)
+        if sa is None:
             lingering = self._lingering.get(local_spi)
             if lingering is not None and not header.is_response:
                 lingering[1].answer_retransmit(data)
@@ -405,45 +347,53 @@ class IkeEndpoint:
             return
         # the other SPI must match too, except in the IKE_SA_INIT response that tells us SPIr
         if header.is_initiator:
-            if header.spi_i != conn.spi_i:
+            if header.spi_i != sa.spi_i:
                 raise RemoteProtocolError("SPIi does not match")
-        elif not (conn.spi_r == _ZERO_SPI or header.spi_r == conn.spi_r):
-            if not (header.exchange_type == ExchangeType.IKE_SA_INIT and conn.state == IkeState.SA_INIT_SENT):
+        elif not (sa.spi_r == _ZERO_SPI or header.spi_r == sa.spi_r):
+            if not (header.exchange_type == ExchangeType.IKE_SA_INIT and sa.state == IkeState.SA_INIT_SENT):
                 raise RemoteProtocolError("SPIr does not match")
         message = Message.parse(data)
-        self._dirty.add(conn)
-        conn.receive(data, message, addr, natt, now)
+        self.ctx.touch(sa)
+        exchanges.receive(sa, data, message, addr, natt, now)
 
     def _reply_stateless(self, spi_i: bytes, notify: Notify, addr: Address, natt: bool) -> None:
         datagram = Message(
-            spi_i=spi_i,
-            spi_r=_ZERO_SPI,
-            exchange_type=ExchangeType.IKE_SA_INIT,
-            message_id=0,
-            payloads=[notify],
-            is_initiator=False,
-            is_response=True,
-        ).serialize()
-        self.ctx.send((NON_ESP_MARKER if natt else b"") + datagram, addr)
+            spi_i=spi_i, spi_r=_ZERO_SPI, exchange_type=ExchangeType.IKE_SA_INIT, message_id=0, payloads=[notify],
+            is_initiator=False, is_response=True,
+        ).serialize()  # fmt: skip
+        self.ctx.send(datagram, addr, natt=natt)
 
     def _reply_invalid_spi(self, header: Header, addr: Address, natt: bool, now: float) -> None:
         """RFC 7296 2.21.4: an unprotected INVALID_IKE_SPI answer to a request for an unknown IKE SA
         (the peer may then notice that we lost its SA), rate limited against reflection."""
-        if now - self._invalid_spi_window >= 1.0:
-            self._invalid_spi_window, self._invalid_spi_sent = now, 0
-        if self._invalid_spi_sent >= INVALID_SPI_REPLIES_PER_SECOND:
+        if not self._invalid_spi_replies.take(now):
             return
-        self._invalid_spi_sent += 1
         datagram = Message(
-            spi_i=header.spi_i,
-            spi_r=header.spi_r,
-            exchange_type=header.exchange_type,
-            message_id=header.message_id,
-            payloads=[Notify(NotifyType.INVALID_IKE_SPI)],
-            is_initiator=not header.is_initiator,
-            is_response=True,
-        ).serialize()
-        self.ctx.send((NON_ESP_MARKER if natt else b"") + datagram, addr)
+            spi_i=header.spi_i, spi_r=header.spi_r, exchange_type=header.exchange_type,
+            message_id=header.message_id, payloads=[Notify(NotifyType.INVALID_IKE_SPI)],
+            is_initiator=not header.is_initiator, is_response=True,
+        ).serialize()  # fmt: skip
+        self.ctx.send(datagram, addr, natt=natt)
+
+    def _refuse_sa_init(self, exc: RemoteProtocolError, spi_i: bytes, addr: Address, natt: bool, now: float) -> None:
+        """Answer an IKE_SA_INIT request we will not take without keeping any state (RFC 7296 2.6/1.2).
+        The source address is not authenticated: answers and events are budgeted, never queued
+        at the expense of events about real SAs."""
+        negotiating = exc.notify == NotifyType.INVALID_KE_PAYLOAD  # a normal step, not an error
+        if not negotiating:
+            self.ctx.count("sa_init_refused")
+        if self._refusal_replies.take(now):
+            self._reply_stateless(spi_i, Notify(exc.notify, data=exc.data), addr, natt)
+        else:
+            self.ctx.count("sa_init_refusals_unanswered")
+        if negotiating:
+            return
+        if self._refusal_events.take(now):
+            self.ctx.emit_unauthenticated(
+                ProtocolErrorEvent(ike_sa_id=None, remote_addr=addr, description=str(exc), notify=exc.notify)
+            )
+        else:
+            self.ctx.count("sa_init_refusal_events_suppressed")
 
     def _on_sa_init_request(
         self, data: bytes, spi_i: bytes, message_id: int, addr: Address, natt: bool, now: float
@@ -456,8 +406,8 @@ class IkeEndpoint:
         existing = self._by_init.get((spi_i, addr))
         if existing is not None:
             # a retransmission (answered from the cache) or a replay/garbage reusing the SPI (dropped)
-            self._dirty.add(existing)
-            existing.receive(data, Message.parse(data), addr, natt, now)
+            self.ctx.touch(existing)
+            exchanges.receive(existing, data, Message.parse(data), addr, natt, now)
             return
         if len(self._by_spi) >= MAX_IKE_SAS or len(self._half_open) >= MAX_HALF_OPEN:
             self.ctx.count("dropped_overload")
@@ -476,34 +426,26 @@ class IkeEndpoint:
                 made = self._cookies.make(bytes(nonce.data), addr[0], spi_i, now)
                 self._reply_stateless(spi_i, Notify(NotifyType.COOKIE, data=made), addr, natt)
                 return
-        conn = IkeConnection(
-            ctx=self.ctx,
-            ike_sa_id=self._take_id(),
-            config=self.config,
-            is_initiator=False,
-            remote_addr=addr,
-            spi_i=spi_i,
-            spi_r=_random_spi(self._by_spi),
-            now=now,
-        )
-        conn.natt = natt
+        spi_r = self.ctx.new_ike_spi()
+        sa = IkeSa(
+            ctx=self.ctx, ike_sa_id=self._take_id(), config=self.config, is_initiator=False, remote_addr=addr,
+            spi_i=spi_i, spi_r=spi_r, now=now,
+        )  # fmt: skip
+        sa.natt = natt
         try:
-            conn.exchanges.accept_sa_init(message, data, now)
-        except RemoteProtocolError as exc:
-            # answered without keeping any state (RFC 7296 2.6/1.2)
-            data_out = exc.data if isinstance(exc, NotifyError) else b""
-            self._reply_stateless(spi_i, Notify(exc.notify, data=data_out), addr, natt)
-            if exc.notify != NotifyType.INVALID_KE_PAYLOAD:
-                self.ctx.emit(
-                    ProtocolErrorEvent(ike_sa_id=None, remote_addr=addr, description=str(exc), notify=exc.notify)
-                )
+            exchanges.accept_sa_init(sa, message, data, now)
+        except (RemoteProtocolError, LocalProtocolError) as exc:
+            self.ctx.release_ike_spi(spi_r)
+            if isinstance(exc, LocalProtocolError):  # a group or cipher our crypto layer cannot run
+                exc = RemoteProtocolError(str(exc), notify=NotifyType.NO_PROPOSAL_CHOSEN)
+            self._refuse_sa_init(exc, spi_i, addr, natt, now)
             return
-        self._register(conn)
-        conn.init_key = (spi_i, addr)
-        self._by_init[conn.init_key] = conn
-        self._half_open.add(conn)
+        self._register(sa)
+        sa.init_key = (spi_i, addr)
+        self._by_init[sa.init_key] = sa
+        self._half_open.add(sa)
 
     # ---- iteration helpers for drivers and tests ---------------------------------------------------
 
-    def connections(self) -> Iterator[IkeConnection]:
+    def connections(self) -> Iterator[IkeSa]:
         return iter(list(self._by_spi.values()))

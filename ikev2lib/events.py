@@ -8,7 +8,7 @@ out of `repr` so that logging an event cannot leak anything.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from .dataplane import DataPlaneSA
 
 Address = tuple[str, int]
 
@@ -75,8 +75,8 @@ class ChildSaCreated(Event):
     local_ts: tuple[str, ...]
     remote_ts: tuple[str, ...]
     # ready-to-use ESP SA objects (ikev2lib.esp.EspSA, or what the endpoint's esp factory built)
-    inbound: Any = field(repr=False, compare=False)
-    outbound: Any = field(repr=False, compare=False)
+    inbound: DataPlaneSA = field(repr=False, compare=False)
+    outbound: DataPlaneSA = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,8 +89,8 @@ class ChildSaRekeyed(Event):
     spi_in: bytes
     spi_out: bytes
     proposal: str
-    inbound: Any = field(repr=False, compare=False)
-    outbound: Any = field(repr=False, compare=False)
+    inbound: DataPlaneSA = field(repr=False, compare=False)
+    outbound: DataPlaneSA = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,14 +25,22 @@ class LocalProtocolError(IKEv2Error):
 
 
 class RemoteProtocolError(IKEv2Error, ValueError):
-    """The peer's data is invalid. `notify` is the Notify message type to answer with."""
+    """The peer's data is invalid. `notify` is the Notify message type to answer with, `data` the
+    notification data that goes with it (INVALID_KE_PAYLOAD carries the group we want)."""
 
     notify: int = 7  # INVALID_SYNTAX (RFC 7296 section 3.10.1)
+    data: bytes = b""
 
-    def __init__(self, message: str, *, notify: int | None = None) -> None:
+    def __init__(self, message: str, *, notify: int | None = None, data: bytes = b"") -> None:
         super().__init__(message)
         if notify is not None:
             self.notify = notify
+        if data:
+            self.data = bytes(data)
+
+
+class PeerNotifyError(RemoteProtocolError):
+    """The peer answered one of our requests with an error Notify (`notify` is what it sent)."""
 
 
 class ParseError(RemoteProtocolError):

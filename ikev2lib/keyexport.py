@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .endpoint import EspKeyRecord, IkeEndpoint, IkeKeyRecord
+    from .endpoint import IkeEndpoint
+    from .keyrecords import EspKeyRecord, IkeKeyRecord
 
 __all__ = ["ikev2_decryption_table", "esp_sa_table", "write_wireshark_keys", "IKE_TABLE_NAME", "ESP_TABLE_NAME"]
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
 
 from .child_sa import NO_LIMITS, ChildSa, VolumeLimits
 from .config import ChildConfig
+from .dataplane import DataPlaneSA
 
 __all__ = [
     "LIFETIME_CHECK_INTERVAL",
@@ -72,8 +72,10 @@ def hard_deadline(cfg: ChildConfig, created_at: float) -> float | None:
     return None if hard is None else created_at + hard
 
 
-def esp_counts(sa: Any) -> tuple[int, int] | None:
+def esp_counts(sa: DataPlaneSA | None) -> tuple[int, int] | None:
     """(packets, inner bytes) an ESP SA processed; None if the factory's object has no usable counters."""
+    if sa is None:
+        return None
     try:
         stats = sa.stats
         return int(stats.packets), int(stats.bytes)
@@ -85,9 +87,11 @@ def _reached(value: int, limit: int) -> bool:
     return limit > 0 and value >= limit
 
 
-def _quiet(sa: Any, limits: VolumeLimits) -> bool:
+def _quiet(sa: DataPlaneSA | None, limits: VolumeLimits) -> bool:
     """Cheap pre-check (a few times cheaper than reading `stats`): the SA enforces exactly `limits`
     and has not reached the soft one. False when unsure: then the counters decide."""
+    if sa is None:
+        return False
     try:
         lifetime = sa.lifetime
         return (

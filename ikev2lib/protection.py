@@ -7,6 +7,7 @@ header followed by the 4-octet SK generic payload header, both with their final 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass, field
 from collections.abc import Sequence
 
 from .crypto import SKCipher
@@ -15,9 +16,10 @@ from .wire import Encrypted, EncryptedFragment, Message, Payload, PayloadType, p
 from .wire.limits import MAX_MESSAGE_SIZE
 from .wire.message import FLAG_INITIATOR, FLAG_RESPONSE, HEADER, IKE_MAJOR_VERSION
 
-__all__ = ["protect", "unprotect", "protect_fragments", "open_fragment", "MAX_FRAGMENTS"]
+__all__ = ["protect", "unprotect", "protect_fragments", "open_fragment", "Reassembly", "MAX_FRAGMENTS", "MAX_REASSEMBLED"]
 
 MAX_FRAGMENTS = 64  # fragments of one IKE message we send or reassemble (RFC 7383 allows 65535)
+MAX_REASSEMBLED = 65_535  # octets of one reassembled SKF message (RFC 7383)
 
 _HEADER = 28
 _SK_HEADER = 4
@@ -144,3 +146,46 @@ def open_fragment(cipher: SKCipher, data: bytes, message: Message) -> tuple[int,
         raise RemoteProtocolError("SKF payload is not where it should be")
     plain = cipher.decrypt(aad, body)
     return fragment.fragment_number, fragment.total_fragments, int(fragment.first_payload_type), plain
+
+
+@dataclass(eq=False)
+class _Parts:
+    total: int
+    first: int = 0
+    size: int = 0
+    chunks: dict[int, bytes] = field(default_factory=dict)
+
+
+class Reassembly:
+    """The SKF fragments (RFC 7383 2.6) of the messages of one IKE SA still being reassembled: at most
+    one request and one response at a time, keyed by (is response, message ID)."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self) -> None:
+        self._parts: dict[tuple[bool, int], _Parts] = {}
+
+    def add(self, cipher: SKCipher, data: bytes, message: Message, is_response: bool) -> list[Payload] | None:
+        """Authenticate one SKF datagram; the inner payloads once the message is complete, else None."""
+        number, total, first, plain = open_fragment(cipher, data, message)
+        if total > MAX_FRAGMENTS:
+            raise RemoteProtocolError(f"message in {total} fragments (limit {MAX_FRAGMENTS})")
+        key = (is_response, message.message_id)
+        parts = self._parts.get(key)
+        if parts is None or parts.total != total:
+            # RFC 7383 2.6.2: a retransmission may use a different fragmentation; start over
+            self._parts = {k: v for k, v in self._parts.items() if k[0] != is_response}
+            parts = self._parts[key] = _Parts(total)
+        if number in parts.chunks:
+            return None
+        parts.size += len(plain)
+        if parts.size > MAX_REASSEMBLED:
+            del self._parts[key]
+            raise RemoteProtocolError("reassembled message too large")
+        parts.chunks[number] = plain
+        if number == 1:
+            parts.first = first
+        if len(parts.chunks) < total:
+            return None
+        del self._parts[key]
+        return parse_payloads(parts.first, b"".join(parts.chunks[i] for i in range(1, total + 1)))

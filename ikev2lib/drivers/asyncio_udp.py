@@ -17,16 +17,15 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from ..connection import NON_ESP_MARKER
 from ..config import IkeConfig
 from ..endpoint import IkeEndpoint
 from ..esp import EspError
 from ..events import Address, ChildSaCreated, ChildSaDeleted, ChildSaRekeyed, Event
+from ..natt import NON_ESP_MARKER, UdpKind, classify_udp4500
 
 __all__ = ["AsyncioIkeDriver", "MAX_QUEUED_EVENTS"]
 
 MAX_QUEUED_EVENTS = 10_000  # events kept for `next_event` callers; beyond that the oldest are dropped
-_KEEPALIVE = b"\xff"
 
 EspHandler = Callable[[int, int, bytes], None]  # (child_id, next_header, inner packet)
 
@@ -143,10 +142,13 @@ class AsyncioIkeDriver:
     # ---- plumbing ----------------------------------------------------------------------------------
 
     def _datagram(self, data: bytes, addr: Address, natt: bool) -> None:
-        if natt and data[:4] != NON_ESP_MARKER:
-            if data != _KEEPALIVE and len(data) >= 8:
+        if natt:
+            kind = classify_udp4500(data)
+            if kind is UdpKind.ESP:
                 self._esp(data)
-            return
+                return
+            if kind is not UdpKind.IKE:
+                return  # a NAT-keepalive, or too short to be anything
         self.endpoint.receive_datagram(data, addr, self.loop.time())
         self.transmit()
 

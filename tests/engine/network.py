@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ikev2lib.config import ChildConfig, IkeConfig
-from ikev2lib.connection import NON_ESP_MARKER
+from ikev2lib.natt import NON_ESP_MARKER
 from ikev2lib.endpoint import IkeEndpoint
 from ikev2lib.events import Event
 
@@ -58,6 +59,8 @@ class Network:
         self.delivered = 0
         self.dropped = 0
         self.tap: list[tuple[bytes, tuple[str, int], str]] = []  # every datagram sent (for replay tests)
+        # tests that need one particular datagram lost: return True to drop it
+        self.drop: Callable[[bytes, tuple[str, int], str], bool] | None = None
 
     def add(self, endpoint: IkeEndpoint, *, natt_port: int = 4500) -> Node:
         ip, port = endpoint.ctx.local_addr
@@ -74,7 +77,10 @@ class Network:
                 src = (node.ip, src_port)
                 self.tap.append((data, src, dst_ip))
                 copies = 1
-                if self.rng.random() < self.loss:
+                if self.drop is not None and self.drop(data, src, dst_ip):
+                    copies = 0
+                    self.dropped += 1
+                elif self.rng.random() < self.loss:
                     copies = 0
                     self.dropped += 1
                 elif self.rng.random() < self.duplicate:
@@ -127,7 +133,7 @@ class Network:
     def _retransmitting(self) -> bool:
         for node in self.nodes.values():
             for conn in node.endpoint.connections():
-                if conn.outstanding_datagram() is not None:
+                if not conn.window_free:
                     return True
         return False
 

@@ -152,7 +152,9 @@ def test_simultaneous_ike_rekey_one_wins(seed: int) -> None:
 
 def _oracle_timer(endpoint) -> float | None:  # type: ignore[no-untyped-def]
     """The O(n) definition of get_timer: the earliest deadline of any IKE SA or lingering SA."""
-    times = [t for t in (c.next_timer() for c in endpoint.connections()) if t is not None]
+    from ikev2lib.exchanges import next_deadline
+
+    times = [t for t in (next_deadline(c) for c in endpoint.connections()) if t is not None]
     times += [expiry for expiry, _ in endpoint._lingering.values()]
     return min(times) if times else None
 

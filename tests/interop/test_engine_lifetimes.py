@@ -13,7 +13,7 @@ import pytest
 
 pytest.register_assert_rewrite(f"{__package__}.engine_pair")
 
-from ikev2lib import exchanges
+from ikev2lib import lifetimes
 from ikev2lib.config import ChildConfig
 from ikev2lib.events import ChildSaDeleted, ChildSaExpired, ChildSaRekeyed
 
@@ -49,7 +49,7 @@ def _with_child_limits(pair: Pair, **limits: object) -> None:
 def test_soft_packet_limit_rekeys_and_charon_accepts(
     make_pair: PairFactory, role: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(exchanges, "LIFETIME_CHECK_INTERVAL", POLL_INTERVAL)
+    monkeypatch.setattr(lifetimes, "LIFETIME_CHECK_INTERVAL", POLL_INTERVAL)
     pair = make_pair()
     _with_child_limits(pair, rekey_packets=2 * DATAGRAMS, life_packets=1000)
     _, child, _, ch = establish(pair, role)
@@ -79,7 +79,7 @@ def test_soft_packet_limit_rekeys_and_charon_accepts(
 def test_hard_packet_limit_deletes_the_child_at_charon_too(
     make_pair: PairFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(exchanges, "LIFETIME_CHECK_INTERVAL", POLL_INTERVAL)
+    monkeypatch.setattr(lifetimes, "LIFETIME_CHECK_INTERVAL", POLL_INTERVAL)
     pair = make_pair()
     _with_child_limits(pair, life_packets=DATAGRAMS)
     _, child, ike, ch = establish(pair, "ikev2lib-initiator")

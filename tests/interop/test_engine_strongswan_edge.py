@@ -600,7 +600,6 @@ def test_ike_rekey_invalid_ke_after_policy_change(make_pair: PairFactory) -> Non
         assert pair.ike_sa_id is not None
         conn = pair.peer.endpoint.connection(pair.ike_sa_id)
         conn.config = changed
-        conn.exchanges.cfg = changed
     pair.peer.call(change_policy)
     pair.peer.request("rekey_ike_sa", pair.ike_sa_id)
     rekeyed = pair.peer.wait_for(IkeSaRekeyed)

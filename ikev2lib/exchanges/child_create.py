@@ -1,0 +1,396 @@
+"""Child SAs (RFC 7296 1.3.1, 1.3.3, 2.8, 2.9, 2.17): offers and answers for IKE_AUTH and
+CREATE_CHILD_SA, new Child SAs and Child SA rekeys in both roles, and rekey collisions (2.8.1).
+
+`make_offer` / `accept_answer` are the initiator's halves, `answer_offer` the responder's; IKE_AUTH
+uses them for the first Child SA. Every Child SA is built by `_install`, whichever side we are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..child_sa import ChildSa, build_esp_pair, derive_child_keys, esp_algorithm_name
+from ..config import ChildConfig
+from ..crypto import KeyExchange
+from ..events import ChildSaCreated, ChildSaRekeyed
+from ..exceptions import LocalProtocolError, RemoteProtocolError
+from ..ike_sa import MAX_CHILD_SAS, IkeSa, Request
+from .. import lifetimes
+from ..lifetimes import hard_deadline, volume_limits
+from ..negotiation import (
+    SelectedProposal,
+    ke_groups,
+    narrow_traffic_selectors,
+    select_proposal,
+    ts_from_config,
+    ts_to_text,
+    ts_within,
+    validate_chosen_proposal,
+)
+from ..operations import DeleteChild
+from ..state import ChildInput, ChildState, IkeInput
+from ..wire import KE, SA, ExchangeType, Nonce, Notify, NotifyType, Payload, Proposal, ProtocolId, TrafficSelector, TSi, TSr
+from .common import (
+    new_nonce,
+    acceptable_esp,
+    describe,
+    find,
+    find_notify,
+    need,
+    our_proposals,
+    refusal,
+    report_error,
+    requested_group,
+    selectors,
+    without_ke,
+)
+
+__all__ = [
+    "ChildOffer",
+    "ChildRequest",
+    "make_offer",
+    "accept_answer",
+    "answer_offer",
+    "release",
+    "start",
+    "respond",
+    "emit_created",
+    "MAX_CHILD_KE_RETRIES",
+]
+
+MAX_CHILD_KE_RETRIES = 2  # INVALID_KE_PAYLOAD answers to one CREATE_CHILD_SA we follow
+_MIN_ESP_SPI = 256  # RFC 4303 2.1: SPIs 1..255 are reserved
+
+
+@dataclass(eq=False)
+class ChildOffer:
+    """Our offer of one Child SA; its inbound SPI stays reserved until `release` or installation."""
+
+    cfg: ChildConfig
+    spi_in: bytes
+    proposals: list[Proposal]
+    tsi: list[TrafficSelector]
+    tsr: list[TrafficSelector]
+    payloads: list[Payload]
+    nonce: bytes = b""
+    ke: KeyExchange | None = None
+    released: bool = False
+
+
+def release(sa: IkeSa, offer: ChildOffer | None) -> None:
+    if offer is not None and not offer.released:
+        offer.released = True
+        sa.ctx.release_esp_spi(offer.spi_in)
+
+
+def _valid_esp_spi(spi: bytes) -> bool:
+    return len(spi) == 4 and int.from_bytes(spi, "big") >= _MIN_ESP_SPI
+
+
+def make_offer(
+    sa: IkeSa, cfg: ChildConfig, *, for_auth: bool, rekey_of: ChildSa | None, ke_group: int | None = None
+) -> ChildOffer:
+    proposals = our_proposals(cfg.esp_proposals, ProtocolId.ESP)
+    if for_auth:
+        without_ke(proposals)
+    spi_in = sa.ctx.new_esp_spi()
+    for proposal in proposals:
+        proposal.spi = spi_in
+    if rekey_of is not None:  # a rekey keeps the selectors the old SA was narrowed to
+        tsi, tsr = list(rekey_of.local_ts_wire), list(rekey_of.remote_ts_wire)
+    else:
+        tsi = [ts_from_config(n) for n in cfg.local_ts]
+        tsr = [ts_from_config(n) for n in cfg.remote_ts]
+    offer = ChildOffer(cfg=cfg, spi_in=spi_in, proposals=proposals, tsi=tsi, tsr=tsr, payloads=[])
+    payloads: list[Payload] = []
+    if rekey_of is not None:
+        payloads.append(Notify(NotifyType.REKEY_SA, protocol_id=ProtocolId.ESP, spi=rekey_of.spi_in))
+    if cfg.mode == "transport":
+        payloads.append(Notify(NotifyType.USE_TRANSPORT_MODE))
+    payloads.append(SA(proposals))
+    if not for_auth:
+        offer.nonce = new_nonce()
+        payloads.append(Nonce(offer.nonce))
+        groups = ke_groups(proposals)
+        if groups:
+            # first guess: our preferred group; after INVALID_KE_PAYLOAD: the one the peer asked for
+            group = ke_group if ke_group in groups else groups[0]
+            offer.ke = KeyExchange.generate(group)
+            payloads.append(KE(group, offer.ke.public_bytes()))
+    payloads += [TSi(list(tsi)), TSr(list(tsr))]
+    offer.payloads = payloads
+    return offer
+
+
+def _install(
+    sa: IkeSa,
+    *,
+    cfg: ChildConfig,
+    spi_in: bytes,
+    spi_out: bytes,
+    selected: SelectedProposal,
+    transport: bool,
+    local_ts: list[TrafficSelector],
+    remote_ts: list[TrafficSelector],
+    ni: bytes,
+    nr: bytes,
+    shared: bytes | None,
+    exchange_initiator: bool,
+    now: float,
+) -> ChildSa:
+    """Derive the keys of a negotiated Child SA, build its ESP SAs and add it to the IKE SA."""
+    keys, ike = sa.keys, sa.selected
+    if keys is None or ike is None or ike.prf_id is None:
+        raise LocalProtocolError("no IKE keys")
+    keys_in, keys_out = derive_child_keys(
+        prf_id=ike.prf_id, sk_d=keys.sk_d, selected=selected, ni=ni, nr=nr,
+        is_initiator=exchange_initiator, shared_secret=shared,
+    )  # fmt: skip
+    child = ChildSa(
+        child_id=sa.ctx.new_child_id(),
+        config_name=cfg.name,
+        spi_in=spi_in,
+        spi_out=spi_out,
+        selected=selected,
+        proposal_text=describe(selected),
+        mode="transport" if transport else "tunnel",
+        local_ts=tuple([ts_to_text(t) for t in local_ts]),
+        remote_ts=tuple([ts_to_text(t) for t in remote_ts]),
+        local_ts_wire=local_ts,
+        remote_ts_wire=remote_ts,
+        udp_encap=sa.natt or sa.nat_detected,
+        keys_in=keys_in,
+        keys_out=keys_out,
+        created_at=now,
+        rekey_at=None if cfg.rekey_time is None else now + cfg.rekey_time,
+    )
+    limits = volume_limits(cfg)
+    try:
+        build_esp_pair(child, sa.ctx.esp_factory, cfg.replay_window, limits)
+    except Exception as exc:  # the factory is the data plane (or user code): never let it kill the engine
+        raise RemoteProtocolError(
+            f"ESP SA could not be installed: {type(exc).__name__}", notify=NotifyType.NO_PROPOSAL_CHOSEN
+        ) from exc
+    child.expire_at = hard_deadline(cfg, now)
+    if child.limits.active:
+        child.lifetime_check_at = now + lifetimes.LIFETIME_CHECK_INTERVAL
+    sa.children[child.child_id] = child
+    return child
+
+
+def accept_answer(sa: IkeSa, offer: ChildOffer, payloads: list[Payload], ni: bytes, nr: bytes, now: float) -> ChildSa:
+    """Check the responder's answer to our Child SA offer and install the Child SA."""
+    sa_payload = need(payloads, SA, "SA")
+    if len(sa_payload.proposals) != 1:
+        raise RemoteProtocolError("answer must hold one proposal", notify=NotifyType.NO_PROPOSAL_CHOSEN)
+    chosen = sa_payload.proposals[0]
+    selected = validate_chosen_proposal(chosen, offer.proposals)
+    if not _valid_esp_spi(chosen.spi):
+        raise RemoteProtocolError("invalid ESP SPI in the answer")
+    if esp_algorithm_name(selected) is None:
+        raise RemoteProtocolError("answer selects a cipher we cannot use", notify=NotifyType.NO_PROPOSAL_CHOSEN)
+    shared = None
+    if selected.ke_group is not None:
+        ke = need(payloads, KE, "KE")
+        if offer.ke is None or int(ke.group) != offer.ke.group or selected.ke_group != offer.ke.group:
+            raise RemoteProtocolError("KE group does not match", notify=NotifyType.INVALID_KE_PAYLOAD)
+        shared = offer.ke.shared_secret(bytes(ke.data))
+    tsi = selectors(need(payloads, TSi, "TSi"))
+    tsr = selectors(need(payloads, TSr, "TSr"))
+    if not ts_within(tsi, offer.tsi) or not ts_within(tsr, offer.tsr):
+        raise RemoteProtocolError("narrowed selectors are not within ours", notify=NotifyType.TS_UNACCEPTABLE)
+    transport = offer.cfg.mode == "transport" and find_notify(payloads, NotifyType.USE_TRANSPORT_MODE) is not None
+    child = _install(
+        sa, cfg=offer.cfg, spi_in=offer.spi_in, spi_out=bytes(chosen.spi), selected=selected, transport=transport,
+        local_ts=tsi, remote_ts=tsr, ni=ni, nr=nr, shared=shared, exchange_initiator=True, now=now,
+    )  # fmt: skip
+    offer.released = True  # the SPI now belongs to the installed Child SA
+    return child
+
+
+def _select(
+    sa: IkeSa, sa_payload: SA, peer_tsi: list[TrafficSelector], peer_tsr: list[TrafficSelector],
+    for_auth: bool, names: list[str] | None,
+) -> tuple[ChildConfig, SelectedProposal, list[TrafficSelector], list[TrafficSelector]]:
+    """The first of our child configs that accepts the peer's proposals and selectors."""
+    error: RemoteProtocolError | None = None
+    for cfg in sa.config.children:
+        if names is not None and cfg.name not in names:
+            continue
+        try:
+            selected = select_proposal(sa_payload.proposals, acceptable_esp(cfg.esp_proposals, for_auth))
+            if esp_algorithm_name(selected) is None:
+                raise RemoteProtocolError("cipher not supported by the data plane", notify=NotifyType.NO_PROPOSAL_CHOSEN)
+            if not _valid_esp_spi(selected.spi):
+                raise RemoteProtocolError("invalid ESP SPI in the proposal")
+            tsi = narrow_traffic_selectors(peer_tsi, [ts_from_config(n) for n in cfg.remote_ts])
+            tsr = narrow_traffic_selectors(peer_tsr, [ts_from_config(n) for n in cfg.local_ts])
+        except RemoteProtocolError as exc:
+            error = exc
+            continue
+        return cfg, selected, tsi, tsr
+    raise error or RemoteProtocolError("no child config", notify=NotifyType.NO_PROPOSAL_CHOSEN)
+
+
+def answer_offer(
+    sa: IkeSa, payloads: list[Payload], ni: bytes, nr: bytes, *, for_auth: bool, now: float, names: list[str] | None
+) -> tuple[ChildSa, list[Payload]]:
+    """Select, narrow and install a Child SA for a peer's offer; our answer's payloads."""
+    sa_payload = need(payloads, SA, "SA")
+    peer_tsi = selectors(need(payloads, TSi, "TSi"))
+    peer_tsr = selectors(need(payloads, TSr, "TSr"))
+    cfg, selected, tsi, tsr = _select(sa, sa_payload, peer_tsi, peer_tsr, for_auth, names)
+    shared = None
+    our_ke: KeyExchange | None = None
+    if selected.ke_group is not None:
+        ke = find(payloads, KE)
+        if ke is None or int(ke.group) != selected.ke_group:
+            raise RemoteProtocolError(
+                "KE payload does not use the selected group",
+                notify=NotifyType.INVALID_KE_PAYLOAD,
+                data=selected.ke_group.to_bytes(2, "big"),
+            )
+        our_ke = KeyExchange.generate(selected.ke_group)
+        shared = our_ke.shared_secret(bytes(ke.data))
+    if len(sa.children) >= MAX_CHILD_SAS:
+        raise RemoteProtocolError("too many Child SAs", notify=NotifyType.NO_ADDITIONAL_SAS)
+    transport = cfg.mode == "transport" and find_notify(payloads, NotifyType.USE_TRANSPORT_MODE) is not None
+    spi_in = sa.ctx.new_esp_spi()
+    try:
+        child = _install(
+            sa, cfg=cfg, spi_in=spi_in, spi_out=selected.spi, selected=selected, transport=transport,
+            local_ts=tsr, remote_ts=tsi, ni=ni, nr=nr, shared=shared, exchange_initiator=False, now=now,
+        )  # fmt: skip
+    except RemoteProtocolError:
+        sa.ctx.release_esp_spi(spi_in)
+        raise
+    answer: list[Payload] = []
+    if transport:
+        answer.append(Notify(NotifyType.USE_TRANSPORT_MODE))
+    answer.append(SA([selected.to_wire(spi_in)]))
+    if not for_auth:
+        answer.append(Nonce(nr))
+    if our_ke is not None:
+        answer.append(KE(our_ke.group, our_ke.public_bytes()))
+    answer += [TSi(list(tsi)), TSr(list(tsr))]
+    return child, answer
+
+
+# ---- events ------------------------------------------------------------------------------------
+
+
+def emit_created(sa: IkeSa, child: ChildSa) -> None:
+    inbound, outbound = child.esp_sas()
+    sa.ctx.emit(
+        ChildSaCreated(
+            ike_sa_id=sa.ike_sa_id, child_id=child.child_id, spi_in=child.spi_in, spi_out=child.spi_out,
+            proposal=child.proposal_text, mode=child.mode, udp_encap=child.udp_encap, local_ts=child.local_ts,
+            remote_ts=child.remote_ts, inbound=inbound, outbound=outbound,
+        )
+    )  # fmt: skip
+
+
+def _emit_rekeyed(sa: IkeSa, old: ChildSa, child: ChildSa) -> None:
+    inbound, outbound = child.esp_sas()
+    sa.ctx.emit(
+        ChildSaRekeyed(
+            ike_sa_id=sa.ike_sa_id, old_child_id=old.child_id, child_id=child.child_id, spi_in=child.spi_in,
+            spi_out=child.spi_out, proposal=child.proposal_text, inbound=inbound, outbound=outbound,
+        )
+    )  # fmt: skip
+
+
+# ---- CREATE_CHILD_SA, initiator ----------------------------------------------------------------
+
+
+class ChildRequest(Request):
+    """Our CREATE_CHILD_SA for a new Child SA, or for the rekey of `old`."""
+
+    __slots__ = ("offer", "old", "ke_retries")
+    exchange_type = ExchangeType.CREATE_CHILD_SA
+
+    def __init__(self, offer: ChildOffer, old: ChildSa | None, ke_retries: int) -> None:
+        self.offer = offer
+        self.old = old
+        self.ke_retries = ke_retries
+
+    def abandon(self, sa: IkeSa) -> None:
+        release(sa, self.offer)
+
+    def on_response(self, sa: IkeSa, payloads: list[Payload], now: float) -> None:
+        offer, old = self.offer, self.old
+        group = requested_group(payloads)
+        if group is not None and offer.ke is not None and self.ke_retries < MAX_CHILD_KE_RETRIES:
+            # RFC 7296 1.3: retry with the group the responder asked for, if we offered it
+            if group != offer.ke.group and group in ke_groups(offer.proposals):
+                release(sa, offer)
+                if old is not None:
+                    if old.state != ChildState.REKEYING or old.child_id not in sa.children:
+                        return  # the peer rekeyed or deleted it meanwhile: nothing left to rekey
+                    old.apply(ChildInput.REKEY_FAILED)
+                start(sa, offer.cfg, old, now, ke_group=group, ke_retries=self.ke_retries + 1)
+                return
+        try:
+            refused = refusal(payloads, "CREATE_CHILD_SA")
+            if refused is not None:
+                raise refused
+            nr = bytes(need(payloads, Nonce, "Nonce").data)
+            child = accept_answer(sa, offer, payloads, offer.nonce, nr, now)
+        except (RemoteProtocolError, LocalProtocolError) as exc:
+            release(sa, offer)
+            if old is not None and old.state == ChildState.REKEYING:
+                old.apply(ChildInput.REKEY_FAILED)
+            report_error(sa, str(exc), exc)
+            return
+        if old is not None and old.state == ChildState.REKEYING:
+            old.apply(ChildInput.RECV_REKEY_DONE)
+            _emit_rekeyed(sa, old, child)
+            sa.enqueue_front(DeleteChild(old.child_id))  # the rekey initiator deletes the old SA (2.8)
+            return
+        # the old SA went away meanwhile, or the peer rekeyed it at the same time: a new SA of its own
+        emit_created(sa, child)
+        if old is not None and old.collision is not None:
+            # RFC 7296 2.8.1: the SA created with the lowest of the four nonces is redundant and its
+            # initiator deletes it; the initiator of the surviving SA deletes the old one.
+            _, peer_ni, peer_nr = old.collision
+            if min(offer.nonce, nr) < min(peer_ni, peer_nr):
+                sa.enqueue_front(DeleteChild(child.child_id))
+            elif old.state != ChildState.DELETED:
+                sa.enqueue_front(DeleteChild(old.child_id))
+
+
+def start(
+    sa: IkeSa, cfg: ChildConfig, old: ChildSa | None, now: float, *, ke_group: int | None = None, ke_retries: int = 0
+) -> None:
+    """Send a CREATE_CHILD_SA for a new Child SA from `cfg`, or for the rekey of `old`."""
+    offer = make_offer(sa, cfg, for_auth=False, rekey_of=old, ke_group=ke_group)
+    if old is not None:
+        old.apply(ChildInput.START_REKEY)
+    sa.send_request(ChildRequest(offer, old, ke_retries), offer.payloads, now)
+
+
+# ---- CREATE_CHILD_SA, responder ----------------------------------------------------------------
+
+
+def respond(sa: IkeSa, payloads: list[Payload], ni: bytes, now: float) -> list[Payload]:
+    """Our answer to the peer's CREATE_CHILD_SA for a new Child SA or a Child SA rekey."""
+    rekey = find_notify(payloads, NotifyType.REKEY_SA)
+    old: ChildSa | None = None
+    if rekey is not None:
+        old = next((c for c in sa.children.values() if c.spi_out == bytes(rekey.spi)), None)
+        if old is not None and old.state == ChildState.DELETING:
+            # RFC 7296 2.25.1: we are deleting it; the peer should wait, not create a new one
+            raise RemoteProtocolError("rekey of a Child SA being deleted", notify=NotifyType.TEMPORARY_FAILURE)
+        if old is None or old.state not in (ChildState.INSTALLED, ChildState.REKEYING):
+            raise RemoteProtocolError("rekey of an unknown Child SA", notify=NotifyType.CHILD_SA_NOT_FOUND)
+    nr = new_nonce()
+    names = None if old is None else [old.config_name]
+    child, answer = answer_offer(sa, payloads, ni, nr, for_auth=False, now=now, names=names)
+    if old is not None:
+        if old.state == ChildState.REKEYING:  # we are rekeying it too: settle it by nonces later
+            old.collision = (child.child_id, ni, nr)
+        old.apply(ChildInput.RECV_REKEY_REQUEST)
+        _emit_rekeyed(sa, old, child)
+    else:
+        emit_created(sa, child)
+    return answer

@@ -1,0 +1,216 @@
+"""IKE_SA_INIT (RFC 7296 1.2), both roles: proposals, key exchange, nonces, NAT detection, COOKIE and
+INVALID_KE_PAYLOAD retries, fragmentation and signature-hash capabilities.
+
+The initiator continues with IKE_AUTH (`ike_auth.start`) once the response is in; the responder's
+answer is built statelessly first (anything wrong raises before the IKE SA changes), so the endpoint
+can refuse a request without keeping state.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..crypto import KeyExchange, derive_ike_keys
+from ..exceptions import LocalProtocolError, PeerNotifyError, RemoteProtocolError
+from ..ike_sa import IkeSa, InitExchange, Request
+from ..natt import natd_hash
+from ..negotiation import SelectedProposal, ke_groups, select_proposal, validate_chosen_proposal
+from ..state import IkeInput
+from ..wire import KE, SA, ExchangeType, Message, Nonce, Notify, NotifyType, Payload, Proposal, ProtocolId
+from . import ike_auth
+from .common import (
+    new_nonce,
+    ZERO_IKE_SPI,
+    describe,
+    find_notify,
+    need,
+    our_proposals,
+    parsed_proposals,
+    refusal,
+    requested_group,
+)
+
+__all__ = ["start", "accept_request", "SaInitRequest", "MAX_SA_INIT_RETRIES", "MAX_COOKIE_SIZE"]
+
+MAX_SA_INIT_RETRIES = 3  # COOKIE / INVALID_KE_PAYLOAD round trips an initiator follows
+MAX_COOKIE_SIZE = 64  # RFC 7296 2.6: a cookie is 1..64 octets
+SIGNATURE_HASHES = (2, 3, 4)  # RFC 7427 SHA2-256/384/512, advertised as strongSwan does
+_SIGNATURE_HASHES_DATA = Notify.signature_hash_algorithms(list(SIGNATURE_HASHES)).data  # built once
+_NATD_SOURCE = int(NotifyType.NAT_DETECTION_SOURCE_IP)
+_NATD_DESTINATION = int(NotifyType.NAT_DETECTION_DESTINATION_IP)
+
+
+# ---- shared by both roles ----------------------------------------------------------------------
+
+
+def _natd(sa: IkeSa, spi_r: bytes) -> list[Payload]:
+    if sa.is_initiator and sa.config.encap:
+        source = os.urandom(20)  # pretend to be behind a NAT: forces UDP encapsulation (strongSwan encap=yes)
+    else:
+        source = natd_hash(sa.spi_i, spi_r, sa.ctx.local_addr)
+    return [
+        Notify(NotifyType.NAT_DETECTION_SOURCE_IP, data=source),
+        Notify(NotifyType.NAT_DETECTION_DESTINATION_IP, data=natd_hash(sa.spi_i, spi_r, sa.remote_addr)),
+    ]
+
+
+def _nat_seen(sa: IkeSa, payloads: list[Payload], spi_r: bytes) -> bool | None:
+    """True if the peer's NAT_DETECTION notifies show a NAT, None if it sent none (no NAT-T)."""
+    sources: list[bytes] = []
+    dests: list[bytes] = []
+    for p in payloads:  # one pass; the hashes are public values, plain comparison is fine
+        if isinstance(p, Notify):
+            if p.notify_type == _NATD_SOURCE:
+                sources.append(bytes(p.data))
+            elif p.notify_type == _NATD_DESTINATION:
+                dests.append(bytes(p.data))
+    if not sources or not dests:
+        return None
+    peer_natted = natd_hash(sa.spi_i, spi_r, sa.remote_addr) not in sources
+    me_natted = natd_hash(sa.spi_i, spi_r, sa.ctx.local_addr) not in dests
+    return peer_natted or me_natted
+
+
+def _capabilities(*, fragmentation: bool = True) -> list[Payload]:
+    payloads: list[Payload] = []
+    if fragmentation:  # a responder announces it only if the initiator did (RFC 7383 2.3)
+        payloads.append(Notify(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED))
+    payloads.append(Notify(NotifyType.SIGNATURE_HASH_ALGORITHMS, data=_SIGNATURE_HASHES_DATA))
+    return payloads
+
+
+def _derive_keys(sa: IkeSa, init: InitExchange, selected: SelectedProposal, shared: bytes) -> None:
+    if selected.prf_id is None:
+        raise RemoteProtocolError("no PRF negotiated", notify=NotifyType.NO_PROPOSAL_CHOSEN)
+    _, keys = derive_ike_keys(
+        selected.prf_id, selected.encr_id, selected.encr_key_bits, selected.integ_id, shared, init.ni, init.nr,
+        sa.spi_i, sa.spi_r,
+    )  # fmt: skip
+    sa.install_keys(selected, keys, describe(selected))
+
+
+# ---- initiator ---------------------------------------------------------------------------------
+
+
+class SaInitRequest(Request):
+    """Our IKE_SA_INIT request; retried in place after COOKIE or INVALID_KE_PAYLOAD."""
+
+    __slots__ = ("offer", "ke", "cookie", "retries")
+    exchange_type = ExchangeType.IKE_SA_INIT
+
+    def __init__(self, offer: list[Proposal], ke: KeyExchange) -> None:
+        self.offer = offer
+        self.ke = ke
+        self.cookie: bytes | None = None
+        self.retries = 0
+
+    def payloads(self, sa: IkeSa, ni: bytes) -> list[Payload]:
+        payloads: list[Payload] = []
+        if self.cookie is not None:
+            payloads.append(Notify(NotifyType.COOKIE, data=self.cookie))  # must come first (RFC 7296 2.6)
+        payloads += [
+            SA(self.offer), KE(self.ke.group, self.ke.public_bytes()), Nonce(ni), *_natd(sa, ZERO_IKE_SPI),
+            *_capabilities(),
+        ]  # fmt: skip
+        return payloads
+
+    def _retry(self, sa: IkeSa, init: InitExchange, now: float) -> None:
+        self.retries += 1
+        sa.spi_r = ZERO_IKE_SPI
+        sa.apply(IkeInput.RECV_SA_INIT_RETRY)
+        init.request = sa.restart_sa_init(self, self.payloads(sa, init.ni), now)
+
+    def on_response(self, sa: IkeSa, payloads: list[Payload], now: float) -> None:
+        init = sa.init
+        if init is None:
+            raise LocalProtocolError("IKE_SA_INIT state is gone")
+        cookie = find_notify(payloads, NotifyType.COOKIE)
+        if cookie is not None:
+            if self.retries >= MAX_SA_INIT_RETRIES or not 1 <= len(cookie.data) <= MAX_COOKIE_SIZE:
+                raise RemoteProtocolError("unusable COOKIE request")
+            self.cookie = bytes(cookie.data)
+            self._retry(sa, init, now)
+            return
+        group = requested_group(payloads)
+        if group is not None:
+            if self.retries >= MAX_SA_INIT_RETRIES or group not in ke_groups(self.offer) or group == self.ke.group:
+                raise PeerNotifyError(
+                    f"INVALID_KE_PAYLOAD asks for group {group}, which we cannot use",
+                    notify=NotifyType.INVALID_KE_PAYLOAD,
+                )
+            self.ke = KeyExchange.generate(group)
+            self._retry(sa, init, now)
+            return
+        refused = refusal(payloads, "IKE_SA_INIT")
+        if refused is not None:
+            raise refused
+        if sa.spi_r == ZERO_IKE_SPI:
+            raise RemoteProtocolError("IKE_SA_INIT response without a responder SPI")
+        sa_payload = need(payloads, SA, "SA")
+        if len(sa_payload.proposals) != 1:
+            raise RemoteProtocolError("IKE_SA_INIT response must hold one proposal", notify=NotifyType.NO_PROPOSAL_CHOSEN)
+        selected = validate_chosen_proposal(sa_payload.proposals[0], self.offer)
+        ke = need(payloads, KE, "KE")
+        if selected.ke_group != self.ke.group or int(ke.group) != self.ke.group:
+            raise RemoteProtocolError("KE group does not match", notify=NotifyType.INVALID_KE_PAYLOAD)
+        init.nr = bytes(need(payloads, Nonce, "Nonce").data)
+        _derive_keys(sa, init, selected, self.ke.shared_secret(bytes(ke.data)))
+        nat = _nat_seen(sa, payloads, sa.spi_r)
+        sa.nat_detected = bool(nat) or sa.config.encap
+        sa.peer_fragmentation = find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
+        sa.apply(IkeInput.RECV_SA_INIT_RESPONSE)
+        init.response = sa.response_data
+        ike_auth.start(sa, now, natt=nat is not None and sa.nat_detected)
+
+
+def start(sa: IkeSa, now: float) -> None:
+    """Send our IKE_SA_INIT request (the IKE SA is new, we are the initiator)."""
+    offer = our_proposals(sa.config.ike_proposals, ProtocolId.IKE)
+    groups = ke_groups(offer)
+    if not groups:
+        raise LocalProtocolError("the IKE proposals need a key exchange group")
+    if not sa.config.children:
+        raise LocalProtocolError("an initiator needs at least one child config")
+    request = SaInitRequest(offer, KeyExchange.generate(groups[0]))
+    init = sa.init = InitExchange(ni=new_nonce())
+    sa.apply(IkeInput.SEND_SA_INIT)
+    init.request = sa.send_request(request, request.payloads(sa, init.ni), now)
+
+
+# ---- responder ---------------------------------------------------------------------------------
+
+
+def accept_request(sa: IkeSa, message: Message, data: bytes, now: float) -> None:
+    """Answer an IKE_SA_INIT request on a fresh responder IKE SA. Raises RemoteProtocolError (with
+    the INVALID_KE_PAYLOAD group as `data`) before changing anything, so the endpoint can answer
+    statelessly."""
+    payloads = list(message.payloads)
+    sa_payload = need(payloads, SA, "SA")
+    ke = need(payloads, KE, "KE")
+    nonce = need(payloads, Nonce, "Nonce")
+    selected = select_proposal(sa_payload.proposals, parsed_proposals(sa.config.ike_proposals, ProtocolId.IKE))
+    group = selected.ke_group
+    if group is None or selected.prf_id is None:
+        raise RemoteProtocolError("proposal without KE or PRF", notify=NotifyType.NO_PROPOSAL_CHOSEN)
+    if int(ke.group) != group:
+        raise RemoteProtocolError(
+            f"KE payload uses group {int(ke.group)}, we want {group}",
+            notify=NotifyType.INVALID_KE_PAYLOAD,
+            data=group.to_bytes(2, "big"),
+        )
+    sa.check(IkeInput.RECV_SA_INIT_REQUEST)
+    ours = KeyExchange.generate(group)
+    init = InitExchange(ni=bytes(nonce.data), nr=new_nonce(), request=data)
+    _derive_keys(sa, init, selected, ours.shared_secret(bytes(ke.data)))
+    nat = _nat_seen(sa, payloads, ZERO_IKE_SPI)
+    sa.nat_detected = bool(nat)
+    sa.apply(IkeInput.RECV_SA_INIT_REQUEST)
+    sa.init = init
+    response: list[Payload] = [SA([selected.to_wire(b"")]), KE(group, ours.public_bytes()), Nonce(init.nr)]
+    if nat is not None:
+        response += _natd(sa, sa.spi_r)
+    sa.peer_fragmentation = find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
+    response += _capabilities(fragmentation=sa.peer_fragmentation)
+    sa.send_response(ExchangeType.IKE_SA_INIT, 0, response, data)
+    sa.expect_request(1)
+    init.response = sa.response_bytes() or b""

@@ -1,0 +1,481 @@
+"""One IKE SA: its identity, state, keys and Child SAs, and the message layer (RFC 7296 2.1-2.3).
+
+`IkeSa` moves messages; it knows no exchange. A request of ours is a `Request` object built by the
+exchange module that owns it (`exchanges/`), and its answer goes back to that object's `on_response`.
+A request from the peer comes out of `receive` as an `IncomingRequest`, which `exchanges.receive` hands
+to the responder of its exchange type. Window size 1 both ways: one request of ours in flight, one
+cached response for the peer's retransmissions. No I/O and no clock: `now` comes in with every call,
+datagrams and events go out through the shared `EngineContext`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .child_sa import ChildSa
+from .config import ChildConfig, IkeConfig
+from .context import EngineContext
+from .crypto import IkeKeys, SKCipher, sk_cipher
+from .events import Address, ChildSaDeleted, IkeSaDeleted, PeerDead, ProtocolErrorEvent
+from .exceptions import LocalProtocolError, PeerNotifyError, RemoteProtocolError
+from .natt import NON_ESP_MARKER
+from .negotiation import SelectedProposal
+from .operations import Operation, ReportInvalidMessageId
+from .protection import Reassembly, protect, protect_fragments, unprotect
+from .state import ChildInput, ChildState, IkeInput, IkeState, ike_transition
+from .wire import EncryptedFragment, ExchangeType, Message, Payload
+
+__all__ = [
+    "IkeSa",
+    "Request",
+    "IncomingRequest",
+    "InitExchange",
+    "MAX_PENDING_REQUESTS",
+    "MAX_CHILD_SAS",
+    "HALF_OPEN_TIMEOUT",
+    "REKEYED_SA_LIFETIME",
+    "INVALID_MID_REPORT_INTERVAL",
+]
+
+MAX_PENDING_REQUESTS = 32  # local requests (create/rekey/delete/DPD) queued per IKE SA
+MAX_CHILD_SAS = 64  # Child SAs per IKE SA (more: NO_ADDITIONAL_SAS)
+HALF_OPEN_TIMEOUT = 30.0  # seconds a responder keeps an IKE SA that never completed IKE_AUTH
+REKEYED_SA_LIFETIME = 60.0  # seconds an IKE SA replaced by a rekey waits for the peer's Delete
+INVALID_MID_REPORT_INTERVAL = 10.0  # seconds between INVALID_MESSAGE_ID reports per IKE SA
+_IP_UDP_OVERHEAD = 28  # IPv4 + UDP headers, counted in fragment_size like strongSwan does
+
+
+class Request:
+    """One request of ours, built by an exchange module, which also handles its answer.
+
+    `on_response` raises RemoteProtocolError/LocalProtocolError only for answers that end the IKE SA
+    (IKE_SA_INIT, IKE_AUTH); optional exchanges contain their own failures. `abandon` gives back what
+    the request reserved (SPIs) when it will never be answered."""
+
+    __slots__ = ()
+    exchange_type: ClassVar[ExchangeType]
+
+    def on_response(self, sa: IkeSa, payloads: list[Payload], now: float) -> None:
+        raise NotImplementedError
+
+    def abandon(self, sa: IkeSa) -> None:
+        """The IKE SA ends or gives up on this request before an answer came."""
+
+
+@dataclass(eq=False, slots=True)
+class _InFlight:
+    request: Request
+    message_id: int
+    datagrams: list[bytes]  # one message, possibly in SKF fragments
+    next_at: float
+    attempts: int = 0  # retransmissions done so far
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingRequest:
+    """A new, authenticated request from the peer, for `exchanges` to answer."""
+
+    exchange_type: int
+    message_id: int
+    payloads: list[Payload]
+    data: bytes  # the datagram as received: the response cache recognizes retransmissions by it
+
+
+@dataclass(eq=False, slots=True)
+class InitExchange:
+    """What IKE_AUTH needs from IKE_SA_INIT (RFC 7296 2.15): both nonces and the messages as sent.
+    Dropped once the IKE SA is established."""
+
+    ni: bytes = b""
+    nr: bytes = b""
+    request: bytes = b""
+    response: bytes = b""
+
+
+class IkeSa:
+    """One IKE SA (either role). Built by `IkeEndpoint` or by an IKE SA rekey; users talk to the endpoint."""
+
+    __slots__ = (
+        "ctx", "ike_sa_id", "config", "is_initiator", "remote_addr", "spi_i", "spi_r", "state", "natt",
+        "nat_detected", "created_at", "established_at", "last_heard", "remote_id_text", "hidden",
+        "selected", "proposal_text", "keys", "_in", "_out", "children", "init", "rekey_at", "init_key",
+        "scheduled_at", "peer_fragmentation", "peer_deleted", "response_data", "_send_mid", "_recv_mid",
+        "_outstanding", "_queue", "_cached_response", "_reassembly", "_last_invalid_mid_report",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        ctx: EngineContext[IkeSa],
+        ike_sa_id: int,
+        config: IkeConfig,
+        is_initiator: bool,
+        remote_addr: Address,
+        spi_i: bytes,
+        spi_r: bytes,
+        now: float,
+    ) -> None:
+        self.ctx = ctx
+        self.ike_sa_id = ike_sa_id
+        self.config = config
+        self.is_initiator = is_initiator  # original initiator of THIS IKE SA (the I flag)
+        self.remote_addr = remote_addr
+        self.spi_i = spi_i
+        self.spi_r = spi_r
+        self.state = IkeState.INITIAL
+        self.natt = False  # IKE runs on the NAT-T port with the non-ESP marker
+        self.nat_detected = False
+        self.created_at = now
+        self.established_at: float | None = None
+        self.last_heard = now
+        self.remote_id_text = ""
+        self.hidden = False  # a rekey's new SA not yet in use, or one superseded: no user-visible events
+        self.selected: SelectedProposal | None = None
+        self.proposal_text = ""
+        self.keys: IkeKeys | None = None
+        self._in: SKCipher | None = None
+        self._out: SKCipher | None = None
+        self.children: dict[int, ChildSa] = {}
+        self.init: InitExchange | None = None  # until IKE_AUTH is done
+        self.rekey_at: float | None = None
+        self.init_key: tuple[bytes, Address] | None = None  # responder: (SPIi, address) of IKE_SA_INIT
+        self.scheduled_at: float | None = None  # the deadline the endpoint's timer heap holds for us
+        self.peer_fragmentation = False  # both sides announced IKEV2_FRAGMENTATION_SUPPORTED
+        self.peer_deleted = False  # the peer's Delete of this IKE SA: close once it is answered
+        self.response_data = b""  # raw bytes of the response being handled (IKE_SA_INIT: signed by AUTH)
+        self._send_mid = 0
+        self._recv_mid = 0
+        self._outstanding: _InFlight | None = None
+        self._queue: list[Operation] = []  # at most MAX_PENDING_REQUESTS: a list is smaller than a deque
+        self._cached_response: tuple[int, bytes, list[bytes]] | None = None  # (mid, request digest, datagrams)
+        self._reassembly: Reassembly | None = None  # created at the first SKF fragment
+        self._last_invalid_mid_report: float | None = None
+
+    # ---- identity and state ------------------------------------------------------------------------
+
+    @property
+    def local_spi(self) -> bytes:
+        return self.spi_i if self.is_initiator else self.spi_r
+
+    def __repr__(self) -> str:
+        return (
+            f"IkeSa(id={self.ike_sa_id}, {self.state.value}, spi_i={self.spi_i.hex()}, "
+            f"spi_r={self.spi_r.hex()}, children={len(self.children)})"
+        )
+
+    def apply(self, event: IkeInput) -> None:
+        """The only place the IKE SA's state changes (through the table in state.py)."""
+        self.state = ike_transition(self.state, event)
+
+    def check(self, event: IkeInput) -> None:
+        """Validate a (state, input) pair before doing the work; `apply` it once the work succeeded."""
+        ike_transition(self.state, event)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (IkeState.DELETED, IkeState.FAILED)
+
+    def install_keys(self, selected: SelectedProposal, keys: IkeKeys, proposal_text: str) -> None:
+        self.selected = selected
+        self.keys = keys
+        self.proposal_text = proposal_text
+        enc_i = sk_cipher(selected.encr_id, selected.encr_key_bits, selected.integ_id, keys.sk_ei, keys.sk_ai)
+        enc_r = sk_cipher(selected.encr_id, selected.encr_key_bits, selected.integ_id, keys.sk_er, keys.sk_ar)
+        self._out, self._in = (enc_i, enc_r) if self.is_initiator else (enc_r, enc_i)
+
+    def find_child_config(self, name: str) -> ChildConfig | None:
+        for cfg in self.config.children:
+            if cfg.name == name:
+                return cfg
+        return None
+
+    # ---- sending -----------------------------------------------------------------------------------
+
+    def transmit(self, datagrams: list[bytes]) -> None:
+        for datagram in datagrams:
+            self.ctx.send(datagram, self.remote_addr, natt=self.natt)
+
+    def _max_message(self) -> int:
+        # strongSwan's fragment_size counts the IP and UDP headers (and the non-ESP marker)
+        return self.config.fragment_size - _IP_UDP_OVERHEAD - (len(NON_ESP_MARKER) if self.natt else 0)
+
+    def _build(self, exchange_type: int, message_id: int, is_response: bool, payloads: list[Payload]) -> list[bytes]:
+        spi_i, spi_r, is_initiator = self.spi_i, self.spi_r, self.is_initiator
+        if exchange_type == ExchangeType.IKE_SA_INIT:
+            message = Message(
+                spi_i=spi_i, spi_r=spi_r, exchange_type=exchange_type, message_id=message_id, payloads=payloads,
+                is_initiator=is_initiator, is_response=is_response,
+            )  # fmt: skip
+            return [message.serialize()]
+        if self._out is None:
+            raise LocalProtocolError("no keys yet")
+        if self.peer_fragmentation:
+            return protect_fragments(
+                self._out, spi_i=spi_i, spi_r=spi_r, exchange_type=exchange_type, message_id=message_id,
+                is_initiator=is_initiator, is_response=is_response, payloads=payloads,
+                max_message=self._max_message(),
+            )  # fmt: skip
+        return [
+            protect(
+                self._out, spi_i=spi_i, spi_r=spi_r, exchange_type=exchange_type, message_id=message_id,
+                is_initiator=is_initiator, is_response=is_response, payloads=payloads,
+            )
+        ]  # fmt: skip
+
+    @property
+    def window_free(self) -> bool:
+        return self._outstanding is None
+
+    @property
+    def pending_request(self) -> Request | None:
+        """Our request in flight, if any (exchanges look at it to detect collisions)."""
+        return None if self._outstanding is None else self._outstanding.request
+
+    def send_request(self, request: Request, payloads: list[Payload], now: float) -> bytes:
+        """Send `request` (the window must be free); returns its first datagram."""
+        if self._outstanding is not None:
+            raise LocalProtocolError("a request is already outstanding")
+        mid = self._send_mid
+        self._send_mid += 1
+        datagrams = self._build(request.exchange_type, mid, False, payloads)
+        self._outstanding = _InFlight(request, mid, datagrams, now + self.config.retransmit.delay(0))
+        self.transmit(datagrams)
+        return datagrams[0]
+
+    def restart_sa_init(self, request: Request, payloads: list[Payload], now: float) -> bytes:
+        """A new IKE_SA_INIT request with message ID 0 (after COOKIE or INVALID_KE_PAYLOAD)."""
+        self._send_mid = 0
+        self._outstanding = None
+        return self.send_request(request, payloads, now)
+
+    def send_response(self, exchange_type: int, message_id: int, payloads: list[Payload], request: bytes) -> None:
+        datagrams = self._build(exchange_type, message_id, True, payloads)
+        self._cached_response = (message_id, hashlib.sha256(request).digest(), datagrams)
+        self.transmit(datagrams)
+
+    def expect_request(self, message_id: int) -> None:
+        self._recv_mid = message_id
+
+    def response_bytes(self) -> bytes | None:
+        return None if self._cached_response is None else self._cached_response[2][0]
+
+    # ---- receiving ---------------------------------------------------------------------------------
+
+    def receive(self, data: bytes, message: Message, addr: Address, natt: bool, now: float) -> IncomingRequest | None:
+        """Handle one parsed message addressed to this IKE SA: answers go to their request's handler,
+        a new request comes back for `exchanges` to answer. Raises only RemoteProtocolError (the
+        endpoint drops the datagram then)."""
+        if message.is_initiator == self.is_initiator:
+            raise RemoteProtocolError("message has our own role flag")
+        if message.is_response:
+            self._receive_response(data, message, addr, natt, now)
+            return None
+        return self._receive_request(data, message, addr, natt, now)
+
+    def _learn_path(self, addr: Address, natt: bool) -> None:
+        # Only after a complete message authenticated: follow the peer to port 4500 (RFC 7296 2.23).
+        if natt:
+            self.natt = True
+            self.remote_addr = addr
+
+    def answer_retransmit(self, data: bytes) -> None:
+        """Resend the cached response if `data` is the request it answered (used after closing)."""
+        cached = self._cached_response
+        if cached is not None and hashlib.sha256(data).digest() == cached[1]:
+            self.ctx.count("retransmitted_requests")
+            self.transmit(cached[2])
+
+    def _open(self, data: bytes, message: Message, is_response: bool) -> list[Payload] | None:
+        """The authenticated inner payloads, or None while an SKF message is incomplete."""
+        if self._in is None:
+            raise RemoteProtocolError("protected message before keys exist")
+        if not (message.payloads and isinstance(message.payloads[-1], EncryptedFragment)):
+            return unprotect(self._in, data, message)
+        if self._reassembly is None:
+            self._reassembly = Reassembly()
+        return self._reassembly.add(self._in, data, message, is_response)
+
+    def _receive_request(self, data: bytes, message: Message, addr: Address, natt: bool, now: float) -> IncomingRequest | None:
+        mid = message.message_id
+        cached = self._cached_response
+        if cached is not None and mid == cached[0]:
+            # A retransmitted request: answer from the cache, never process it twice (RFC 7296 2.1).
+            last = message.payloads[-1] if message.payloads else None
+            if isinstance(last, EncryptedFragment):
+                if last.fragment_number == 1:  # RFC 7383 2.6.1: answer the first fragment only
+                    self.ctx.count("retransmitted_requests")
+                    self.transmit(cached[2])
+                return None
+            if hashlib.sha256(data).digest() == cached[1]:
+                self.ctx.count("retransmitted_requests")
+                self.transmit(cached[2])
+                return None
+            raise RemoteProtocolError("different request with an already answered message ID")
+        if mid != self._recv_mid:
+            if mid > self._recv_mid and self._in is not None and self.state == IkeState.ESTABLISHED:
+                self._report_invalid_message_id(data, message, now)
+            raise RemoteProtocolError(f"message ID {mid} outside the window (expected {self._recv_mid})")
+        payloads = self._open(data, message, False)
+        self.last_heard = now
+        if payloads is None:
+            return None
+        # only a complete, new, authenticated message may move the peer's address (RFC 7296 2.23): a
+        # replayed fragment of a message still being reassembled must not
+        self._learn_path(addr, natt)
+        self._recv_mid += 1
+        return IncomingRequest(int(message.exchange_type), mid, payloads, data)
+
+    def _report_invalid_message_id(self, data: bytes, message: Message, now: float) -> None:
+        """RFC 7296 3.10.1: never answer the request, but tell the peer in an INFORMATIONAL of
+        our own, rate limited, and only for a request that authenticates."""
+        last = self._last_invalid_mid_report
+        if last is not None and now - last < INVALID_MID_REPORT_INTERVAL:
+            return
+        if self._in is None or isinstance(message.payloads[-1] if message.payloads else None, EncryptedFragment):
+            return
+        unprotect(self._in, data, message)  # raises (and so drops) unless authentic
+        self._last_invalid_mid_report = now
+        if len(self._queue) < MAX_PENDING_REQUESTS:
+            self._queue.append(ReportInvalidMessageId(message.message_id))
+        self.ctx.count("invalid_message_id_reports")
+
+    def _receive_response(self, data: bytes, message: Message, addr: Address, natt: bool, now: float) -> None:
+        flight = self._outstanding
+        if flight is None or message.message_id != flight.message_id:
+            raise RemoteProtocolError("unexpected response (no matching request)")
+        if int(message.exchange_type) != flight.request.exchange_type:
+            raise RemoteProtocolError("response exchange type does not match the request")
+        payloads: list[Payload] | None
+        if flight.request.exchange_type == ExchangeType.IKE_SA_INIT:
+            payloads = list(message.payloads)
+            if message.spi_r != bytes(8):
+                self.spi_r = bytes(message.spi_r)
+        else:
+            payloads = self._open(data, message, True)
+            if payloads is not None:
+                self._learn_path(addr, natt)  # a complete message only, as for requests
+        self.last_heard = now
+        if payloads is None:
+            return
+        self.response_data = data
+        self._outstanding = None
+        try:
+            flight.request.on_response(self, payloads, now)
+        except (RemoteProtocolError, LocalProtocolError) as exc:
+            # an authenticated but unusable answer to IKE_SA_INIT/IKE_AUTH ends the SA
+            notify = exc.notify if isinstance(exc, RemoteProtocolError) else None
+            self.ctx.emit(
+                ProtocolErrorEvent(
+                    ike_sa_id=self.ike_sa_id, remote_addr=self.remote_addr, description=str(exc),
+                    notify=notify, received=isinstance(exc, PeerNotifyError),
+                )
+            )  # fmt: skip
+            self.fail(now, reason=str(exc))
+        finally:
+            self.response_data = b""
+
+    # ---- queued local requests ---------------------------------------------------------------------
+
+    def enqueue(self, operation: Operation) -> None:
+        if self.finished or self.state in (IkeState.DELETING, IkeState.REKEYED):
+            raise LocalProtocolError(f"IKE SA {self.ike_sa_id} is {self.state.value}")
+        if len(self._queue) >= MAX_PENDING_REQUESTS:
+            raise LocalProtocolError("too many queued requests on this IKE SA")
+        self._queue.append(operation)
+
+    def enqueue_front(self, operation: Operation) -> None:
+        # follow-up work of a finished exchange (delete the replaced SA) goes before user requests
+        self._queue.insert(0, operation)
+
+    def next_operation(self) -> Operation | None:
+        return self._queue.pop(0) if self._queue else None
+
+    def take_queue(self, old: IkeSa) -> None:
+        # requests queued on an IKE SA that was just rekeyed move to its successor
+        self._queue.extend(old._queue)
+        old._queue.clear()
+
+    # ---- timers of the message layer ---------------------------------------------------------------
+
+    def message_deadline(self) -> float | None:
+        """The next retransmission or state timeout (exchanges add their timed work)."""
+        deadline: float | None = None
+        if self._outstanding is not None:
+            deadline = self._outstanding.next_at
+        if self.state == IkeState.SA_INIT_RECEIVED:
+            deadline = _earliest(deadline, self.created_at + HALF_OPEN_TIMEOUT)
+        elif self.state == IkeState.REKEYED:
+            deadline = _earliest(deadline, self.last_heard + REKEYED_SA_LIFETIME)
+        return deadline
+
+    def handle_message_timer(self, now: float) -> bool:
+        """Retransmit or time out. False if the IKE SA ended."""
+        flight = self._outstanding
+        if flight is not None and now >= flight.next_at:
+            if flight.attempts >= self.config.retransmit.tries:
+                self._outstanding = None
+                flight.request.abandon(self)
+                if self.state in (IkeState.DELETING, IkeState.REKEYED):
+                    self.close(now, reason="delete not answered", by_peer=False, terminal=IkeInput.TIMEOUT)
+                else:
+                    self.ctx.emit(PeerDead(ike_sa_id=self.ike_sa_id, remote_addr=self.remote_addr))
+                    self.fail(now, reason="peer dead (retransmissions exhausted)")
+                return False
+            flight.attempts += 1
+            flight.next_at = now + self.config.retransmit.delay(flight.attempts)
+            self.ctx.count("retransmissions")
+            self.transmit(flight.datagrams)
+        if self.state == IkeState.SA_INIT_RECEIVED and now >= self.created_at + HALF_OPEN_TIMEOUT:
+            self.ctx.count("half_open_expired")
+            self.apply(IkeInput.TIMEOUT)  # silently: it never became visible to the user
+            return False
+        if self.state == IkeState.REKEYED and now >= self.last_heard + REKEYED_SA_LIFETIME:
+            self.close(now, reason="replaced", by_peer=False, terminal=IkeInput.TIMEOUT)
+            return False
+        return True
+
+    # ---- endings -----------------------------------------------------------------------------------
+
+    def fail(self, now: float, *, reason: str) -> None:
+        """End the SA after a timeout or fatal error, emitting the deletion events."""
+        if self.finished:
+            return
+        was_visible = self.established_at is not None or self.is_initiator
+        self.close(now, reason=reason, by_peer=False, terminal=IkeInput.FATAL_ERROR, visible=was_visible)
+
+    def close(self, now: float, *, reason: str, by_peer: bool, terminal: IkeInput, visible: bool = True) -> None:
+        """Move to a terminal state and tell the user about every SA that went away."""
+        if self.finished:
+            return
+        self.apply(terminal)
+        flight, self._outstanding = self._outstanding, None
+        if flight is not None:
+            flight.request.abandon(self)
+        self._queue.clear()
+        self.init = None
+        for child in list(self.children.values()):
+            self.drop_child(child, by_peer=by_peer, event=ChildInput.IKE_SA_GONE)
+        if visible and not self.hidden:
+            self.ctx.emit(
+                IkeSaDeleted(
+                    ike_sa_id=self.ike_sa_id, spi_i=self.spi_i, spi_r=self.spi_r, reason=reason, by_peer=by_peer
+                )
+            )
+
+    def drop_child(self, child: ChildSa, *, by_peer: bool, event: ChildInput) -> None:
+        if child.state != ChildState.DELETED:
+            child.apply(event)
+        self.children.pop(child.child_id, None)
+        self.ctx.release_esp_spi(child.spi_in)
+        self.ctx.emit(
+            ChildSaDeleted(
+                ike_sa_id=self.ike_sa_id, child_id=child.child_id, spi_in=child.spi_in, spi_out=child.spi_out,
+                by_peer=by_peer,
+            )
+        )  # fmt: skip
+
+
+def _earliest(a: float | None, b: float) -> float:
+    return b if a is None or b < a else a

@@ -1,0 +1,63 @@
+"""Local requests queued on an IKE SA until its request window is free (RFC 7296 2.3, window size 1).
+
+One frozen dataclass per kind: `exchanges.start_operation` matches on the type, so a misspelled
+kind is a type error, not a silently ignored string. They hold plain data (ids, configs), never
+references into an IKE SA, so the successor of a rekeyed IKE SA can take them over as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import ChildConfig
+
+__all__ = [
+    "Operation",
+    "CreateChild",
+    "RekeyChild",
+    "DeleteChild",
+    "RekeyIke",
+    "DeleteIke",
+    "SendDpd",
+    "ReportInvalidMessageId",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CreateChild:
+    config: ChildConfig
+
+
+@dataclass(frozen=True, slots=True)
+class RekeyChild:
+    child_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteChild:
+    child_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RekeyIke:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteIke:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SendDpd:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ReportInvalidMessageId:
+    """RFC 7296 3.10.1: tell the peer (in a request of our own) which message ID we refused."""
+
+    message_id: int
+
+
+Operation = CreateChild | RekeyChild | DeleteChild | RekeyIke | DeleteIke | SendDpd | ReportInvalidMessageId
