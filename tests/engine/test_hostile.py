@@ -8,7 +8,7 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ikev2lib.events import ChildSaCreated, IkeSaEstablished
+from ikev2lib.events import ChildSaCreated, IkeSaDeleted, IkeSaEstablished
 from ikev2lib.state import IkeState
 from ikev2lib.wire import ExchangeType, Message
 
@@ -151,27 +151,65 @@ def test_per_peer_limit() -> None:
     assert b.endpoint.stats["dropped_peer_limit"] == 5
 
 
-def test_undrained_queues_stay_bounded(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import ikev2lib.connection as connection
-
-    monkeypatch.setattr(connection, "MAX_QUEUED_EVENTS", 5)
-    monkeypatch.setattr(connection, "MAX_QUEUED_DATAGRAMS", 7)
-    net, a, b, sid = _live_pair()
-    template = Message.parse(net.tap[0][0])
+def _refused_sa_init_template(net):  # type: ignore[no-untyped-def]
+    """A captured IKE_SA_INIT request rewritten to offer only AES-GCM-192, which is not configured."""
     from ikev2lib.wire import SA, Proposal, Transform
 
-    # every request fails negotiation (AES-GCM-192 is not configured): an event and an answer each
+    template = Message.parse(net.tap[0][0])
     template.payloads = [
         SA([Proposal(1, 1, b"", [Transform(1, 20, 192), Transform(2, 5), Transform(4, 31)])])
         if isinstance(p, SA)
         else p
         for p in template.payloads
     ]
-    for i in range(20):
+    return template
+
+
+def test_undrained_queues_stay_bounded(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import ikev2lib.context as context
+
+    monkeypatch.setattr(context, "MAX_QUEUED_EVENTS", 5)
+    monkeypatch.setattr(context, "MAX_QUEUED_DATAGRAMS", 7)
+    net, a, b, sid = _live_pair()
+    template = _refused_sa_init_template(net)
+    for i in range(20):  # every request fails negotiation: a refusal each
         template.spi_i = struct.pack(">Q", 0x3000_0000_0000_0000 + i)
         b.endpoint.receive_datagram(template.serialize(), (f"198.51.100.{i}", 500), net.now)
-    assert len(b.endpoint.ctx.events) == 5 and b.endpoint.stats["events_dropped"] >= 15
+    assert b.endpoint.stats["sa_init_refused"] == 20
+    # events about unauthenticated input only fill half the queue; they never push others out
+    assert len(b.endpoint.ctx.events) == 3 and "events_dropped" not in b.endpoint.stats
     assert len(b.endpoint.datagrams_to_send(net.now)) == 7 and b.endpoint.stats["datagrams_dropped"] == 13
+    # real events still evict the oldest when the user does not drain the queue
+    for i in range(6):
+        b.endpoint.ctx.emit(IkeSaDeleted(ike_sa_id=i, spi_i=bytes(8), spi_r=bytes(8), reason="x", by_peer=False))
+    assert len(b.endpoint.ctx.events) == 5 and b.endpoint.stats["events_dropped"] == 4
+
+
+def test_refused_sa_init_flood_is_counted_budgeted_and_keeps_real_events() -> None:
+    from ikev2lib import endpoint as ep
+
+    net, a, b, sid = _live_pair()
+    real = [IkeSaDeleted(ike_sa_id=i, spi_i=bytes(8), spi_r=bytes(8), reason="x", by_peer=False) for i in range(3)]
+    for event in real:  # events the user has not drained yet
+        b.endpoint.ctx.emit(event)
+    template = _refused_sa_init_template(net)
+    flood = 5_000
+    for i in range(flood):  # all within the same second, from many spoofable sources
+        template.spi_i = struct.pack(">Q", 0x4000_0000_0000_0000 + i)
+        b.endpoint.receive_datagram(template.serialize(), (f"198.51.{i // 250}.{i % 250}", 500), net.now)
+    stats = b.endpoint.stats
+    assert stats["sa_init_refused"] == flood
+    answers = [d for d, _ in b.endpoint.datagrams_to_send(net.now)]
+    assert len(answers) == ep.SA_INIT_REFUSALS_PER_SECOND == flood - stats["sa_init_refusals_unanswered"]
+    events = list(b.endpoint.ctx.events)
+    assert events[: len(real)] == real  # nothing real was evicted
+    assert len(events) - len(real) == ep.SA_INIT_REFUSAL_EVENTS_PER_SECOND
+    assert stats["sa_init_refusal_events_suppressed"] == flood - ep.SA_INIT_REFUSAL_EVENTS_PER_SECOND
+    net.now += 1.0  # a new second: a new budget
+    template.spi_i = struct.pack(">Q", 0x5000_0000_0000_0000)
+    b.endpoint.receive_datagram(template.serialize(), ("198.51.100.77", 500), net.now)
+    assert len(b.endpoint.datagrams_to_send(net.now)) == 1
+    _still_works(net, a, b, sid)
 
 
 def test_authentic_request_beyond_the_window_is_reported_not_answered() -> None:

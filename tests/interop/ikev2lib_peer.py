@@ -115,6 +115,8 @@ class IkeLibPeer:
         self.esp: list[ReceivedEsp] = []  # decapsulated ESP, in order (guarded by _cond)
         # loss injection (used on the loop thread only): [direction, exchange type, is response, count]
         self._drops: list[list[Any]] = []
+        # latency injection for outgoing IKE messages: (seconds, until loop time)
+        self._latency: tuple[float, float] | None = None
         self.dropped: list[tuple[str, int, bool, int]] = []  # (direction, exchange, response, message ID)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
@@ -192,6 +194,19 @@ class IkeLibPeer:
                 return True
         return False
 
+    def add_latency(self, seconds: float, duration: float) -> None:
+        """For the next `duration` seconds, send every outgoing IKE message `seconds` late, in order
+        (a long path: lets the requests of both ends cross)."""
+        def arm() -> None:
+            if self.loop is not None:
+                self._latency = (seconds, self.loop.time() + duration)
+        self.call(arm)
+
+    def _latency_for(self) -> float | None:
+        if self._latency is None or self.loop is None or self.loop.time() > self._latency[1]:
+            return None
+        return self._latency[0]
+
     def _install_loss_hooks(self, driver: AsyncioIkeDriver) -> None:
         receive, send = driver._datagram, driver.endpoint.datagrams_to_send
 
@@ -201,8 +216,22 @@ class IkeLibPeer:
             elif not self._should_drop("in", data):
                 receive(data, addr, natt)
 
+        def send_late(data: bytes, addr: Address) -> None:
+            transport = driver._natt if data[:4] == bytes(4) else driver._ike
+            if transport is not None:
+                transport.sendto(data, addr)
+
         def to_send(now: float) -> list[tuple[bytes, Address]]:
-            return [(d, a) for d, a in send(now) if not self._should_drop("out", d)]
+            out = []
+            for data, addr in send(now):
+                if self._should_drop("out", data):
+                    continue
+                held = self._latency_for()
+                if held is None:
+                    out.append((data, addr))
+                else:
+                    driver.loop.call_later(held, send_late, data, addr)
+            return out
 
         driver._datagram = datagram  # type: ignore[method-assign]
         driver.endpoint.datagrams_to_send = to_send  # type: ignore[method-assign]
