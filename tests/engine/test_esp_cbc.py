@@ -9,8 +9,8 @@ from ikev2lib.config import ChildConfig
 from ikev2lib.esp.errors import EspAuthenticationError
 from ikev2lib.esp.params import ALGORITHMS
 from ikev2lib.events import ChildSaCreated, IkeSaEstablished, ProtocolErrorEvent
-from ikev2lib.exceptions import LocalProtocolError
-from ikev2lib.negotiation import select_proposal
+from ikev2lib.exceptions import LocalProtocolError, RemoteProtocolError
+from ikev2lib.negotiation import SelectedProposal, select_proposal
 from ikev2lib.proposals import parse_proposals
 from ikev2lib.wire import NotifyType, ProtocolId
 
@@ -96,7 +96,13 @@ def test_gcm_and_cbc_peers_do_not_agree() -> None:
 )
 def test_esp_algorithm_name(text: str, name: str | None) -> None:
     offered = parse_proposals(text, ProtocolId.ESP)
-    assert esp_algorithm_name(select_proposal(offered, offered)) == name
+    selected = SelectedProposal(number=1, protocol_id=ProtocolId.ESP, spi=b"", transforms=tuple(offered[0].transforms))
+    assert esp_algorithm_name(selected) == name
+    if name is None:  # negotiation never picks a suite the data plane lacks
+        with pytest.raises(RemoteProtocolError):
+            select_proposal(offered, offered)
+    else:
+        assert esp_algorithm_name(select_proposal(offered, offered)) == name
 
 
 def test_cbc_child_sa_rekey_with_pfs_gets_fresh_keys() -> None:
