@@ -2,7 +2,9 @@
 
 Proposals use strongSwan keyword strings ("aes128gcm16-prfsha256-x25519") and traffic selectors use
 CIDR strings ("10.1.0.0/24"), so a strongSwan user can read a config at a glance. Everything is
-validated when the object is built (`LocalProtocolError` names the bad field).
+validated when the object is built (`LocalProtocolError` names the bad field): proposals too, against
+what the IKE SA crypto and the ESP data plane run (suites.py), so a typo or an algorithm nothing here
+implements fails here, not at `initiate()` or when a peer arrives.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from .exceptions import LocalProtocolError
+from .suites import check_proposals
+from .wire.enums import ProtocolId
 
 __all__ = ["RetransmitConfig", "ChildConfig", "IkeConfig"]
 
@@ -89,6 +93,7 @@ class ChildConfig:
     life_bytes: int | None = None
 
     def __post_init__(self) -> None:
+        check_proposals(self.esp_proposals, ProtocolId.ESP, f"esp_proposals (child {self.name!r})")
         if self.mode not in ("tunnel", "transport"):
             raise LocalProtocolError("mode must be 'tunnel' or 'transport'")
         _check_ts("local_ts", self.local_ts)
@@ -156,6 +161,7 @@ class IkeConfig:
     fragment_size: int = DEFAULT_FRAGMENT_SIZE  # RFC 7383: larger protected messages go out in SKF fragments
 
     def __post_init__(self) -> None:
+        check_proposals(self.ike_proposals, ProtocolId.IKE, "ike_proposals")
         if not self.local_id:
             raise LocalProtocolError("local_id must not be empty")
         if not self.psk and not self.peer_psks:

@@ -2,7 +2,9 @@
 
 No state, no I/O: functions of the offered and the acceptable objects. Failures raise
 `RemoteProtocolError` carrying the Notify a responder answers with (NO_PROPOSAL_CHOSEN,
-TS_UNACCEPTABLE).
+TS_UNACCEPTABLE). Only transforms this library can run (`suites.RUNNABLE`) are ever chosen or accepted
+in an answer: a peer offering, say, AES-CCM before AES-GCM gets AES-GCM, never a failure at key
+derivation or ESP SA setup.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .exceptions import RemoteProtocolError
+from .suites import RUNNABLE, TransformKey
 from .wire import NotifyType, Proposal, TrafficSelector, Transform, TSType
+from .wire.enums import EncrId, EsnId, IntegId, KeyExchangeId, TransformType
 
 __all__ = [
     "AEAD_ENCR_IDS",
@@ -29,15 +33,29 @@ __all__ = [
     "ke_groups",
 ]
 
-# RFC 5282 (AES-CCM 14-16, AES-GCM 18-20) and RFC 7634 (ChaCha20-Poly1305 28): no INTEG transform
-AEAD_ENCR_IDS = frozenset({14, 15, 16, 18, 19, 20, 28})
-_ENCR, _PRF, _INTEG, _KE, _ESN = 1, 2, 3, 4, 5
-_NO_ESN = 0
+# RFC 5282 (AES-CCM, AES-GCM) and RFC 7634 (ChaCha20-Poly1305): no INTEG transform
+AEAD_ENCR_IDS = frozenset(
+    {
+        EncrId.AES_CCM_8,
+        EncrId.AES_CCM_12,
+        EncrId.AES_CCM_16,
+        EncrId.AES_GCM_8,
+        EncrId.AES_GCM_12,
+        EncrId.AES_GCM_16,
+        EncrId.CHACHA20_POLY1305,
+    }
+)
+# module-level names: read on every comparison below (a global is cheaper than an enum attribute)
+_ENCR, _PRF, _INTEG = TransformType.ENCR, TransformType.PRF, TransformType.INTEG
+_KE, _ESN = TransformType.KE, TransformType.ESN
+_NO_ESN_KEY: TransformKey = (_ESN, EsnId.NO_ESN, None)  # no ESN configured means "noesn"
+_NONE_IDS: dict[int, int] = {_INTEG: IntegId.NONE, _KE: KeyExchangeId.NONE}  # accepted in an answer as "absent"
+_NOTHING: frozenset[TransformKey] = frozenset()
 # Bound on the work a peer can make us do: proposals x transforms compared per negotiation.
 MAX_OFFERED_PROPOSALS = 64
 
 
-def _key(t: Transform) -> tuple[int, int, int | None]:
+def _key(t: Transform) -> TransformKey:
     return (int(t.transform_type), int(t.transform_id), t.key_length)
 
 
@@ -112,7 +130,7 @@ def _derived(transforms: tuple[Transform, ...]) -> dict[str, object]:
         "prf_id": ids.get(_PRF),
         "integ_id": ids.get(_INTEG) or None,
         "ke_group": ids.get(_KE) or None,
-        "esn": ids.get(_ESN) == 1,
+        "esn": ids.get(_ESN) == EsnId.ESN,
         "is_aead": encr_id in AEAD_ENCR_IDS,
     }
 
@@ -131,46 +149,54 @@ def _by_type(transforms: Sequence[Transform]) -> dict[int, list[int]]:
 
 
 def _match(offered: Proposal, ours: Proposal) -> tuple[Transform, ...] | None:
-    """One transform of each type, in the offerer's order of preference, acceptable to `ours`."""
+    """One transform of each type, in the offerer's order of preference, acceptable to `ours` and
+    runnable here."""
     theirs = tuple(offered.transforms)
     match = _match_positions if transforms_cacheable(theirs) else _match_positions.__wrapped__
-    picks = match(theirs, tuple(ours.transforms))
+    picks = match(theirs, tuple(ours.transforms), int(offered.protocol_id))
     return None if picks is None else tuple([theirs[i] for i in picks])
 
 
 @functools.lru_cache(maxsize=MATCH_CACHE_SIZE)
-def _match_positions(theirs: tuple[Transform, ...], ours: tuple[Transform, ...]) -> tuple[int, ...] | None:
+def _match_positions(
+    theirs: tuple[Transform, ...], ours: tuple[Transform, ...], protocol: int
+) -> tuple[int, ...] | None:
     # positions in `theirs` (not the objects: an equal cached key may hold other int/enum instances)
     theirs_by_type = _by_type(theirs)
     ours_by_type = _by_type(ours)
+    runnable = RUNNABLE.get(protocol, _NOTHING)
     chosen: list[int] = []
     encr: Transform | None = None
+    integ = False
     for ttype in sorted(set(theirs_by_type) | set(ours_by_type)):
-        acceptable = {_key(ours[i]) for i in ours_by_type.get(ttype, [])}
-        if ttype == _ESN and not acceptable:
-            acceptable = {(_ESN, _NO_ESN, None)}  # no ESN configured means "noesn"
+        configured = {_key(ours[i]) for i in ours_by_type.get(ttype, [])}
+        if ttype == _ESN and not configured:
+            configured = {_NO_ESN_KEY}
         candidates = theirs_by_type.get(ttype, [])
         if ttype == _INTEG and encr is not None and int(encr.transform_id) in AEAD_ENCR_IDS:
             # an AEAD cipher takes no INTEG transform (or only NONE)
-            if any(int(theirs[i].transform_id) != 0 for i in candidates) and not any(
-                int(theirs[i].transform_id) == 0 for i in candidates
+            if any(int(theirs[i].transform_id) != IntegId.NONE for i in candidates) and not any(
+                int(theirs[i].transform_id) == IntegId.NONE for i in candidates
             ):
                 return None
             continue
         if ttype == _ESN and not candidates:
-            if (_ESN, _NO_ESN, None) not in acceptable:
+            if _NO_ESN_KEY not in configured or _NO_ESN_KEY not in runnable:
                 return None
             continue
-        pick = next((i for i in candidates if _key(theirs[i]) in acceptable), None)
+        # a transform we cannot run is skipped, never chosen
+        pick = next((i for i in candidates if (k := _key(theirs[i])) in configured and k in runnable), None)
         if pick is None:
-            if ttype == _KE and not candidates and not acceptable:
-                continue
+            if ttype == _KE and not candidates and not configured:
+                continue  # neither side wants a key exchange (no PFS); `configured`: ours may have none we run
             return None
         if ttype == _ENCR:
             encr = theirs[pick]
+        elif ttype == _INTEG:
+            integ = True
         chosen.append(pick)
-    if encr is None:
-        return None
+    if encr is None or not (integ or int(encr.transform_id) in AEAD_ENCR_IDS):
+        return None  # no cipher, or a cipher that needs an integrity transform (RFC 7296 3.3.3) without one
     return tuple(chosen)
 
 
@@ -205,7 +231,7 @@ def validate_chosen_proposal(chosen: Proposal, offered: Sequence[Proposal]) -> S
     )
     theirs = tuple(chosen.transforms)
     check = _checked_answer if transforms_cacheable(theirs) else _checked_answer.__wrapped__
-    picks = check(theirs, ours)
+    picks = check(theirs, ours, int(chosen.protocol_id))
     return SelectedProposal(
         number=chosen.number,
         protocol_id=int(chosen.protocol_id),
@@ -215,15 +241,23 @@ def validate_chosen_proposal(chosen: Proposal, offered: Sequence[Proposal]) -> S
 
 
 @functools.lru_cache(maxsize=MATCH_CACHE_SIZE)
-def _checked_answer(theirs: tuple[Transform, ...], ours: tuple[tuple[Transform, ...], ...]) -> tuple[int, ...]:
+def _checked_answer(
+    theirs: tuple[Transform, ...], ours: tuple[tuple[Transform, ...], ...], protocol: int
+) -> tuple[int, ...]:
     # positions in `theirs` of the selected transforms; raises (uncached) for an unacceptable answer
     types = [int(t.transform_type) for t in theirs]
     if len(types) != len(set(types)):
         raise RemoteProtocolError("answer has several transforms of one type", notify=NotifyType.NO_PROPOSAL_CHOSEN)
     if not ours:
         raise RemoteProtocolError("answer does not match any offered proposal", notify=NotifyType.NO_PROPOSAL_CHOSEN)
+    runnable = RUNNABLE.get(protocol, _NOTHING)
+    for key in map(_key, theirs):
+        if key not in runnable and _NONE_IDS.get(key[0]) != key[1]:
+            raise RemoteProtocolError(
+                f"answer chose a transform we cannot run: {key}", notify=NotifyType.NO_PROPOSAL_CHOSEN
+            )
     for candidate in ours:
-        picks = _match_positions.__wrapped__(theirs, candidate)  # the whole answer is what is cached
+        picks = _match_positions.__wrapped__(theirs, candidate, protocol)  # the whole answer is what is cached
         if picks is not None:
             break
     else:
@@ -235,7 +269,7 @@ def _checked_answer(theirs: tuple[Transform, ...], ours: tuple[tuple[Transform, 
 
 def _is_none(t: Transform) -> bool:
     # INTEG NONE / KE NONE in an answer are accepted as "absent"
-    return int(t.transform_type) in (_INTEG, _KE) and int(t.transform_id) == 0
+    return _NONE_IDS.get(int(t.transform_type)) == int(t.transform_id)
 
 
 def ke_groups(proposals: Iterable[Proposal]) -> list[int]:
@@ -243,14 +277,15 @@ def ke_groups(proposals: Iterable[Proposal]) -> list[int]:
     groups: list[int] = []
     for proposal in proposals:
         for t in proposal.transforms:
-            if int(t.transform_type) == _KE and int(t.transform_id) != 0 and int(t.transform_id) not in groups:
-                groups.append(int(t.transform_id))
+            ident = int(t.transform_id)
+            if int(t.transform_type) == _KE and ident != KeyExchangeId.NONE and ident not in groups:
+                groups.append(ident)
     return groups
 
 
 # ---- traffic selectors (RFC 7296 3.13.1) -------------------------------------------------------------
 
-_TS_IPV4, _TS_IPV6 = 7, 8
+_TS_IPV4, _TS_IPV6 = TSType.TS_IPV4_ADDR_RANGE, TSType.TS_IPV6_ADDR_RANGE
 
 
 def ts_from_cidr(text: str, ip_protocol: int = 0, ports: tuple[int, int] = (0, 65535)) -> TrafficSelector:

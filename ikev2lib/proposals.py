@@ -157,33 +157,39 @@ def _add(bucket: dict[int, list[Transform]], transform: Transform) -> None:
         items.append(transform)
 
 
+def keyword_transform(keyword: str, protocol: ProtocolId) -> Transform | None:
+    """The transform one keyword stands for in a `protocol` proposal, None for an unknown keyword."""
+    word = keyword.strip().lower()
+    if word in ENCRYPTION and not (protocol == ProtocolId.AH and word.endswith("gmac")):
+        ident, bits = ENCRYPTION[word]
+        return Transform(TransformType.ENCR, EncrId(ident), bits)
+    if word in INTEGRITY:
+        return Transform(TransformType.INTEG, IntegId(INTEGRITY[word]))
+    if word in PRF:
+        return Transform(TransformType.PRF, PrfId(PRF[word]))
+    if word in KEY_EXCHANGE:
+        return Transform(TransformType.KE, KeyExchangeId(KEY_EXCHANGE[word]))
+    if word in ESN:
+        return Transform(TransformType.ESN, EsnId(ESN[word]))
+    if word.startswith("ke") and "_" in word and word[2:3].isdigit():
+        index_text, _, method = word[2:].partition("_")
+        # ASCII only: str.isdigit() also accepts "²" (int() then fails) and other scripts' digits.
+        index = int(index_text) if index_text.isascii() and index_text.isdigit() else 0
+        if index in _ADDKE_TYPES and (method == "none" or method in KEY_EXCHANGE):
+            ident = KeyExchangeId.NONE if method == "none" else KeyExchangeId(KEY_EXCHANGE[method])
+            return Transform(_ADDKE_TYPES[index], ident)
+    return None
+
+
 def _parse_one(text: str, protocol: ProtocolId, number: int, spi: bytes) -> Proposal:
     bucket: dict[int, list[Transform]] = {}
     for raw in text.split("-"):
-        word = raw.strip().lower()
-        if not word:
+        if not raw.strip():
             raise LocalProtocolError(f"empty keyword in proposal {text!r}")
-        if word in ENCRYPTION and not (protocol == ProtocolId.AH and word.endswith("gmac")):
-            ident, bits = ENCRYPTION[word]
-            _add(bucket, Transform(TransformType.ENCR, EncrId(ident), bits))
-        elif word in INTEGRITY:
-            _add(bucket, Transform(TransformType.INTEG, IntegId(INTEGRITY[word])))
-        elif word in PRF:
-            _add(bucket, Transform(TransformType.PRF, PrfId(PRF[word])))
-        elif word in KEY_EXCHANGE:
-            _add(bucket, Transform(TransformType.KE, KeyExchangeId(KEY_EXCHANGE[word])))
-        elif word in ESN:
-            _add(bucket, Transform(TransformType.ESN, EsnId(ESN[word])))
-        elif word.startswith("ke") and "_" in word and word[2:3].isdigit():
-            index_text, _, method = word[2:].partition("_")
-            # ASCII only: str.isdigit() also accepts "²" (int() then fails) and other scripts' digits.
-            index = int(index_text) if index_text.isascii() and index_text.isdigit() else 0
-            if index not in _ADDKE_TYPES or (method != "none" and method not in KEY_EXCHANGE):
-                raise LocalProtocolError(f"unknown proposal keyword {raw!r}")
-            ident = KeyExchangeId.NONE if method == "none" else KeyExchangeId(KEY_EXCHANGE[method])
-            _add(bucket, Transform(_ADDKE_TYPES[index], ident))
-        else:
+        transform = keyword_transform(raw, protocol)
+        if transform is None:
             raise LocalProtocolError(f"unknown proposal keyword {raw!r} in {text!r}")
+        _add(bucket, transform)
     _check(bucket, protocol, text)
     transforms = [t for kind in _ORDER for t in bucket.get(kind, [])]
     return Proposal(number, protocol, spi, transforms)

@@ -1,10 +1,12 @@
 """IKE-side cryptography on `cryptography` (hazmat): prf/prf+, SKEYSEED/SK_*/KEYMAT, key exchange
 groups, SK payload protection and shared-key AUTH. Transform IDs are IANA numbers (plain ints or
-the `ikev2lib.wire` IntEnums). Keys are never logged: reprs show lengths only."""
+the `ikev2lib.wire` IntEnums). Keys are never logged: reprs show lengths only. `IKE_TRANSFORMS`
+is what all of it can run, as one table (capabilities.py)."""
 
 from __future__ import annotations
 
 from .auth import KEY_PAD, psk_auth_data, signed_octets, verify_psk_auth
+from .capabilities import IKE_TRANSFORMS
 from .groups import KEM_GROUPS, SUPPORTED_GROUPS, public_length, response_length
 from .kex import KeyExchange
 from .keys import (
@@ -25,6 +27,7 @@ from .sk import AEAD_IV_LIMIT, MAX_SK_BODY, SKCipher, sk_cipher
 __all__ = [
     "AEAD_IV_LIMIT",
     "ChildKeys",
+    "IKE_TRANSFORMS",
     "IkeKeys",
     "KEM_GROUPS",
     "KEY_PAD",

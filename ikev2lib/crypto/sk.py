@@ -31,7 +31,7 @@ from ..exceptions import IntegrityError, LocalProtocolError, RemoteProtocolError
 from ..wire.enums import EncrId, IntegId
 from .keys import encr_key_length, integ_key_length
 
-__all__ = ["SKCipher", "sk_cipher", "MAX_SK_BODY", "AEAD_IV_LIMIT"]
+__all__ = ["SKCipher", "sk_cipher", "MAX_SK_BODY", "AEAD_IV_LIMIT", "SK_ENCRYPTION_IDS", "SK_INTEGRITY_IDS"]
 
 # An IKE message travels in one UDP datagram or one RFC 8229 TCP frame: both cap it at 65535
 # octets, so no SK body can be larger; bigger inputs are refused before any crypto work.
@@ -53,6 +53,9 @@ _HMAC_INTEG: dict[int, tuple[type[hashes.HashAlgorithm], int]] = {
     IntegId.HMAC_SHA2_384_192: (hashes.SHA384, 24),
     IntegId.HMAC_SHA2_512_256: (hashes.SHA512, 32),
 }
+# The encryption and integrity transforms sk_cipher builds (read by crypto/capabilities.py).
+SK_ENCRYPTION_IDS: frozenset[int] = frozenset(int(e) for e in _IKE_ENCRS)
+SK_INTEGRITY_IDS: frozenset[int] = frozenset(int(i) for i in _HMAC_INTEG)
 
 
 def _malformed(why: str) -> RemoteProtocolError:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 
 from ikev2lib.child_sa import esp_algorithm_name
+from ikev2lib.config import ChildConfig
 from ikev2lib.esp.errors import EspAuthenticationError
 from ikev2lib.esp.params import ALGORITHMS
 from ikev2lib.events import ChildSaCreated, IkeSaEstablished, ProtocolErrorEvent
-from ikev2lib.negotiation import select_proposal
+from ikev2lib.exceptions import LocalProtocolError, RemoteProtocolError
+from ikev2lib.negotiation import SelectedProposal, select_proposal
 from ikev2lib.proposals import parse_proposals
 from ikev2lib.wire import NotifyType, ProtocolId
 
@@ -59,12 +61,20 @@ def test_cbc_child_sa_carries_traffic_both_ways(esp: str, keyword: str) -> None:
         cb.inbound.decap(swapped)
 
 
-def test_cbc_with_an_integrity_the_data_plane_lacks_is_not_chosen() -> None:
-    # AES-XCBC is a valid IKEv2 ESP integrity transform, but the ESP data plane cannot run it.
-    a, b = _child_pair("aes128-aesxcbc", "aes128-aesxcbc")
-    assert not a.of_type(ChildSaCreated) and not b.of_type(ChildSaCreated)
-    errors = a.of_type(ProtocolErrorEvent)
-    assert errors and errors[0].notify == NotifyType.NO_PROPOSAL_CHOSEN
+def test_cbc_with_an_integrity_the_data_plane_lacks_is_refused_or_skipped() -> None:
+    # AES-XCBC is a valid IKEv2 ESP integrity transform, but the ESP data plane cannot run it: our own
+    # configuration refuses it, and a peer that offers it first gets the HMAC it offers next.
+    with pytest.raises(LocalProtocolError, match="esp_proposals.*'aesxcbc'"):
+        ChildConfig(esp_proposals="aes128-aesxcbc")
+    icfg = ike_config(local_id="alice@example.org", remote_id="gw.example.org", esp="aes128-sha256")
+    object.__setattr__(icfg.children[0], "esp_proposals", "aes128-aesxcbc-sha256")  # another implementation
+    rcfg = ike_config(local_id="gw.example.org", remote_id="alice@example.org", esp="aes128-sha256",
+                      local_ts=("10.2.0.0/16",), remote_ts=("10.1.0.0/16",))  # fmt: skip
+    net, a, b, icfg = pair(initiator=icfg, responder=rcfg)
+    a.endpoint.initiate(icfg, (RESPONDER_IP, 500), net.now)
+    net.run()
+    assert not a.of_type(ProtocolErrorEvent) and not b.of_type(ProtocolErrorEvent)
+    assert a.of_type(ChildSaCreated)[0].outbound.algorithm == b.of_type(ChildSaCreated)[0].inbound.algorithm == "aes128-sha256"
 
 
 def test_gcm_and_cbc_peers_do_not_agree() -> None:
@@ -86,7 +96,13 @@ def test_gcm_and_cbc_peers_do_not_agree() -> None:
 )
 def test_esp_algorithm_name(text: str, name: str | None) -> None:
     offered = parse_proposals(text, ProtocolId.ESP)
-    assert esp_algorithm_name(select_proposal(offered, offered)) == name
+    selected = SelectedProposal(number=1, protocol_id=ProtocolId.ESP, spi=b"", transforms=tuple(offered[0].transforms))
+    assert esp_algorithm_name(selected) == name
+    if name is None:  # negotiation never picks a suite the data plane lacks
+        with pytest.raises(RemoteProtocolError):
+            select_proposal(offered, offered)
+    else:
+        assert esp_algorithm_name(select_proposal(offered, offered)) == name
 
 
 def test_cbc_child_sa_rekey_with_pfs_gets_fresh_keys() -> None:

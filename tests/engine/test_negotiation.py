@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from ikev2lib.crypto import KeyExchange, derive_ike_keys, ike_key_lengths, sk_cipher
 
 from ikev2lib.exceptions import RemoteProtocolError
 from ikev2lib.negotiation import (
@@ -18,7 +20,8 @@ from ikev2lib.negotiation import (
     validate_chosen_proposal,
 )
 from ikev2lib.proposals import parse_proposals
-from ikev2lib.wire import NotifyType, ProtocolId, TrafficSelector, Transform, TransformType
+from ikev2lib.suites import RUNNABLE, esp_suite_name
+from ikev2lib.wire import NotifyType, Proposal, ProtocolId, TrafficSelector, Transform, TransformType
 
 IKE, ESP = ProtocolId.IKE, ProtocolId.ESP
 
@@ -97,6 +100,114 @@ def test_unknown_transforms_from_the_peer_are_skipped_not_fatal() -> None:
         select_proposal(offered, parse_proposals("aes128gcm16-prfsha256-x25519", IKE))
     offered[0].transforms.pop()
     assert select_proposal(offered, parse_proposals("aes128gcm16-prfsha256-x25519", IKE)).encr_id == 20
+
+
+# ---- only what we can run is chosen ----------------------------------------------------------------
+# `ours` below comes from parse_proposals directly, which knows every strongSwan keyword: a configuration
+# (IkeConfig/ChildConfig) refuses these strings, but select_proposal must not rely on that.
+
+
+def test_a_cipher_we_cannot_run_is_skipped_within_a_proposal() -> None:
+    text = "aes128ccm16-aes128gcm16-prfmd5-prfsha256-modp1024-mlkem768-x25519"
+    chosen = select_proposal(parse_proposals(text, IKE), parse_proposals(text, IKE))
+    assert (chosen.encr_id, chosen.encr_key_bits, chosen.prf_id, chosen.ke_group) == (20, 128, 5, 31)
+    # ... and the keys derive and protect (no failure at key derivation)
+    _, keys = derive_ike_keys(5, chosen.encr_id, chosen.encr_key_bits, None, bytes(32), bytes(32),
+                              bytes(32), bytes(8), bytes(8))  # fmt: skip
+    assert sk_cipher(chosen.encr_id, chosen.encr_key_bits, None, keys.sk_ei).encrypt(b"", b"x")
+
+
+def test_a_proposal_we_cannot_run_is_skipped_for_the_next() -> None:
+    text = "aes128ccm16-prfsha256-x25519,aes128-aesxcbc-x25519,aes128gcm16-prfsha256-x25519"
+    assert select_proposal(parse_proposals(text, IKE), parse_proposals(text, IKE)).number == 3
+
+
+def test_esp_gets_a_suite_the_data_plane_runs() -> None:
+    text = "aes128ctr-aes128-aesxcbc-md5-sha256"
+    chosen = select_proposal(parse_proposals(text, ESP, b"\1\2\3\4"), parse_proposals(text, ESP))
+    assert (chosen.encr_id, chosen.encr_key_bits, chosen.integ_id) == (12, 128, 12)
+    assert esp_suite_name(chosen.encr_id, chosen.encr_key_bits, chosen.integ_id) == "aes128-sha256"
+    text = "aes128ccm16-aes256gcm16-mlkem768-modp1536-x25519"
+    chosen = select_proposal(parse_proposals(text, ESP, b"\1\2\3\4"), parse_proposals(text, ESP))
+    assert (chosen.encr_id, chosen.encr_key_bits, chosen.ke_group) == (20, 256, 31)
+
+
+def test_only_unrunnable_transforms_give_no_proposal_chosen() -> None:
+    for text, protocol in (("aes128ccm16-prfsha256-x25519", IKE), ("aes128gcm16-prfsha256-modp1024", IKE),
+                           ("3des-sha1", ESP), ("aes128gcm16-ke1_mlkem768-prfsha256-x25519", IKE)):  # fmt: skip
+        with pytest.raises(RemoteProtocolError) as info:
+            select_proposal(parse_proposals(text, protocol), parse_proposals(text, protocol))
+        assert info.value.notify == NotifyType.NO_PROPOSAL_CHOSEN
+
+
+def test_pfs_with_only_unrunnable_groups_is_refused_not_dropped() -> None:
+    # we want PFS but run none of our groups: no Child SA without a key exchange either
+    ours = parse_proposals("aes128gcm16-modp1024", ESP)
+    for offered in ("aes128gcm16-modp1024", "aes128gcm16"):
+        with pytest.raises(RemoteProtocolError):
+            select_proposal(parse_proposals(offered, ESP), ours)
+
+
+def test_an_esn_transform_in_an_ike_proposal_is_not_chosen() -> None:
+    offered = parse_proposals("aes128gcm16-prfsha256-x25519", IKE)
+    offered[0].transforms.append(Transform(TransformType.ESN, 0))  # RFC 7296 3.3.3: ESP and AH only
+    with pytest.raises(RemoteProtocolError):
+        select_proposal(offered, parse_proposals("aes128gcm16-prfsha256-x25519", IKE))
+
+
+def test_a_cipher_needing_integrity_is_never_chosen_without_one() -> None:
+    # raw Proposal objects may lack what the keyword parser insists on
+    bare_cbc = [Proposal(1, IKE, b"", [Transform(1, 12, 128), Transform(2, 5), Transform(4, 31)])]
+    with pytest.raises(RemoteProtocolError):
+        select_proposal(bare_cbc, bare_cbc)
+
+
+@pytest.mark.parametrize(
+    "answer, protocol",
+    [("aes128ccm16-prfsha256-x25519", IKE), ("aes128gcm16-prfsha256-modp1024", IKE),
+     ("aes128gcm16-prfsha256-mlkem768", IKE), ("aes128-md5", ESP), ("aes128ctr-sha256", ESP)],
+)  # fmt: skip
+def test_an_answer_choosing_what_we_cannot_run_is_refused(answer: str, protocol: ProtocolId) -> None:
+    # even when we offered it (raw API): the answer would fail at key derivation or ESP SA setup
+    offered = parse_proposals(answer, protocol)
+    with pytest.raises(RemoteProtocolError, match="cannot run") as info:
+        validate_chosen_proposal(parse_proposals(answer, protocol)[0], offered)
+    assert info.value.notify == NotifyType.NO_PROPOSAL_CHOSEN
+
+
+# (type, id, key length): runnable and unrunnable transforms of every type, for random offers
+_ALPHABET = st.sampled_from(
+    [(1, 20, 128), (1, 16, 128), (1, 12, 256), (1, 13, 128), (1, 3, None), (1, 28, None), (1, 21, 128), (2, 5, None),
+     (2, 1, None), (3, 12, None), (3, 5, None), (3, 1, None), (3, 0, None), (4, 31, None), (4, 2, None),
+     (4, 36, None), (4, 0, None), (5, 0, None), (5, 1, None), (6, 36, None)]
+)  # fmt: skip
+_OFFERS = st.lists(st.lists(_ALPHABET, min_size=1, max_size=7), min_size=1, max_size=3)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from([IKE, ESP]), _OFFERS, _OFFERS)
+def test_whatever_is_selected_runs(protocol: ProtocolId, theirs: list[list[tuple[int, int, int | None]]],
+                                   ours: list[list[tuple[int, int, int | None]]]) -> None:  # fmt: skip
+    def proposals(lists: list[list[tuple[int, int, int | None]]], spi: bytes) -> list[Proposal]:
+        return [Proposal(n, protocol, spi, [Transform(*t) for t in items]) for n, items in enumerate(lists, 1)]
+
+    spi = b"\1\2\3\4" if protocol == ESP else b""
+    offered = proposals(theirs, spi)
+    try:
+        chosen = select_proposal(offered, proposals(ours, b""))
+    except RemoteProtocolError as exc:
+        assert exc.notify == NotifyType.NO_PROPOSAL_CHOSEN
+        return
+    assert all((int(t.transform_type), int(t.transform_id), t.key_length) in RUNNABLE[protocol] for t in chosen.transforms)
+    if protocol == ESP:
+        assert esp_suite_name(chosen.encr_id, chosen.encr_key_bits, chosen.integ_id) is not None
+    elif chosen.prf_id is not None:
+        enc_len, integ_len = ike_key_lengths(chosen.encr_id, chosen.encr_key_bits, chosen.integ_id)
+        sk_cipher(chosen.encr_id, chosen.encr_key_bits, chosen.integ_id, bytes(enc_len), bytes(integ_len))
+    if chosen.ke_group is not None:
+        KeyExchange.generate(chosen.ke_group)
+    # the initiator accepts the answer the responder builds from it
+    assert validate_chosen_proposal(chosen.to_wire(spi), offered).transforms == chosen.transforms
 
 
 # ---- traffic selectors ---------------------------------------------------------------------------

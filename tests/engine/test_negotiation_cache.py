@@ -32,7 +32,7 @@ def _uncached_select(offered: list[Proposal], ours: list[Proposal]) -> tuple[int
     for proposal in offered:
         for mine in ours:
             theirs = tuple(proposal.transforms)
-            picks = negotiation._match_positions.__wrapped__(theirs, tuple(mine.transforms))
+            picks = negotiation._match_positions.__wrapped__(theirs, tuple(mine.transforms), IKE)
             if picks is not None:
                 return proposal.number, tuple(theirs[i] for i in picks)
     return None
