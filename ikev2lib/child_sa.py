@@ -18,7 +18,7 @@ from .crypto import child_key_lengths, derive_child_keymat, split_child_keymat
 from .exceptions import LocalProtocolError
 from .negotiation import SelectedProposal
 from .state import ChildInput, ChildState, child_transition
-from .wire import EncrId, IntegId
+from .suites import esp_suite_name
 
 __all__ = [
     "VolumeLimits",
@@ -31,30 +31,9 @@ __all__ = [
     "random_esp_spi",
 ]
 
-_GCM_NAMES = {EncrId.AES_GCM_8: "gcm8", EncrId.AES_GCM_12: "gcm12", EncrId.AES_GCM_16: "gcm16"}
-_AES_BITS = (128, 192, 256)
-# strongSwan integrity keywords the data plane pairs with AES-CBC (RFC 2404, RFC 4868)
-_ESP_CBC_INTEG: dict[int, str] = {
-    IntegId.HMAC_SHA1_96: "sha1",
-    IntegId.HMAC_SHA2_256_128: "sha256",
-    IntegId.HMAC_SHA2_384_192: "sha384",
-    IntegId.HMAC_SHA2_512_256: "sha512",
-}
-
-
 def esp_algorithm_name(selected: SelectedProposal) -> str | None:
     """The data plane's keyword for a negotiated ESP cipher (and integrity), None if it has none."""
-    encr, bits, integ = selected.encr_id, selected.encr_key_bits, selected.integ_id
-    if encr == EncrId.AES_CBC:  # RFC 3602: needs an integrity transform, named with it
-        integ_name = _ESP_CBC_INTEG.get(integ or 0)
-        return f"aes{bits}-{integ_name}" if bits in _AES_BITS and integ_name is not None else None
-    if integ:  # an AEAD cipher with an integrity transform is never valid
-        return None
-    if encr in _GCM_NAMES:
-        return f"aes{bits}{_GCM_NAMES[EncrId(encr)]}" if bits in _AES_BITS else None
-    if encr == EncrId.CHACHA20_POLY1305 and bits in (None, 256):
-        return "chacha20poly1305"
-    return None
+    return esp_suite_name(selected.encr_id, selected.encr_key_bits, selected.integ_id)
 
 
 def random_esp_spi() -> bytes:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 
-from .crypto import IKE_TRANSFORMS, KEM_GROUPS
+from .crypto import IKE_TRANSFORMS
 from .crypto.capabilities import TransformKey
 from .esp.params import ALGORITHMS
 from .exceptions import LocalProtocolError
@@ -40,10 +40,9 @@ _ENCR, _PRF, _INTEG = int(TransformType.ENCR), int(TransformType.PRF), int(Trans
 _KE, _ESN = int(TransformType.KE), int(TransformType.ESN)
 _ADDKE = frozenset(int(t) for t in TransformType if t >= TransformType.ADDKE1)
 
-# ML-KEM: the crypto layer has it (KeyExchange.respond encapsulates), but the engine's responder paths
-# (IKE_SA_INIT, CREATE_CHILD_SA with KE, IKE SA rekey) call generate() + shared_secret(), so the first
-# KE payload of a KEM fails. Drop this once they call KeyExchange.respond().
-ENGINE_PENDING_KE: frozenset[int] = frozenset(int(g) for g in KEM_GROUPS)
+# Key exchange methods the crypto layer has but the engine does not drive yet (none: the responder
+# paths use KeyExchange.respond, which encapsulates for ML-KEM).
+ENGINE_PENDING_KE: frozenset[int] = frozenset()
 _RUNNABLE_KE = frozenset(k[1] for k in IKE_TRANSFORMS if k[0] == _KE) - ENGINE_PENDING_KE
 
 

@@ -250,8 +250,7 @@ def answer_offer(
                 notify=NotifyType.INVALID_KE_PAYLOAD,
                 data=selected.ke_group.to_bytes(2, "big"),
             )
-        our_ke = KeyExchange.generate(selected.ke_group)
-        shared = our_ke.shared_secret(bytes(ke.data))
+        our_ke, shared = KeyExchange.respond(selected.ke_group, bytes(ke.data))
     if len(sa.children) >= MAX_CHILD_SAS:
         raise RemoteProtocolError("too many Child SAs", notify=NotifyType.NO_ADDITIONAL_SAS)
     transport = cfg.mode == "transport" and find_notify(payloads, NotifyType.USE_TRANSPORT_MODE) is not None

@@ -199,9 +199,9 @@ def accept_request(sa: IkeSa, message: Message, data: bytes, now: float) -> None
             data=group.to_bytes(2, "big"),
         )
     sa.check(IkeInput.RECV_SA_INIT_REQUEST)
-    ours = KeyExchange.generate(group)
+    ours, shared = KeyExchange.respond(group, bytes(ke.data))  # ML-KEM: encapsulates to the initiator's key
     init = InitExchange(ni=bytes(nonce.data), nr=new_nonce(), request=data)
-    _derive_keys(sa, init, selected, ours.shared_secret(bytes(ke.data)))
+    _derive_keys(sa, init, selected, shared)
     nat = _nat_seen(sa, payloads, ZERO_IKE_SPI)
     sa.nat_detected = bool(nat)
     sa.apply(IkeInput.RECV_SA_INIT_REQUEST)

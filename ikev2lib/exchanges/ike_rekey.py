@@ -227,8 +227,7 @@ def respond(sa: IkeSa, sa_payload: SA, ni: bytes, payloads: list[Payload], now: 
     ours_in_flight = sa.pending_request
     if isinstance(ours_in_flight, IkeRekeyRequest) and ours_in_flight.collision is not None:
         raise RemoteProtocolError("a second simultaneous IKE SA rekey", notify=NotifyType.TEMPORARY_FAILURE)
-    our_ke = KeyExchange.generate(group)
-    shared = our_ke.shared_secret(bytes(ke.data))
+    our_ke, shared = KeyExchange.respond(group, bytes(ke.data))
     nr = new_nonce()
     spi_r = sa.ctx.new_ike_spi()
     try:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from ikev2lib.events import ChildSaCreated, ChildSaRekeyed, IkeSaEstablished, ProtocolErrorEvent
+from ikev2lib.events import ChildSaCreated, ChildSaRekeyed, IkeSaEstablished, IkeSaRekeyed, ProtocolErrorEvent
 from ikev2lib.proposals import ENCRYPTION, INTEGRITY, KEY_EXCHANGE, PRF, keyword_transform
 from ikev2lib.suites import ENGINE_PENDING_KE, ESP_SUITES, RUNNABLE
 from ikev2lib.wire import ProtocolId
@@ -84,16 +84,24 @@ def test_every_pfs_group_rekeys_a_child(group: str) -> None:
     _traffic(a, b, ChildSaRekeyed)
 
 
-def test_ml_kem_is_still_excluded_for_a_reason() -> None:
-    """suites.ENGINE_PENDING_KE keeps ML-KEM out of configurations because the engine's responder does
-    not encapsulate. When this test fails, the engine runs ML-KEM: empty ENGINE_PENDING_KE."""
-    assert ENGINE_PENDING_KE
-    icfg = ike_config(local_id="alice@example.org", remote_id="gw.example.org")
-    rcfg = ike_config(local_id="gw.example.org", remote_id="alice@example.org",
+@pytest.mark.parametrize("group", ["mlkem768", "mlkem1024"])
+def test_ml_kem_ike_sa_establishes_and_rekeys(group: str) -> None:
+    """The responder encapsulates to the initiator's key (KeyExchange.respond) in IKE_SA_INIT and in
+    the IKE SA rekey; CREATE_CHILD_SA with an ML-KEM PFS group is covered above."""
+    assert not ENGINE_PENDING_KE
+    ike = f"aes256gcm16-prfsha384-{group}"
+    icfg = ike_config(local_id="alice@example.org", remote_id="gw.example.org", ike=ike)
+    rcfg = ike_config(local_id="gw.example.org", remote_id="alice@example.org", ike=ike,
                       local_ts=("10.2.0.0/16",), remote_ts=("10.1.0.0/16",))  # fmt: skip
-    for cfg in (icfg, rcfg):  # past the configuration check, as if ML-KEM were allowed
-        object.__setattr__(cfg, "ike_proposals", "aes128gcm16-prfsha256-mlkem768")
     net, a, b, icfg = pair(initiator=icfg, responder=rcfg)
-    a.endpoint.initiate(icfg, (RESPONDER_IP, 500), net.now)
+    sid = a.endpoint.initiate(icfg, (RESPONDER_IP, 500), net.now)
     net.run()
-    assert not a.of_type(IkeSaEstablished)
+    (established,) = a.of_type(IkeSaEstablished)
+    assert group in established.proposal
+    a.endpoint.rekey_ike_sa(sid)
+    net.run()
+    (rekeyed_a,) = a.of_type(IkeSaRekeyed)
+    (rekeyed_b,) = b.of_type(IkeSaRekeyed)
+    assert (rekeyed_a.spi_i, rekeyed_a.spi_r) == (rekeyed_b.spi_i, rekeyed_b.spi_r) and group in rekeyed_a.proposal
+    assert not a.of_type(ProtocolErrorEvent) and not b.of_type(ProtocolErrorEvent)
+    _traffic(a, b)
