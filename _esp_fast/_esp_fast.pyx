@@ -59,6 +59,54 @@ cdef extern from "esp_sock.h" nogil:
 
 
 cdef extern from "esp_core.h" nogil:
+    # Names only: the values come from the header when this module is compiled. _constants() hands them
+    # to Python, where tests/esp/test_constants.py checks them against the header and every Python copy.
+    enum:
+        ESP_SPI_LEN
+        ESP_SEQ_LEN
+        ESP_HDR_LEN
+        ESP_IV_LEN
+        ESP_SALT_LEN
+        ESP_UDP_HDR_LEN
+        ESP_MAX_PAD
+        ESP_MAX_PACKET
+        ESP_MAX_TFC_PAD
+        ESP_MAX_REPLAY_WINDOW
+        ESP_DEFAULT_REPLAY_WINDOW
+        ESP_NH_IPV4
+        ESP_NH_IPV6
+        ESP_NH_NONE
+        ESP_CBC_IV_LEN
+        ESP_CBC_BLOCK
+        ESP_BUSY
+        ESP_ALG_AES_GCM
+        ESP_ALG_CHACHA20_POLY1305
+        ESP_ALG_AES_CBC_HMAC_SHA1
+        ESP_ALG_AES_CBC_HMAC_SHA256
+        ESP_ALG_AES_CBC_HMAC_SHA384
+        ESP_ALG_AES_CBC_HMAC_SHA512
+        ESP_OK
+        ESP_ERR_AUTH
+        ESP_ERR_REPLAY
+        ESP_ERR_WINDOW
+        ESP_ERR_MALFORMED
+        ESP_ERR_PADDING
+        ESP_ERR_UNKNOWN_SPI
+        ESP_ERR_NOT_ESP
+        ESP_ERR_DUMMY
+        ESP_ERR_HARD_EXPIRED
+        ESP_ERR_SEQ_OVERFLOW
+        ESP_ERR_BUFFER
+        ESP_ERR_INVALID
+        ESP_ERR_CRYPTO
+        ESP_STATUS_COUNT
+        ESP_LIFETIME_OK
+        ESP_LIFETIME_SOFT
+        ESP_LIFETIME_HARD
+        ESP_UDP_KEEPALIVE
+        ESP_UDP_IKE
+        ESP_UDP_ESP
+        ESP_UDP_INVALID
     ctypedef struct esp_sa_t:
         pass
     ctypedef struct esp_sa_config_t:
@@ -84,7 +132,7 @@ cdef extern from "esp_core.h" nogil:
     ctypedef struct esp_stats_t:
         uint64_t packets
         uint64_t bytes
-        uint64_t drops[14]
+        uint64_t drops[ESP_STATUS_COUNT]
     ctypedef struct esp_replay_t:
         uint64_t last
         uint32_t window
@@ -92,14 +140,6 @@ cdef extern from "esp_core.h" nogil:
         uint32_t spi
         esp_sa_t *sa
 
-    enum:
-        ESP_OK
-        ESP_BUSY
-        ESP_ERR_INVALID
-        ESP_ERR_BUFFER
-        ESP_STATUS_COUNT
-        ESP_MAX_PACKET
-        ESP_UDP_HDR_LEN
 
     const char *esp_core_openssl_version()
     esp_sa_t *esp_sa_new(const esp_sa_config_t *cfg, int *status)
@@ -141,6 +181,34 @@ cdef extern from "esp_core.h" nogil:
 def openssl_version() -> str:
     """The libcrypto version the extension is linked against."""
     return esp_core_openssl_version().decode()
+
+
+def _constants():
+    """Every constant of esp_core.h by its C name, with the value this module was compiled with."""
+    return {
+        "ESP_SPI_LEN": ESP_SPI_LEN, "ESP_SEQ_LEN": ESP_SEQ_LEN, "ESP_HDR_LEN": ESP_HDR_LEN,
+        "ESP_IV_LEN": ESP_IV_LEN, "ESP_SALT_LEN": ESP_SALT_LEN, "ESP_UDP_HDR_LEN": ESP_UDP_HDR_LEN,
+        "ESP_MAX_PAD": ESP_MAX_PAD, "ESP_MAX_PACKET": ESP_MAX_PACKET, "ESP_MAX_TFC_PAD": ESP_MAX_TFC_PAD,
+        "ESP_MAX_REPLAY_WINDOW": ESP_MAX_REPLAY_WINDOW, "ESP_DEFAULT_REPLAY_WINDOW": ESP_DEFAULT_REPLAY_WINDOW,
+        "ESP_NH_IPV4": ESP_NH_IPV4, "ESP_NH_IPV6": ESP_NH_IPV6, "ESP_NH_NONE": ESP_NH_NONE,
+        "ESP_CBC_IV_LEN": ESP_CBC_IV_LEN, "ESP_CBC_BLOCK": ESP_CBC_BLOCK, "ESP_BUSY": ESP_BUSY,
+        "ESP_ALG_AES_GCM": ESP_ALG_AES_GCM, "ESP_ALG_CHACHA20_POLY1305": ESP_ALG_CHACHA20_POLY1305,
+        "ESP_ALG_AES_CBC_HMAC_SHA1": ESP_ALG_AES_CBC_HMAC_SHA1,
+        "ESP_ALG_AES_CBC_HMAC_SHA256": ESP_ALG_AES_CBC_HMAC_SHA256,
+        "ESP_ALG_AES_CBC_HMAC_SHA384": ESP_ALG_AES_CBC_HMAC_SHA384,
+        "ESP_ALG_AES_CBC_HMAC_SHA512": ESP_ALG_AES_CBC_HMAC_SHA512,
+        "ESP_OK": ESP_OK, "ESP_ERR_AUTH": ESP_ERR_AUTH, "ESP_ERR_REPLAY": ESP_ERR_REPLAY,
+        "ESP_ERR_WINDOW": ESP_ERR_WINDOW, "ESP_ERR_MALFORMED": ESP_ERR_MALFORMED,
+        "ESP_ERR_PADDING": ESP_ERR_PADDING, "ESP_ERR_UNKNOWN_SPI": ESP_ERR_UNKNOWN_SPI,
+        "ESP_ERR_NOT_ESP": ESP_ERR_NOT_ESP, "ESP_ERR_DUMMY": ESP_ERR_DUMMY,
+        "ESP_ERR_HARD_EXPIRED": ESP_ERR_HARD_EXPIRED, "ESP_ERR_SEQ_OVERFLOW": ESP_ERR_SEQ_OVERFLOW,
+        "ESP_ERR_BUFFER": ESP_ERR_BUFFER, "ESP_ERR_INVALID": ESP_ERR_INVALID, "ESP_ERR_CRYPTO": ESP_ERR_CRYPTO,
+        "ESP_STATUS_COUNT": ESP_STATUS_COUNT,
+        "ESP_LIFETIME_OK": ESP_LIFETIME_OK, "ESP_LIFETIME_SOFT": ESP_LIFETIME_SOFT,
+        "ESP_LIFETIME_HARD": ESP_LIFETIME_HARD,
+        "ESP_UDP_KEEPALIVE": ESP_UDP_KEEPALIVE, "ESP_UDP_IKE": ESP_UDP_IKE, "ESP_UDP_ESP": ESP_UDP_ESP,
+        "ESP_UDP_INVALID": ESP_UDP_INVALID,
+    }
 
 
 def udp_classify(const unsigned char[::1] payload not None) -> int:
@@ -439,7 +507,7 @@ cdef class CoreSATable:
     cdef size_t n
     cdef bint udp_encap
     cdef list _sas  # keeps the SAs alive while the table points at them
-    cdef uint64_t drops[14]  # packets refused before an SA was found, by status
+    cdef uint64_t drops[ESP_STATUS_COUNT]  # packets refused before an SA was found, by status
 
     def __cinit__(self, *args, **kwargs):
         self.table = NULL

@@ -65,7 +65,7 @@ _U64 = 0xFFFFFFFFFFFFFFFF
 _HDR = struct.Struct("!II")
 _UDP = struct.Struct("!HHHH")
 
-UDP_KEEPALIVE, UDP_IKE, UDP_ESP, UDP_INVALID = 0, 1, 2, 3
+UDP_KEEPALIVE, UDP_IKE, UDP_ESP, UDP_INVALID = 0, 1, 2, 3  # enum esp_udp_kind (tests/esp/test_constants.py)
 
 
 def udp_classify(payload: Buffer) -> int:
