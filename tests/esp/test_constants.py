@@ -3,8 +3,9 @@
 The Python side keeps its own copies (the pure back end must run without the extension, and mypy needs
 the `Status` members spelled out), so these tests prove every copy equal to the header: the header as
 parsed here, the values the extension was compiled with (`_esp_fast._constants()`), `Status`,
-`LifetimeState`, the algorithm numbers and limits in `params`, and the pure back end's own constants.
-The RFC 3948 classifiers of both back ends are compared on every input that matters.
+`LifetimeState`, the algorithm numbers and limits in `params`, the pure back end's own constants and
+`ikev2lib.natt.UdpKind`. The RFC 3948 classifier of the C core is compared with the Python one
+(`ikev2lib.natt.classify_udp4500`, which the pure back end uses) on every input that matters.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ikev2lib import esp
 from ikev2lib.esp import _pure, backends, params
 from ikev2lib.esp.errors import Status
 from ikev2lib.esp.params import LifetimeState
+from ikev2lib.natt import UdpKind, classify_udp4500
 
 HEADER = Path(__file__).resolve().parents[2] / "_esp_fast" / "esp_core.h"
 
@@ -59,6 +61,7 @@ COPIES = {
     "ESP_NH_IPV4": _pure.NH_IPV4,
     "ESP_NH_IPV6": _pure.NH_IPV6,
     "ESP_NH_NONE": _pure.NH_NONE,
+    "ESP_UDP_HDR_LEN": _pure.UDP_HDR_LEN,
 }
 
 _BINOPS = {ast.LShift: operator.lshift, ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
@@ -135,7 +138,7 @@ def test_lifetime_states_algorithms_and_udp_kinds_match_the_header() -> None:
 
     assert {s.name: s.value for s in LifetimeState} == group("ESP_LIFETIME_")
     assert {n[len("ALG_") :]: getattr(params, n) for n in dir(params) if n.startswith("ALG_")} == group("ESP_ALG_")
-    assert {n[len("UDP_") :]: getattr(_pure, n) for n in dir(_pure) if n.startswith("UDP_")} == group("ESP_UDP_")
+    assert {k.name: k.value for k in UdpKind} == group("ESP_UDP_", skip=("ESP_UDP_HDR_LEN",))
 
 
 def test_limits_match_the_header() -> None:
@@ -145,12 +148,13 @@ def test_limits_match_the_header() -> None:
     assert esp.MAX_REPLAY_WINDOW == header["ESP_MAX_REPLAY_WINDOW"]
 
 
-# ---- RFC 3948 classifier: C esp_udp_classify vs the pure udp_classify -----------------------------
+# ---- RFC 3948 classifier: C esp_udp_classify vs ikev2lib.natt (and the pure back end over it) ------
 
 
 def _agree(payload: bytes) -> int:
     c, py = backends()["c"], backends()["python"]
-    kinds = {f(kind(payload)) for f in (c.udp_classify, py.udp_classify) for kind in (bytes, bytearray, memoryview)}
+    classifiers = (c.udp_classify, py.udp_classify, classify_udp4500)
+    kinds = {f(kind(payload)) for f in classifiers for kind in (bytes, bytearray, memoryview)}
     assert len(kinds) == 1, (payload.hex(), kinds)
     return kinds.pop()
 
@@ -163,7 +167,7 @@ def test_udp_classifiers_agree_on_every_short_payload() -> None:
     for length in range(10):
         for octets in itertools.product(b"\x00\x01\xff", repeat=length):
             seen.add(_agree(bytes(octets)))
-    assert seen == {_pure.UDP_KEEPALIVE, _pure.UDP_IKE, _pure.UDP_ESP, _pure.UDP_INVALID}
+    assert seen == set(UdpKind)
 
 
 _PREFIXES = st.sampled_from([b"", b"\xff", b"\x00", b"\x00\x00\x00", b"\x00\x00\x00\x00"])
