@@ -2,6 +2,13 @@
 """Python face of the C ESP core (esp_core.c): takes buffers, releases the GIL around real work.
 
 The public, documented API is `ikev2lib.esp`; this module holds only the thin bindings it uses.
+
+Lock rule: no call here waits for an SA's mutex while holding the GIL. Otherwise one thread running a
+long batch on an SA (mutex held, GIL released) would stall every Python thread as soon as another thread
+touched the same SA. Calls that keep the GIL (small packets, counters) use the core's `_try` entry points,
+which never wait, and fall back to the blocking entry point inside `with nogil` when the SA is busy; all
+other calls that take the mutex run entirely inside `with nogil`. No Python object is touched there: only
+C pointers into buffers whose exports (or bytes objects) the call holds.
 """
 
 from cpython.ref cimport PyObject, Py_DECREF
@@ -25,8 +32,9 @@ def _raise_for_status(status, detail=""):
         _raise_impl = raise_for_status
     _raise_impl(status, detail)
 
-# Single-packet calls release the GIL only for packets this large: below it, dropping and retaking the
-# GIL costs more than the crypto it would let run in parallel. Batch calls always release it.
+# Single-packet calls release the GIL only for packets this large (or when the SA is busy): below it,
+# dropping and retaking the GIL costs more than the crypto it would let run in parallel. Batch calls
+# always release it.
 cdef enum:
     GIL_RELEASE_MIN = 256
 
@@ -51,6 +59,54 @@ cdef extern from "esp_sock.h" nogil:
 
 
 cdef extern from "esp_core.h" nogil:
+    # Names only: the values come from the header when this module is compiled. _constants() hands them
+    # to Python, where tests/esp/test_constants.py checks them against the header and every Python copy.
+    enum:
+        ESP_SPI_LEN
+        ESP_SEQ_LEN
+        ESP_HDR_LEN
+        ESP_IV_LEN
+        ESP_SALT_LEN
+        ESP_UDP_HDR_LEN
+        ESP_MAX_PAD
+        ESP_MAX_PACKET
+        ESP_MAX_TFC_PAD
+        ESP_MAX_REPLAY_WINDOW
+        ESP_DEFAULT_REPLAY_WINDOW
+        ESP_NH_IPV4
+        ESP_NH_IPV6
+        ESP_NH_NONE
+        ESP_CBC_IV_LEN
+        ESP_CBC_BLOCK
+        ESP_BUSY
+        ESP_ALG_AES_GCM
+        ESP_ALG_CHACHA20_POLY1305
+        ESP_ALG_AES_CBC_HMAC_SHA1
+        ESP_ALG_AES_CBC_HMAC_SHA256
+        ESP_ALG_AES_CBC_HMAC_SHA384
+        ESP_ALG_AES_CBC_HMAC_SHA512
+        ESP_OK
+        ESP_ERR_AUTH
+        ESP_ERR_REPLAY
+        ESP_ERR_WINDOW
+        ESP_ERR_MALFORMED
+        ESP_ERR_PADDING
+        ESP_ERR_UNKNOWN_SPI
+        ESP_ERR_NOT_ESP
+        ESP_ERR_DUMMY
+        ESP_ERR_HARD_EXPIRED
+        ESP_ERR_SEQ_OVERFLOW
+        ESP_ERR_BUFFER
+        ESP_ERR_INVALID
+        ESP_ERR_CRYPTO
+        ESP_STATUS_COUNT
+        ESP_LIFETIME_OK
+        ESP_LIFETIME_SOFT
+        ESP_LIFETIME_HARD
+        ESP_UDP_KEEPALIVE
+        ESP_UDP_IKE
+        ESP_UDP_ESP
+        ESP_UDP_INVALID
     ctypedef struct esp_sa_t:
         pass
     ctypedef struct esp_sa_config_t:
@@ -76,7 +132,7 @@ cdef extern from "esp_core.h" nogil:
     ctypedef struct esp_stats_t:
         uint64_t packets
         uint64_t bytes
-        uint64_t drops[14]
+        uint64_t drops[ESP_STATUS_COUNT]
     ctypedef struct esp_replay_t:
         uint64_t last
         uint32_t window
@@ -84,13 +140,6 @@ cdef extern from "esp_core.h" nogil:
         uint32_t spi
         esp_sa_t *sa
 
-    enum:
-        ESP_OK
-        ESP_ERR_INVALID
-        ESP_ERR_BUFFER
-        ESP_STATUS_COUNT
-        ESP_MAX_PACKET
-        ESP_UDP_HDR_LEN
 
     const char *esp_core_openssl_version()
     esp_sa_t *esp_sa_new(const esp_sa_config_t *cfg, int *status)
@@ -100,6 +149,10 @@ cdef extern from "esp_core.h" nogil:
                   uint8_t *out, size_t out_cap, size_t *out_len)
     int esp_decap(esp_sa_t *sa, const uint8_t *pkt, size_t pkt_len, uint8_t *out, size_t out_cap,
                   size_t *out_len, int *next_header)
+    int esp_encap_try(esp_sa_t *sa, int next_header, const uint8_t *inp, size_t in_len, size_t tfc_pad,
+                      uint8_t *out, size_t out_cap, size_t *out_len)
+    int esp_decap_try(esp_sa_t *sa, const uint8_t *pkt, size_t pkt_len, uint8_t *out, size_t out_cap,
+                      size_t *out_len, int *next_header)
     size_t esp_encap_batch(esp_sa_t *sa, int next_header, const uint8_t *inp, size_t in_size,
                            const uint32_t *offs, const uint32_t *lens, size_t n, uint8_t *out, size_t out_cap,
                            uint32_t *out_offs, uint32_t *out_lens, uint8_t *status)
@@ -112,6 +165,8 @@ cdef extern from "esp_core.h" nogil:
     int esp_udp_classify(const uint8_t *payload, size_t length)
     void esp_sa_stats(esp_sa_t *sa, esp_stats_t *out)
     int esp_sa_lifetime_state(esp_sa_t *sa)
+    int esp_sa_stats_try(esp_sa_t *sa, esp_stats_t *out)
+    int esp_sa_lifetime_state_try(esp_sa_t *sa)
     uint64_t esp_sa_next_seq(esp_sa_t *sa)
     uint64_t esp_sa_highest_seq(esp_sa_t *sa)
     int esp_sa_advance(esp_sa_t *sa, uint64_t next_seq)
@@ -126,6 +181,34 @@ cdef extern from "esp_core.h" nogil:
 def openssl_version() -> str:
     """The libcrypto version the extension is linked against."""
     return esp_core_openssl_version().decode()
+
+
+def _constants():
+    """Every constant of esp_core.h by its C name, with the value this module was compiled with."""
+    return {
+        "ESP_SPI_LEN": ESP_SPI_LEN, "ESP_SEQ_LEN": ESP_SEQ_LEN, "ESP_HDR_LEN": ESP_HDR_LEN,
+        "ESP_IV_LEN": ESP_IV_LEN, "ESP_SALT_LEN": ESP_SALT_LEN, "ESP_UDP_HDR_LEN": ESP_UDP_HDR_LEN,
+        "ESP_MAX_PAD": ESP_MAX_PAD, "ESP_MAX_PACKET": ESP_MAX_PACKET, "ESP_MAX_TFC_PAD": ESP_MAX_TFC_PAD,
+        "ESP_MAX_REPLAY_WINDOW": ESP_MAX_REPLAY_WINDOW, "ESP_DEFAULT_REPLAY_WINDOW": ESP_DEFAULT_REPLAY_WINDOW,
+        "ESP_NH_IPV4": ESP_NH_IPV4, "ESP_NH_IPV6": ESP_NH_IPV6, "ESP_NH_NONE": ESP_NH_NONE,
+        "ESP_CBC_IV_LEN": ESP_CBC_IV_LEN, "ESP_CBC_BLOCK": ESP_CBC_BLOCK, "ESP_BUSY": ESP_BUSY,
+        "ESP_ALG_AES_GCM": ESP_ALG_AES_GCM, "ESP_ALG_CHACHA20_POLY1305": ESP_ALG_CHACHA20_POLY1305,
+        "ESP_ALG_AES_CBC_HMAC_SHA1": ESP_ALG_AES_CBC_HMAC_SHA1,
+        "ESP_ALG_AES_CBC_HMAC_SHA256": ESP_ALG_AES_CBC_HMAC_SHA256,
+        "ESP_ALG_AES_CBC_HMAC_SHA384": ESP_ALG_AES_CBC_HMAC_SHA384,
+        "ESP_ALG_AES_CBC_HMAC_SHA512": ESP_ALG_AES_CBC_HMAC_SHA512,
+        "ESP_OK": ESP_OK, "ESP_ERR_AUTH": ESP_ERR_AUTH, "ESP_ERR_REPLAY": ESP_ERR_REPLAY,
+        "ESP_ERR_WINDOW": ESP_ERR_WINDOW, "ESP_ERR_MALFORMED": ESP_ERR_MALFORMED,
+        "ESP_ERR_PADDING": ESP_ERR_PADDING, "ESP_ERR_UNKNOWN_SPI": ESP_ERR_UNKNOWN_SPI,
+        "ESP_ERR_NOT_ESP": ESP_ERR_NOT_ESP, "ESP_ERR_DUMMY": ESP_ERR_DUMMY,
+        "ESP_ERR_HARD_EXPIRED": ESP_ERR_HARD_EXPIRED, "ESP_ERR_SEQ_OVERFLOW": ESP_ERR_SEQ_OVERFLOW,
+        "ESP_ERR_BUFFER": ESP_ERR_BUFFER, "ESP_ERR_INVALID": ESP_ERR_INVALID, "ESP_ERR_CRYPTO": ESP_ERR_CRYPTO,
+        "ESP_STATUS_COUNT": ESP_STATUS_COUNT,
+        "ESP_LIFETIME_OK": ESP_LIFETIME_OK, "ESP_LIFETIME_SOFT": ESP_LIFETIME_SOFT,
+        "ESP_LIFETIME_HARD": ESP_LIFETIME_HARD,
+        "ESP_UDP_KEEPALIVE": ESP_UDP_KEEPALIVE, "ESP_UDP_IKE": ESP_UDP_IKE, "ESP_UDP_ESP": ESP_UDP_ESP,
+        "ESP_UDP_INVALID": ESP_UDP_INVALID,
+    }
 
 
 def udp_classify(const unsigned char[::1] payload not None) -> int:
@@ -244,17 +327,17 @@ cdef class CoreSA:
             src = <const uint8_t *>view.buf
             cap = esp_encap_size(self.sa, n, tfc)
             if cap == 0:  # too large: let the core report (and count) the first failing check
-                st = esp_encap(self.sa, nh, src, n, tfc, NULL, 0, &out_len)
+                with nogil:
+                    st = esp_encap(self.sa, nh, src, n, tfc, NULL, 0, &out_len)
                 _raise_for_status(st)
             res = PyBytes_FromStringAndSize_raw(NULL, <Py_ssize_t>cap)
             if res is NULL:
                 raise MemoryError()
             dst = <uint8_t *>PyBytes_AS_STRING_raw(res)
-            if n >= GIL_RELEASE_MIN:
+            st = ESP_BUSY if n >= GIL_RELEASE_MIN else esp_encap_try(self.sa, nh, src, n, tfc, dst, cap, &out_len)
+            if st == ESP_BUSY:  # large packet, or another thread holds the SA: wait without the GIL
                 with nogil:
                     st = esp_encap(self.sa, nh, src, n, tfc, dst, cap, &out_len)
-            else:
-                st = esp_encap(self.sa, nh, src, n, tfc, dst, cap, &out_len)
         finally:
             PyBuffer_Release(&view)
         obj = <object>res
@@ -307,11 +390,10 @@ cdef class CoreSA:
             if res is NULL:
                 raise MemoryError()
             dst = <uint8_t *>PyBytes_AS_STRING_raw(res)
-            if n >= GIL_RELEASE_MIN:
+            st = ESP_BUSY if n >= GIL_RELEASE_MIN else esp_decap_try(self.sa, src, n, dst, cap, &out_len, &nh)
+            if st == ESP_BUSY:  # large packet, or another thread holds the SA: wait without the GIL
                 with nogil:
                     st = esp_decap(self.sa, src, n, dst, cap, &out_len, &nh)
-            else:
-                st = esp_decap(self.sa, src, n, dst, cap, &out_len, &nh)
         finally:
             PyBuffer_Release(&view)
         if st != ESP_OK:
@@ -370,15 +452,22 @@ cdef class CoreSA:
                                  dst, cap, &out_offsets[0], &out_lengths[0], &statuses[0])
         return ok
 
+    # Read rarely (no caller polls them): they always wait for the SA without the GIL.
     @property
     def next_sequence(self) -> int:
         self._check_ready()
-        return esp_sa_next_seq(self.sa)
+        cdef uint64_t v
+        with nogil:
+            v = esp_sa_next_seq(self.sa)
+        return v
 
     @property
     def highest_sequence(self) -> int:
         self._check_ready()
-        return esp_sa_highest_seq(self.sa)
+        cdef uint64_t v
+        with nogil:
+            v = esp_sa_highest_seq(self.sa)
+        return v
 
     def advance_sequence(self, next_seq) -> None:
         """Move the sequence state forward (never back, so no IV can repeat). Outbound: the next packet
@@ -386,18 +475,28 @@ cdef class CoreSA:
         self._check_ready()
         if not 0 < next_seq < 2**64:
             _raise_for_status(ESP_ERR_INVALID, "sequence number out of range")
-        cdef int st = esp_sa_advance(self.sa, <uint64_t>next_seq)
+        cdef uint64_t target = <uint64_t>next_seq
+        cdef int st
+        with nogil:
+            st = esp_sa_advance(self.sa, target)
         if st != ESP_OK:
             _raise_for_status(st, "sequence numbers only move forward")
 
+    # Polled by the IKE layer's lifetime checks: tried with the GIL held, waited for without it.
     def _lifetime_state(self) -> int:
         self._check_ready()
-        return esp_sa_lifetime_state(self.sa)
+        cdef int st = esp_sa_lifetime_state_try(self.sa)
+        if st == ESP_BUSY:
+            with nogil:
+                st = esp_sa_lifetime_state(self.sa)
+        return st
 
     def _counts(self):
         self._check_ready()
         cdef esp_stats_t s
-        esp_sa_stats(self.sa, &s)
+        if esp_sa_stats_try(self.sa, &s) == ESP_BUSY:
+            with nogil:
+                esp_sa_stats(self.sa, &s)
         return s.packets, s.bytes, [s.drops[i] for i in range(ESP_STATUS_COUNT)]
 
 
@@ -408,7 +507,7 @@ cdef class CoreSATable:
     cdef size_t n
     cdef bint udp_encap
     cdef list _sas  # keeps the SAs alive while the table points at them
-    cdef uint64_t drops[14]  # packets refused before an SA was found, by status
+    cdef uint64_t drops[ESP_STATUS_COUNT]  # packets refused before an SA was found, by status
 
     def __cinit__(self, *args, **kwargs):
         self.table = NULL

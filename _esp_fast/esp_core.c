@@ -278,6 +278,16 @@ void esp_sa_free(esp_sa_t *sa)
     free(sa);
 }
 
+/* Takes the SA's lock; with wait == 0 only if it is free at once (the `_try` entry points). 1 when held. */
+static int sa_lock(esp_sa_t *sa, int wait)
+{
+    if (wait) {
+        pthread_mutex_lock(&sa->lock);
+        return 1;
+    }
+    return pthread_mutex_trylock(&sa->lock) == 0;
+}
+
 /* ---- lifetime ----------------------------------------------------------------------------------- */
 
 static int lifetime_state_locked(const esp_sa_t *sa)
@@ -451,14 +461,26 @@ static int encap_locked(esp_sa_t *sa, int next_header, const uint8_t *in, size_t
     return ESP_OK;
 }
 
-int esp_encap(esp_sa_t *sa, int next_header, const uint8_t *in, size_t in_len, size_t tfc_pad, uint8_t *out,
-              size_t out_cap, size_t *out_len)
+static int encap_one(esp_sa_t *sa, int wait, int next_header, const uint8_t *in, size_t in_len, size_t tfc_pad,
+                     uint8_t *out, size_t out_cap, size_t *out_len)
 {
-    pthread_mutex_lock(&sa->lock);
+    if (!sa_lock(sa, wait)) return ESP_BUSY;
     int st = encap_locked(sa, next_header, in, in_len, tfc_pad, out, out_cap, out_len);
     if (st != ESP_OK) sa->stats.drops[st]++;
     pthread_mutex_unlock(&sa->lock);
     return st;
+}
+
+int esp_encap(esp_sa_t *sa, int next_header, const uint8_t *in, size_t in_len, size_t tfc_pad, uint8_t *out,
+              size_t out_cap, size_t *out_len)
+{
+    return encap_one(sa, 1, next_header, in, in_len, tfc_pad, out, out_cap, out_len);
+}
+
+int esp_encap_try(esp_sa_t *sa, int next_header, const uint8_t *in, size_t in_len, size_t tfc_pad, uint8_t *out,
+                  size_t out_cap, size_t *out_len)
+{
+    return encap_one(sa, 0, next_header, in, in_len, tfc_pad, out, out_cap, out_len);
 }
 
 size_t esp_encap_batch(esp_sa_t *sa, int next_header, const uint8_t *in, size_t in_size, const uint32_t *offs,
@@ -644,11 +666,11 @@ static int finish_decap(esp_sa_t *sa, uint64_t seq, uint8_t *out, size_t ct_len,
     return ESP_OK;
 }
 
-static int decap_one(esp_sa_t *sa, const uint8_t *pkt, size_t len, uint8_t *out, size_t out_cap,
+static int decap_one(esp_sa_t *sa, int wait, const uint8_t *pkt, size_t len, uint8_t *out, size_t out_cap,
                      size_t *out_len, int *next_header)
 {
     int st;
-    pthread_mutex_lock(&sa->lock);
+    if (!sa_lock(sa, wait)) return ESP_BUSY;
     if (sa->cfg.udp_encap && (st = strip_udp(&pkt, &len)) != ESP_OK) {
         /* not counted as a drop: IKE and keepalives on port 4500 are normal traffic */
         if (st != ESP_ERR_NOT_ESP) sa->stats.drops[st]++;
@@ -666,7 +688,15 @@ int esp_decap(esp_sa_t *sa, const uint8_t *pkt, size_t pkt_len, uint8_t *out, si
 {
     *out_len = 0;
     *next_header = 0;
-    return decap_one(sa, pkt, pkt_len, out, out_cap, out_len, next_header);
+    return decap_one(sa, 1, pkt, pkt_len, out, out_cap, out_len, next_header);
+}
+
+int esp_decap_try(esp_sa_t *sa, const uint8_t *pkt, size_t pkt_len, uint8_t *out, size_t out_cap, size_t *out_len,
+                  int *next_header)
+{
+    *out_len = 0;
+    *next_header = 0;
+    return decap_one(sa, 0, pkt, pkt_len, out, out_cap, out_len, next_header);
 }
 
 static int entry_cmp(const void *a, const void *b)
@@ -730,7 +760,7 @@ size_t esp_decap_batch(const esp_table_entry_t *table, size_t n_sa, int udp_enca
             } else if (sa->cfg.udp_encap != udp_encap) {
                 st = ESP_ERR_MALFORMED;
             } else {
-                st = decap_one(sa, pkt, plen, out + pos, out_cap - pos, &len, &nh); /* the SA counts */
+                st = decap_one(sa, 1, pkt, plen, out + pos, out_cap - pos, &len, &nh); /* the SA counts */
             }
         }
     done:
@@ -750,19 +780,40 @@ size_t esp_decap_batch(const esp_table_entry_t *table, size_t n_sa, int udp_enca
 
 /* ---- observers ---------------------------------------------------------------------------------- */
 
-void esp_sa_stats(esp_sa_t *sa, esp_stats_t *out)
+static int stats_one(esp_sa_t *sa, int wait, esp_stats_t *out)
 {
-    pthread_mutex_lock(&sa->lock);
+    if (!sa_lock(sa, wait)) return ESP_BUSY;
     *out = sa->stats;
     pthread_mutex_unlock(&sa->lock);
+    return ESP_OK;
+}
+
+void esp_sa_stats(esp_sa_t *sa, esp_stats_t *out)
+{
+    stats_one(sa, 1, out);
+}
+
+int esp_sa_stats_try(esp_sa_t *sa, esp_stats_t *out)
+{
+    return stats_one(sa, 0, out);
+}
+
+static int lifetime_state_one(esp_sa_t *sa, int wait)
+{
+    if (!sa_lock(sa, wait)) return ESP_BUSY;
+    int st = lifetime_state_locked(sa);
+    pthread_mutex_unlock(&sa->lock);
+    return st;
 }
 
 int esp_sa_lifetime_state(esp_sa_t *sa)
 {
-    pthread_mutex_lock(&sa->lock);
-    int st = lifetime_state_locked(sa);
-    pthread_mutex_unlock(&sa->lock);
-    return st;
+    return lifetime_state_one(sa, 1);
+}
+
+int esp_sa_lifetime_state_try(esp_sa_t *sa)
+{
+    return lifetime_state_one(sa, 0);
 }
 
 uint64_t esp_sa_next_seq(esp_sa_t *sa)

@@ -10,7 +10,9 @@
  *
  * Threads: every entry point that touches an SA takes that SA's own mutex, so one SA used from several
  * threads is serialized (a sequence number is reserved under the lock and can never be used twice) while
- * different SAs proceed in parallel: there is no global lock.
+ * different SAs proceed in parallel: there is no global lock. The `_try` twins never wait for that mutex:
+ * they are for callers that hold a lock of their own (the Python binding holds the GIL) and must drop it
+ * before they wait.
  */
 #ifndef ESP_CORE_H
 #define ESP_CORE_H
@@ -64,6 +66,10 @@ enum esp_status {
     ESP_ERR_CRYPTO = 13,       /* OpenSSL reported an internal failure */
     ESP_STATUS_COUNT = 14,
 };
+
+/* Returned by the `_try` entry points when another thread holds the SA: nothing was done or counted, call
+ * the blocking twin. Not an esp_status: it is never counted and never reported for a packet. */
+#define ESP_BUSY (-1)
 
 /* Lifetime state, visible to the caller (the IKE layer rekeys on soft and stops on hard). */
 enum esp_lifetime_state {
@@ -130,6 +136,11 @@ int esp_encap(esp_sa_t *sa, int next_header, const uint8_t *in, size_t in_len, s
  * Nothing is left in out unless the status is ESP_OK: failed packets are wiped. */
 int esp_decap(esp_sa_t *sa, const uint8_t *pkt, size_t pkt_len, uint8_t *out, size_t out_cap, size_t *out_len,
               int *next_header);
+/* As esp_encap / esp_decap if the SA's lock is free at once; otherwise ESP_BUSY (nothing done or counted). */
+int esp_encap_try(esp_sa_t *sa, int next_header, const uint8_t *in, size_t in_len, size_t tfc_pad, uint8_t *out,
+                  size_t out_cap, size_t *out_len);
+int esp_decap_try(esp_sa_t *sa, const uint8_t *pkt, size_t pkt_len, uint8_t *out, size_t out_cap,
+                  size_t *out_len, int *next_header);
 
 /* Batches: packet i is in[offs[i] .. offs[i]+lens[i]); outputs are packed into out one after the other,
  * out_offs/out_lens/status are filled for every packet. Returns the number of ESP_OK packets. */
@@ -153,6 +164,8 @@ int esp_udp_classify(const uint8_t *payload, size_t len);
 /* Observers and controls (all take the SA lock). */
 void esp_sa_stats(esp_sa_t *sa, esp_stats_t *out);
 int esp_sa_lifetime_state(esp_sa_t *sa);
+int esp_sa_stats_try(esp_sa_t *sa, esp_stats_t *out); /* ESP_OK, or ESP_BUSY and *out untouched */
+int esp_sa_lifetime_state_try(esp_sa_t *sa);          /* enum esp_lifetime_state, or ESP_BUSY */
 uint64_t esp_sa_next_seq(esp_sa_t *sa);        /* outbound: next sequence number to be sent */
 uint64_t esp_sa_highest_seq(esp_sa_t *sa);     /* inbound: highest authenticated sequence number */
 /* Move the sequence state forward only (so an IV can never repeat): outbound, the next number sent is

@@ -3,6 +3,7 @@
  * case #5 with an HMAC-SHA-256-128 ICV appended, since the RFC's ESP cases carry none), round trips
  * over every algorithm/mode/ESN/UDP combination, every single-bit flip, truncations, the replay window
  * edges and the ESN inference cases of RFC 4303 Appendix A. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,6 +261,110 @@ static void test_udp_classify(void)
     CHECK(esp_udp_classify(esp, 3) == ESP_UDP_INVALID);
 }
 
+/* ---- the never-waiting `_try` entry points ---- */
+
+#define BUSY_BATCH 4096  /* packets of the batch that holds the SA while the main thread tries it */
+#define BUSY_ROUNDS 50   /* batches tried at most until one was seen busy (bounds the test) */
+#define BUSY_INNER 200
+
+typedef struct {
+    esp_sa_t *sa;
+    int decap;              /* 0: encap batch, 1: decap batch of one frame repeated */
+    uint8_t *in, *out;
+    size_t in_len, out_cap;
+    uint32_t offs[BUSY_BATCH], lens[BUSY_BATCH], out_offs[BUSY_BATCH], out_lens[BUSY_BATCH];
+    uint8_t status[BUSY_BATCH], nhs[BUSY_BATCH];
+    size_t ok;
+    int started, done;      /* atomics: set around the batch */
+} busy_t;
+
+static void *busy_run(void *arg)
+{
+    busy_t *b = arg;
+    esp_table_entry_t table = {0x2468, b->sa};
+    __atomic_store_n(&b->started, 1, __ATOMIC_RELEASE);
+    if (b->decap)
+        b->ok = esp_decap_batch(&table, 1, 0, b->in, b->in_len, b->offs, b->lens, BUSY_BATCH, b->out, b->out_cap,
+                                b->out_offs, b->out_lens, b->nhs, b->status, NULL);
+    else
+        b->ok = esp_encap_batch(b->sa, 17, b->in, b->in_len, b->offs, b->lens, BUSY_BATCH, b->out, b->out_cap,
+                                b->out_offs, b->out_lens, b->status);
+    __atomic_store_n(&b->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void test_try_entry_points(void)
+{
+    uint8_t keymat[20], inner[BUSY_INNER], pkt[512], out[512];
+    for (int i = 0; i < 20; i++) keymat[i] = (uint8_t)(i + 1);
+    memset(inner, 0x33, sizeof(inner));
+    esp_sa_t *o = make_sa(ESP_ALG_AES_GCM, keymat, 16, 16, 1, 0, 0, 0, 0, 0x2468);
+    esp_sa_t *in = make_sa(ESP_ALG_AES_GCM, keymat, 16, 16, 0, 0, 0, 0, 0, 0x2468); /* anti-replay off */
+    size_t len = 0, olen = 0;
+    int nh = 0;
+    esp_stats_t s, t;
+
+    /* Free SA: a `_try` call is its blocking twin. */
+    CHECK(esp_encap_try(o, 17, inner, sizeof(inner), 0, pkt, sizeof(pkt), &len) == ESP_OK);
+    CHECK(esp_decap_try(in, pkt, len, out, sizeof(out), &olen, &nh) == ESP_OK);
+    CHECK(nh == 17 && olen == sizeof(inner) && memcmp(out, inner, olen) == 0);
+    CHECK(esp_encap_try(o, 17, inner, sizeof(inner), 0, pkt, 10, &len) == ESP_ERR_BUFFER); /* counted */
+    CHECK(esp_sa_stats_try(o, &s) == ESP_OK);
+    esp_sa_stats(o, &t);
+    CHECK(memcmp(&s, &t, sizeof(s)) == 0 && s.packets == 1 && s.drops[ESP_ERR_BUFFER] == 1);
+    CHECK(esp_sa_lifetime_state_try(o) == ESP_LIFETIME_OK && esp_sa_lifetime_state(o) == ESP_LIFETIME_OK);
+
+    /* Held SA: ESP_BUSY, and nothing done or counted (no sequence number used, no drop counted). */
+    for (int dir = 0; dir < 2; dir++) {
+        esp_sa_t *sa = dir ? in : o;
+        busy_t *b = calloc(1, sizeof(*b));
+        CHECK(b != NULL);
+        if (b == NULL) return;
+        b->sa = sa;
+        b->decap = dir;
+        b->in = dir ? pkt : inner;
+        b->in_len = dir ? len : sizeof(inner);
+        b->out_cap = (size_t)BUSY_BATCH * 256;
+        b->out = malloc(b->out_cap);
+        CHECK(b->out != NULL);
+        for (size_t i = 0; i < BUSY_BATCH; i++) b->lens[i] = (uint32_t)b->in_len; /* offsets 0: one input */
+        esp_sa_stats(sa, &s);
+        uint64_t before = s.packets, busy_ok = 0, try_ok = 0, busy = 0;
+        for (int round = 0; round < BUSY_ROUNDS && busy == 0 && b->out != NULL; round++) {
+            pthread_t th;
+            b->started = b->done = 0;
+            CHECK(pthread_create(&th, NULL, busy_run, b) == 0);
+            while (!__atomic_load_n(&b->started, __ATOMIC_ACQUIRE)) {
+            }
+            while (!__atomic_load_n(&b->done, __ATOMIC_ACQUIRE)) {
+                int st = dir ? esp_decap_try(sa, pkt, len, out, sizeof(out), &olen, &nh)
+                             : esp_encap_try(sa, 17, inner, sizeof(inner), 0, out, sizeof(out), &olen);
+                if (st == ESP_BUSY) {
+                    busy++;
+                    CHECK(esp_sa_stats_try(sa, &t) == ESP_BUSY || t.packets >= before);
+                    int lt = esp_sa_lifetime_state_try(sa);
+                    CHECK(lt == ESP_BUSY || lt == ESP_LIFETIME_OK);
+                } else {
+                    CHECK(st == ESP_OK);
+                    try_ok += st == ESP_OK;
+                }
+            }
+            pthread_join(th, NULL);
+            CHECK(b->ok == BUSY_BATCH);
+            busy_ok += b->ok;
+        }
+        CHECK(busy > 0); /* the batch was seen holding the SA */
+        esp_sa_stats(sa, &s);
+        CHECK(s.packets == before + busy_ok + try_ok);
+        for (int i = 1; i < ESP_STATUS_COUNT; i++) CHECK(s.drops[i] == (!dir && i == ESP_ERR_BUFFER ? 1u : 0u));
+        if (!dir) CHECK(esp_sa_next_seq(o) == s.packets + 1); /* a busy try reserved no sequence number */
+        free(b->out);
+        free(b);
+    }
+    esp_sa_free(o);
+    esp_sa_free(in);
+}
+
 int main(void)
 {
     test_draft_mcgrew_case2();
@@ -270,6 +375,7 @@ int main(void)
     test_replay_window();
     test_esn_inference();
     test_udp_classify();
+    test_try_entry_points();
     if (failures) {
         fprintf(stderr, "test_esp_core: %d failure(s)\n", failures);
         return 1;

@@ -9,6 +9,7 @@ Body layout (the SK payload data after its 4-octet generic header)::
   nonce = salt | 8-octet IV, AAD = IKE header .. SK generic payload header (RFC 5282 5.1),
   no padding needed (RFC 5282 3 allows zero-length padding). The IV is a 64-bit counter owned
   by the `SKCipher` (RFC 5282 3.1: never reuse an IV with a key) and refused when exhausted.
+  The counter is taken under a lock, so one cipher may protect messages from several threads.
 * AES-CBC + HMAC: 16 random IV octets (RFC 7296 3.14: unpredictable), plaintext padded to the
   block size, ICV = truncated HMAC over IKE header .. end of ciphertext (`aad | IV | ciphertext`).
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import hmac as _stdlib_hmac
 import os
+import threading
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -127,7 +129,7 @@ class SKCipher:
 
 
 class _AeadSKCipher(SKCipher):
-    __slots__ = ("_salt", "_key", "_aead_cls", "_gcm_key", "_next_iv")
+    __slots__ = ("_salt", "_key", "_aead_cls", "_gcm_key", "_next_iv", "_iv_lock")
 
     def __init__(self, encr_id: int, key: bytes, icv_size: int) -> None:
         # AEAD ciphers need no block alignment: padding may be empty (RFC 5282 3, RFC 7634 3).
@@ -145,6 +147,10 @@ class _AeadSKCipher(SKCipher):
             # Truncated GCM tags (RFC 4106 / RFC 5282: ICV 8 or 12) need the streaming API.
             self._gcm_key = algorithms.AES(raw)
         self._next_iv = 0
+        # Read, check and increment of the counter as one step. Not itertools.count: it is atomic only
+        # through the GIL's scheduling points on CPython builds with a GIL, and past Py_ssize_t (the
+        # counter runs to 2**64) it switches to a slow mode that free-threaded builds had to fix apart.
+        self._iv_lock = threading.Lock()
 
     def _aead(self) -> AESGCM | ChaCha20Poly1305 | None:
         # Built per message, not kept: an AEAD object holds ~2.5 KB of OpenSSL contexts, which
@@ -152,10 +158,11 @@ class _AeadSKCipher(SKCipher):
         return None if self._aead_cls is None else self._aead_cls(self._key)
 
     def _take_iv(self) -> bytes:
-        counter = self._next_iv
-        if counter >= AEAD_IV_LIMIT:
-            raise LocalProtocolError("AEAD IV space exhausted: rekey the IKE SA")
-        self._next_iv = counter + 1
+        with self._iv_lock:
+            counter = self._next_iv
+            if counter >= AEAD_IV_LIMIT:
+                raise LocalProtocolError("AEAD IV space exhausted: rekey the IKE SA")
+            self._next_iv = counter + 1
         return counter.to_bytes(_AEAD_IV, "big")
 
     def _seal(self, iv: bytes, aad: bytes, data: bytes) -> bytes:

@@ -42,7 +42,9 @@ socket or a raw IP protocol-50 socket. `PacketBatch` (ikev2lib.esp.batch) builds
 `SATable.drops` counts packets refused before any SA was found (unknown SPI, not ESP, too short).
 
 Threads: every SA has its own lock, so one SA used from several threads is serialized (a sequence
-number is reserved under the lock and is never used twice) while different SAs run in parallel.
+number is reserved under the lock and is never used twice) while different SAs run in parallel. No call
+waits for that lock holding the GIL: while one thread runs a long batch on an SA, a call on the same SA
+from another thread waits with the GIL released, so the process's other Python threads keep running.
 
 Counters: `stats` (packets, inner bytes, drops by reason), `next_sequence`, `highest_sequence`.
 """

@@ -37,6 +37,7 @@ from ikev2lib.esp.params import (
     LifetimeState,
     SAConfig,
 )
+from ikev2lib.natt import UdpKind, classify_udp4500
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -65,19 +66,13 @@ _U64 = 0xFFFFFFFFFFFFFFFF
 _HDR = struct.Struct("!II")
 _UDP = struct.Struct("!HHHH")
 
-UDP_KEEPALIVE, UDP_IKE, UDP_ESP, UDP_INVALID = 0, 1, 2, 3
+_NOT_ESP_KINDS = (UdpKind.KEEPALIVE, UdpKind.IKE)  # normal port-4500 traffic, not counted as drops
 
 
 def udp_classify(payload: Buffer) -> int:
-    """Kind of a UDP/4500 datagram payload: 0 keepalive, 1 IKE (non-ESP marker), 2 ESP, 3 invalid."""
-    data = memoryview(payload).cast("B")
-    if len(data) == 1 and data[0] == 0xFF:
-        return UDP_KEEPALIVE
-    if len(data) >= 4 and bytes(data[:4]) == b"\0\0\0\0":
-        return UDP_IKE
-    if len(data) >= HDR_LEN:
-        return UDP_ESP
-    return UDP_INVALID
+    """Kind of a UDP/4500 datagram payload: 0 keepalive, 1 IKE (non-ESP marker), 2 ESP, 3 invalid.
+    The rule is ikev2lib.natt's (the engine's); tests/esp/test_constants.py holds the C copy equal."""
+    return int(classify_udp4500(memoryview(payload).cast("B")))  # octets, whatever the buffer's format
 
 
 def infer_seq(last: int, window: int, seq_lo: int) -> int | None:
@@ -441,9 +436,9 @@ class EspSA(SAInfo):
                     return Status.MALFORMED, 0, b""
                 pkt = pkt[UDP_HDR_LEN:]
                 kind = udp_classify(pkt)
-                if kind in (UDP_KEEPALIVE, UDP_IKE):
+                if kind in _NOT_ESP_KINDS:
                     return Status.NOT_ESP, 0, b""  # normal port-4500 traffic: not counted as a drop
-                if kind != UDP_ESP:
+                if kind != UdpKind.ESP:
                     self._drops[Status.MALFORMED] += 1
                     return Status.MALFORMED, 0, b""
             st, nh, inner = self._decap_locked(pkt, cap)
@@ -559,10 +554,7 @@ class SATable:
             nh, inner, counted = 0, b"", False
             if offs[i] <= len(data) and lens[i] <= len(data) - offs[i]:
                 pkt = bytes(data[offs[i] : offs[i] + lens[i]])
-                if self.udp_encap and len(pkt) >= UDP_HDR_LEN and udp_classify(pkt[UDP_HDR_LEN:]) in (
-                    UDP_KEEPALIVE,
-                    UDP_IKE,
-                ):
+                if self.udp_encap and len(pkt) >= UDP_HDR_LEN and udp_classify(pkt[UDP_HDR_LEN:]) in _NOT_ESP_KINDS:
                     st = Status.NOT_ESP
                 elif len(pkt) < spi_at + HDR_LEN:
                     st = Status.MALFORMED

@@ -35,7 +35,7 @@ __all__ = [
     "make_config",
 ]
 
-ALG_AES_GCM = 1  # values of `enum esp_alg` in esp_core.h
+ALG_AES_GCM = 1  # values of `enum esp_alg` in esp_core.h (tests/esp/test_constants.py checks every copy)
 ALG_CHACHA20_POLY1305 = 2
 ALG_AES_CBC_HMAC_SHA1 = 3  # AES-CBC (RFC 3602) + HMAC-SHA1-96 (RFC 2404)
 ALG_AES_CBC_HMAC_SHA256 = 4  # AES-CBC + HMAC-SHA-256-128 (RFC 4868)

@@ -22,5 +22,6 @@ MIN_NONCE_SIZE = 16
 MAX_NONCE_SIZE = 256
 # Largest payload body: the generic header's length field is 16 bits and counts its own 4 octets.
 MAX_PAYLOAD_BODY = 65535 - 4
-# Distinct decoded transforms interned by the SA parser (each entry < 200 bytes).
+# Distinct decoded transforms interned by the SA parser (each entry < 200 bytes), in two generations of
+# half this each, so a flood of distinct transforms evicts rather than fills it (wire/sa.py).
 MAX_TRANSFORM_CACHE = 4096

@@ -33,12 +33,45 @@ _LAST_PROPOSAL_MORE = 2  # "Last Substruc" values, RFC 7296 section 3.3.1
 _LAST_TRANSFORM_MORE = 3
 _AF_TV = 0x8000
 _KEY_LENGTH_TV = _AF_TV | TransformAttributeType.KEY_LENGTH
-# Interning of decoded transforms: {octets after Last Substruc/RESERVED/Length: Transform}. Transforms
-# are immutable, a peer population sends few distinct ones, and a dict hit costs far less than
-# decoding; only <= 12-octet transforms are kept and the table stops growing at its bound.
-_TRANSFORM_CACHE: dict[bytes, "Transform"] = {}
 _KEY_LENGTH_TV_BYTES = _KEY_LENGTH_TV.to_bytes(2, "big")
 _CACHEABLE_TRANSFORM = 12
+_GENERATION = MAX_TRANSFORM_CACHE // 2  # entries per generation of the transform cache
+
+
+class _TransformCache:
+    """Interning of decoded transforms: {octets after Last Substruc/RESERVED/Length: Transform}.
+    Transforms are immutable, a peer population sends few distinct ones, and a dict hit costs far less
+    than decoding; only <= 12-octet transforms are kept.
+
+    Two generations bound it (at most MAX_TRANSFORM_CACHE entries) and let it evict: lookups go to
+    `young`; a hit in `old` moves the entry back to `young`; when `young` is full it becomes `old` and
+    the previous `old` is dropped. So a flood of distinct transforms only cycles the generations: what
+    honest peers keep sending is found again (or promoted) in every cycle, and the hit path stays one
+    dict lookup (an LRU would reorder on every hit). `SA._parse` does all of this inline; this class
+    only holds the two generations.
+    """
+
+    __slots__ = ("young", "old")
+
+    def __init__(self) -> None:
+        self.young: dict[bytes, Transform] = {}
+        self.old: dict[bytes, Transform] = {}
+
+    def __len__(self) -> int:
+        return len(self.young) + len(self.old)
+
+    def clear(self) -> None:
+        self.young = {}
+        self.old = {}
+
+    def rotate(self) -> dict[bytes, Transform]:
+        """Make the full young generation the old one (dropping the previous); returns the new young."""
+        self.old = self.young
+        self.young = {}
+        return self.young
+
+
+_TRANSFORM_CACHE = _TransformCache()
 
 
 class TransformAttribute(NamedTuple):
@@ -54,7 +87,7 @@ class TransformAttribute(NamedTuple):
 
 class Transform(NamedTuple):
     """One transform. Immutable and hashable (a NamedTuple: cheap to build, usable in sets); the
-    parser interns the common 8/12-octet transforms (see `_TRANSFORM_CACHE`)."""
+    parser interns the common 8/12-octet transforms (see `_TransformCache`)."""
 
     transform_type: int
     transform_id: int
@@ -216,7 +249,8 @@ class SA(Payload):
         proposals: list[Proposal] = []
         ptype = PROTOCOL_LOOKUP.get
         cache = _TRANSFORM_CACHE
-        cache_get = cache.get
+        young = cache.young
+        cache_get, old_pop = young.get, cache.old.pop
         tid_maps = TRANSFORM_ID_LOOKUP
         ttype_get = TRANSFORM_TYPE_LOOKUP.get
         new_transform = _new_transform
@@ -250,17 +284,25 @@ class SA(Payload):
                 key = buf[tpos + 4 : tend]
                 transform = cache_get(key)
                 if transform is None:
-                    if tlen == 8:  # no attributes: decoded inline (the most common transform)
-                        kind = buf[tpos + 4]
-                        tid = (buf[tpos + 6] << 8) | buf[tpos + 7]
-                        ids = tid_maps.get(kind)
-                        transform = new_transform(
-                            Transform, (ttype_get(kind, kind), ids.get(tid, tid) if ids is not None else tid, None, ())
-                        )
-                    else:
-                        transform = _parse_transform(buf, tpos, tend)
-                    if tlen <= _CACHEABLE_TRANSFORM and len(cache) < MAX_TRANSFORM_CACHE:
-                        cache[key] = transform
+                    cacheable = tlen <= _CACHEABLE_TRANSFORM
+                    if cacheable:
+                        transform = old_pop(key, None)  # a hit in the old generation moves to the young one
+                    if transform is None:
+                        if tlen == 8:  # no attributes: decoded inline (the most common transform)
+                            kind = buf[tpos + 4]
+                            tid = (buf[tpos + 6] << 8) | buf[tpos + 7]
+                            ids = tid_maps.get(kind)
+                            transform = new_transform(
+                                Transform,
+                                (ttype_get(kind, kind), ids.get(tid, tid) if ids is not None else tid, None, ()),
+                            )
+                        else:
+                            transform = _parse_transform(buf, tpos, tend)
+                    if cacheable:
+                        if len(young) >= _GENERATION:
+                            young = cache.rotate()
+                            cache_get, old_pop = young.get, cache.old.pop
+                        young[key] = transform
                 append(transform)
                 seen += 1
                 tpos = tend

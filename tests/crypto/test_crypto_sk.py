@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
+import time
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -216,6 +219,70 @@ def test_aead_iv_is_a_counter_owned_by_the_cipher() -> None:
     assert sender.encrypt(b"a", b"x")[:8] == b"\xff" * 8
     with pytest.raises(LocalProtocolError):
         sender.encrypt(b"a", b"x")
+
+
+AEAD_SUITES = [s for s in SUITES if s[0] != AES_CBC]
+IV_THREADS, IV_MESSAGES = 4, 150  # messages protected by each thread
+
+
+def _protect_from_threads(sender: SKCipher) -> list[bytes]:
+    """Bodies protected by IV_THREADS threads at once with one cipher, all threads started together."""
+    bodies: list[list[bytes]] = [[] for _ in range(IV_THREADS)]
+    start = threading.Barrier(IV_THREADS)
+
+    def work(i: int) -> None:
+        start.wait(timeout=30)
+        for n in range(IV_MESSAGES):
+            bodies[i].append(sender.encrypt(b"aad", b"message %d from thread %d" % (n, i)))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(IV_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert all(len(b) == IV_MESSAGES for b in bodies)
+    return [body for part in bodies for body in part]
+
+
+def _check_ivs(suite: tuple[int, int | None, int], bodies: list[bytes], receiver: SKCipher) -> None:
+    ivs = sorted(int.from_bytes(body[:8], "big") for body in bodies)
+    assert ivs == list(range(IV_THREADS * IV_MESSAGES)), "an AEAD IV was used twice (or skipped)"
+    for body in bodies:
+        receiver.decrypt(b"aad", body)
+
+
+@pytest.mark.parametrize("suite", AEAD_SUITES)
+def test_aead_iv_is_never_reused_by_concurrent_threads(suite: tuple[int, int | None, int]) -> None:
+    sender, receiver = _pair(suite)
+    _check_ivs(suite, _protect_from_threads(sender), receiver)
+
+
+class _PreemptedCounter:
+    """Wraps the cipher's `_next_iv` slot so that every read gives the GIL up: another thread then runs
+    between the read and the write of the counter, as it can at any point on a free-threaded build."""
+
+    def __init__(self, slot: Any) -> None:
+        self.slot = slot
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = self.slot.__get__(obj, owner)
+        time.sleep(0.0002)
+        return value
+
+    def __set__(self, obj: object, value: int) -> None:
+        self.slot.__set__(obj, value)
+
+
+@pytest.mark.parametrize("suite", [(GCM16, 128, 0), (CHACHA, None, 0)])
+def test_aead_iv_is_never_reused_when_threads_are_preempted(
+    suite: tuple[int, int | None, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sender, receiver = _pair(suite)
+    cls = type(sender)
+    monkeypatch.setattr(cls, "_next_iv", _PreemptedCounter(cls.__dict__["_next_iv"]))
+    _check_ivs(suite, _protect_from_threads(sender), receiver)
 
 
 def test_aead_padding_is_minimal_and_cbc_is_block_aligned() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -321,38 +323,75 @@ def _sa_body(transforms: list[bytes]) -> bytes:
     return bytes([0, 0]) + (8 + 4 + len(body)).to_bytes(2, "big") + bytes([1, 3, 4, len(transforms)]) + h("01020304") + body
 
 
-def test_transform_cache_stays_bounded_and_correct_under_a_flood() -> None:
+@pytest.fixture
+def empty_transform_cache() -> Iterator[Any]:
+    """The process-wide transform cache, emptied for the test and given back as it was after it."""
     from ikev2lib.wire import sa as sa_module
-    from ikev2lib.wire.limits import MAX_TRANSFORM_CACHE
 
     cache = sa_module._TRANSFORM_CACHE
-    saved = dict(cache)
+    saved = cache.young, cache.old
+    cache.clear()
     try:
-        _flood_transform_cache(cache, MAX_TRANSFORM_CACHE)
-    finally:  # leave the process-wide cache as other tests found it
-        cache.clear()
-        cache.update(saved)
+        yield cache
+    finally:
+        cache.young, cache.old = saved
 
 
-def _flood_transform_cache(cache: dict[bytes, Transform], bound: int) -> None:
-    # A hostile peer sends ever new 12-octet transforms (distinct ID / key length pairs): more than
-    # the bound, across many messages. The cache must stop at its bound and decoding stay exact.
-    seen = 0
-    for tid in range(0, 3 * bound // 64):
-        transforms = []
-        expected = []
-        for bits in range(64):
-            transforms.append(h("0000 000c 01 00") + tid.to_bytes(2, "big") + h("800e") + (bits + 7).to_bytes(2, "big"))
-            expected.append((TransformType.ENCR, tid, bits + 7))
-        body = _sa_body(transforms)
-        (parsed,) = parse_payloads(33, b"\x00\x00" + (len(body) + 4).to_bytes(2, "big") + body)
+def _flood_message(n: int) -> bytes:
+    """SA payload of the n-th hostile message: 64 new 12-octet transforms (ENCR n, key lengths 7..70)."""
+    transforms = [h("0000 000c 01 00") + n.to_bytes(2, "big") + h("800e") + (bits + 7).to_bytes(2, "big")
+                  for bits in range(64)]  # fmt: skip
+    body = _sa_body(transforms)
+    return b"\x00\x00" + (len(body) + 4).to_bytes(2, "big") + body
+
+
+# An honest proposal: none of its transforms occurs in the flood (no ENCR key length there exceeds 70).
+_, HONEST_SA = serialize_payloads([SA([Proposal(1, ProtocolId.IKE, b"", [
+    Transform(TransformType.ENCR, EncrId.AES_GCM_16, 256), Transform(TransformType.ENCR, EncrId.AES_GCM_16, 128),
+    Transform(TransformType.PRF, 5), Transform(TransformType.KE, KeyExchangeId.CURVE25519),
+])])])  # fmt: skip
+
+
+def _honest_transforms() -> list[Transform]:
+    (parsed,) = parse_payloads(PayloadType.SA, HONEST_SA)
+    assert isinstance(parsed, SA)
+    return parsed.proposals[0].transforms
+
+
+def _check_flood(cache: Any, start: int, stop: int) -> None:
+    from ikev2lib.wire.limits import MAX_TRANSFORM_CACHE
+
+    for n in range(start, stop):
+        (parsed,) = parse_payloads(PayloadType.SA, _flood_message(n))
         assert isinstance(parsed, SA)
         got = [(t.transform_type, t.transform_id, t.key_length) for t in parsed.proposals[0].transforms]
-        assert got == expected
-        seen += 64
-        assert len(cache) <= bound
-    assert seen > bound
-    assert len(cache) == bound
+        assert got == [(TransformType.ENCR, n, bits + 7) for bits in range(64)]  # decoding stays exact
+        assert len(cache) <= MAX_TRANSFORM_CACHE  # memory stays bounded
+
+
+FLOOD_MESSAGES = 3 * 4096 // 64  # three times MAX_TRANSFORM_CACHE distinct transforms
+
+
+def test_transform_cache_evicts_a_flood_for_later_honest_messages(empty_transform_cache: Any) -> None:
+    # A hostile peer sends ever new transforms, more than the cache holds. Afterwards an honest
+    # message's transforms must be interned again (the second parse hits the cache: same objects),
+    # not decoded from scratch forever because the flood took every slot.
+    from ikev2lib.wire.limits import MAX_TRANSFORM_CACHE
+
+    assert FLOOD_MESSAGES * 64 == 3 * MAX_TRANSFORM_CACHE
+    _check_flood(empty_transform_cache, 0, FLOOD_MESSAGES)
+    first, again = _honest_transforms(), _honest_transforms()
+    assert first == again
+    assert all(a is b for a, b in zip(first, again)), "honest transforms are no longer cached"
+
+
+def test_transforms_in_use_survive_a_flood(empty_transform_cache: Any) -> None:
+    # Eviction must not throw out what honest peers keep sending: parsed between the flood's
+    # messages, the honest transforms are hits (the very same objects) from start to end.
+    first = _honest_transforms()
+    for n in range(0, FLOOD_MESSAGES, 8):  # 512 hostile transforms between two honest messages
+        _check_flood(empty_transform_cache, n, n + 8)
+        assert all(a is b for a, b in zip(first, _honest_transforms())), f"evicted after {n + 8} messages"
 
 
 def test_transforms_with_unhashable_parts_still_serialize() -> None:
