@@ -85,6 +85,16 @@ class SKCipher:
         self.icv_size = icv_size
         self.block_size = block_size  # padding granularity of the plaintext
 
+    # A copy would carry its own IV counter: two objects encrypting under one key reuse IVs.
+    def __copy__(self) -> SKCipher:
+        raise LocalProtocolError("an SK cipher cannot be copied (its IV counter must stay unique)")
+
+    def __deepcopy__(self, memo: object) -> SKCipher:
+        return self.__copy__()
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        raise LocalProtocolError("an SK cipher cannot be pickled (its IV counter must stay unique)")
+
     def _padded_length(self, plain_len: int) -> int:
         # plaintext + pad length octet, rounded up to the block size.
         n = plain_len + 1

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
+import pickle
 import threading
 import time
 from typing import Any
@@ -319,3 +321,11 @@ def test_bad_configuration_is_a_local_error(encr: int, bits: int | None, integ: 
 def test_repr_hides_keys() -> None:
     cipher = sk_cipher(GCM16, 128, None, b"\x42" * 20)
     assert repr(cipher) == "SKCipher(encr_id=20, icv_size=16)"
+
+
+@pytest.mark.parametrize("duplicate", [copy.copy, copy.deepcopy, pickle.dumps])
+def test_sk_cipher_refuses_to_be_duplicated(duplicate) -> None:  # type: ignore[no-untyped-def]
+    # a duplicate would count IVs on its own and reuse them under the same key
+    cipher = sk_cipher(20, 128, None, bytes(20), b"")
+    with pytest.raises(LocalProtocolError):
+        duplicate(cipher)
