@@ -98,7 +98,7 @@ class IkeSa:
     """One IKE SA (either role). Built by `IkeEndpoint` or by an IKE SA rekey; users talk to the endpoint."""
 
     __slots__ = (
-        "ctx", "ike_sa_id", "config", "is_initiator", "remote_addr", "spi_i", "spi_r", "state", "natt",
+        "ctx", "ike_sa_id", "config", "is_initiator", "remote_addr", "spi_i", "spi_r", "state", "finished", "natt",
         "nat_detected", "created_at", "established_at", "last_heard", "remote_id_text", "hidden",
         "selected", "proposal_text", "keys", "_in", "_out", "children", "init", "rekey_at", "init_key",
         "scheduled_at", "peer_fragmentation", "peer_deleted", "response_data", "_send_mid", "_recv_mid",
@@ -125,6 +125,7 @@ class IkeSa:
         self.spi_i = spi_i
         self.spi_r = spi_r
         self.state = IkeState.INITIAL
+        self.finished = False  # in a terminal state (set by `apply` only)
         self.natt = False  # IKE runs on the NAT-T port with the non-ESP marker
         self.nat_detected = False
         self.created_at = now
@@ -167,15 +168,12 @@ class IkeSa:
 
     def apply(self, event: IkeInput) -> None:
         """The only place the IKE SA's state changes (through the table in state.py)."""
-        self.state = ike_transition(self.state, event)
+        self.state = state = ike_transition(self.state, event)
+        self.finished = state is IkeState.DELETED or state is IkeState.FAILED  # read on every call
 
     def check(self, event: IkeInput) -> None:
         """Validate a (state, input) pair before doing the work; `apply` it once the work succeeded."""
         ike_transition(self.state, event)
-
-    @property
-    def finished(self) -> bool:
-        return self.state in (IkeState.DELETED, IkeState.FAILED)
 
     def install_keys(self, selected: SelectedProposal, keys: IkeKeys, proposal_text: str) -> None:
         self.selected = selected

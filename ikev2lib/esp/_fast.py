@@ -8,7 +8,7 @@ from ikev2lib import _esp_fast
 from ikev2lib._esp_fast import ReplayWindow, recv_batch, send_batch, udp_classify
 from ikev2lib.esp._base import SAInfo
 from ikev2lib.esp.errors import EspUsageError, Status
-from ikev2lib.esp.params import SAConfig
+from ikev2lib.esp.params import Direction, Mode, SAConfig
 
 __all__ = ["EspSA", "SATable", "ReplayWindow", "udp_classify", "send_batch", "recv_batch", "BACKEND"]
 
@@ -19,15 +19,15 @@ class EspSA(SAInfo, _esp_fast.CoreSA):
     """One unidirectional ESP SA (see `ikev2lib.esp` for the full description)."""
 
     def _setup(self, cfg: SAConfig) -> None:
-        sport, dport = cfg.udp_encap or (0, 0)
+        udp = cfg.udp_encap
+        sport, dport = udp or (0, 0)
         lt = cfg.lifetime
         # Raises if this object was already configured: re-initializing would restart the sequence
         # numbers (and so the IVs) under the same key.
         self._configure(
-            cfg.spi, cfg.alg, cfg.key, cfg.salt, cfg.icv_len, cfg.outbound, cfg.tunnel, cfg.esn,
-            cfg.replay_window, cfg.udp_encap is not None, sport, dport,
-            lt.soft_packets, lt.hard_packets, lt.soft_bytes, lt.hard_bytes,
-            cfg.integ_key if cfg.cbc else None,
+            cfg.spi, cfg.alg, cfg.key, cfg.salt, cfg.icv_len, cfg.direction is Direction.OUTBOUND,
+            cfg.mode is Mode.TUNNEL, cfg.esn, cfg.replay_window, udp is not None, sport, dport,
+            lt.soft_packets, lt.hard_packets, lt.soft_bytes, lt.hard_bytes, cfg.integ_key or None,
         )  # fmt: skip
         self._config = cfg
 

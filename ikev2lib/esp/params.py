@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 from ikev2lib.esp.errors import EspUsageError, Status
 
@@ -138,9 +138,9 @@ def stats_from_counts(packets: int, nbytes: int, drops: list[int]) -> EspStats:
     return EspStats(packets, nbytes, {Status(i).name.lower(): n for i, n in enumerate(drops) if i and n})
 
 
-@dataclass(frozen=True, repr=False)
-class SAConfig:
-    """A validated SA configuration. `repr` hides the key material."""
+class SAConfig(NamedTuple):
+    """A validated SA configuration (immutable; a tuple is built several times faster than a frozen
+    dataclass, and four are built per handshake). `repr` hides the key material."""
 
     spi: int
     algorithm: str
@@ -201,7 +201,8 @@ def make_config(
     """Validate SA parameters. `key` is the KEYMAT slice for this SA: cipher key || 4-byte salt (AEAD) or
     cipher key || HMAC key (AES-CBC + HMAC, RFC 7296 section 2.17 order)."""
     _check_int("spi", spi, MIN_SPI, MAX_SPI)
-    alg = ALGORITHMS.get(algorithm.lower()) if isinstance(algorithm, str) else None
+    name = algorithm.lower() if isinstance(algorithm, str) else ""
+    alg = ALGORITHMS.get(name)
     if alg is None:
         raise EspUsageError(f"unsupported ESP algorithm {algorithm!r} (supported: {', '.join(sorted(ALGORITHMS))})")
     if not isinstance(key, (bytes, bytearray, memoryview)):  # bytes(20) would be 20 zero bytes
@@ -227,18 +228,9 @@ def make_config(
     else:
         for name in ("soft_packets", "hard_packets", "soft_bytes", "hard_bytes"):
             _check_int(f"lifetime.{name}", getattr(lifetime, name), 0, 2**64 - 1)
+    cut = alg.key_len
+    salt, integ_key = (b"", key[cut:]) if alg.integ_key_len else (key[cut:], b"")
     return SAConfig(
-        spi=spi,
-        algorithm=algorithm.lower(),
-        alg=alg.alg,
-        key=key[: alg.key_len],
-        salt=b"" if alg.integ_key_len else key[alg.key_len :],
-        icv_len=alg.icv_len,
-        direction=direction,
-        mode=mode,
-        esn=bool(esn),
-        replay_window=replay_window,
-        udp_encap=udp_encap,
-        lifetime=lifetime,
-        integ_key=key[alg.key_len :] if alg.integ_key_len else b"",
-    )
+        spi, name, alg.alg, key[:cut], salt, alg.icv_len, direction, mode, bool(esn), replay_window, udp_encap,
+        lifetime, integ_key,
+    )  # fmt: skip

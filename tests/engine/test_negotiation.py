@@ -108,7 +108,7 @@ def test_unknown_transforms_from_the_peer_are_skipped_not_fatal() -> None:
 
 
 def test_a_cipher_we_cannot_run_is_skipped_within_a_proposal() -> None:
-    text = "aes128ccm16-aes128gcm16-prfmd5-prfsha256-modp1024-mlkem768-x25519"
+    text = "aes128ccm16-aes128gcm16-prfmd5-prfsha256-modp1024-mlkem512-x25519"
     chosen = select_proposal(parse_proposals(text, IKE), parse_proposals(text, IKE))
     assert (chosen.encr_id, chosen.encr_key_bits, chosen.prf_id, chosen.ke_group) == (20, 128, 5, 31)
     # ... and the keys derive and protect (no failure at key derivation)
@@ -127,7 +127,7 @@ def test_esp_gets_a_suite_the_data_plane_runs() -> None:
     chosen = select_proposal(parse_proposals(text, ESP, b"\1\2\3\4"), parse_proposals(text, ESP))
     assert (chosen.encr_id, chosen.encr_key_bits, chosen.integ_id) == (12, 128, 12)
     assert esp_suite_name(chosen.encr_id, chosen.encr_key_bits, chosen.integ_id) == "aes128-sha256"
-    text = "aes128ccm16-aes256gcm16-mlkem768-modp1536-x25519"
+    text = "aes128ccm16-aes256gcm16-mlkem512-modp1536-x25519"
     chosen = select_proposal(parse_proposals(text, ESP, b"\1\2\3\4"), parse_proposals(text, ESP))
     assert (chosen.encr_id, chosen.encr_key_bits, chosen.ke_group) == (20, 256, 31)
 
@@ -165,7 +165,7 @@ def test_a_cipher_needing_integrity_is_never_chosen_without_one() -> None:
 @pytest.mark.parametrize(
     "answer, protocol",
     [("aes128ccm16-prfsha256-x25519", IKE), ("aes128gcm16-prfsha256-modp1024", IKE),
-     ("aes128gcm16-prfsha256-mlkem768", IKE), ("aes128-md5", ESP), ("aes128ctr-sha256", ESP)],
+     ("aes128gcm16-prfsha256-mlkem512", IKE), ("aes128-md5", ESP), ("aes128ctr-sha256", ESP)],
 )  # fmt: skip
 def test_an_answer_choosing_what_we_cannot_run_is_refused(answer: str, protocol: ProtocolId) -> None:
     # even when we offered it (raw API): the answer would fail at key derivation or ESP SA setup
