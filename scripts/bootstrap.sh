@@ -5,7 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-mapfile -t APT_PACKAGES < <(grep -v '^\s*#' scripts/apt-packages.txt | grep -v '^\s*$')
+# Release-qualified lines ("trixie: pkg") apply only on that release; see scripts/apt-packages.txt.
+. /etc/os-release
+RELEASE=${VERSION_CODENAME:-unknown}
+mapfile -t APT_PACKAGES < <(scripts/apt-packages.sh "$RELEASE")
+if ((${#APT_PACKAGES[@]} == 0)); then
+    echo "bootstrap: no package list for Debian release '$RELEASE' (supported: bookworm, trixie)" >&2
+    exit 1
+fi
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
