@@ -37,7 +37,8 @@ BASE_PACKAGES=python3,gcc,libc6-dev,git,ca-certificates,procps
 
 unmount_all() {
     # deepest first; lazy so a process still exiting cannot keep the tree busy
-    grep -o " $root/[^ ]*" /proc/mounts | sort -r | while read -r mnt; do umount -l "$mnt" || true; done
+    local mnt
+    for mnt in $(grep -o " $root/[^ ]*" /proc/mounts | sort -r || true); do umount -l "$mnt" || true; done
 }
 trap unmount_all EXIT
 unmount_all

@@ -7,29 +7,27 @@ this module in a top-level `pytest_plugins`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from .netns import NamespacePair, NetnsError, require_root
-from .strongswan import CHARON, SWANCTL, Charon, CharonSettings, PskPeers
+from .netns import NamespacePair
+from .preflight import preflight_problems
+from .strongswan import Charon, CharonSettings, PskPeers
 
 __all__ = ["require_interop", "netns_pair", "charon_factory", "psk_peers"]
 
 
 @pytest.fixture
 def require_interop() -> None:
-    """Fail (never skip) with a clear message when this machine cannot run the interop tests."""
-    try:
-        require_root()
-    except NetnsError as exc:
-        pytest.fail(str(exc))
-    for path in (CHARON, SWANCTL):
-        if not os.path.exists(path):
-            pytest.fail(f"{path} missing: install strongswan-charon strongswan-swanctl "
-                        "libcharon-extra-plugins (scripts/apt-packages.txt)")
+    """Fail (never skip) at once, with one message naming what to install, when this machine cannot
+    run the interop tests. The check starts one charon per test session (preflight.py), so a machine
+    missing a plugin package pays one charon start, not one timeout per test."""
+    problems = preflight_problems()
+    if problems:
+        pytest.fail("interop preflight: this machine cannot run the strongSwan tests:\n  "
+                    + "\n  ".join(problems), pytrace=False)
 
 
 @pytest.fixture

@@ -34,7 +34,9 @@ DEFAULT_WAIT = 20.0  # default bound of the wait_for_* helpers
 POLL_INTERVAL = 0.1  # seconds between polls in wait helpers
 
 # Plugins that work on this machine with userland ESP (see /work/shared/ENVIRONMENT.md).
-DEFAULT_PLUGINS = (
+# IKEV2LIB_CHARON_PLUGINS replaces the list (to try a different set; the preflight check reports
+# what such a set cannot do).
+DEFAULT_PLUGINS = os.environ.get("IKEV2LIB_CHARON_PLUGINS") or (
     "random nonce openssl aes sha1 sha2 hmac gcm kdf pem pkcs1 pkcs8 x509 pubkey constraints "
     "revocation kernel-libipsec kernel-netlink socket-default vici"
 )
