@@ -49,8 +49,13 @@ debootstrap --variant=minbase --include="$BASE_PACKAGES" "$release" "$root" "$MI
     tail -n 30 "$log" >&2
     exit 1
 }
-# The chroot reaches the archive through the host's resolver.
+# The chroot reaches the network as the host does: its resolver, and the extra certificate
+# authorities the host trusts (a TLS-inspecting egress proxy in front of PyPI, for instance).
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+    chroot "$root" update-ca-certificates >/dev/null 2>&1
+fi
 
 echo "== clean clone of HEAD ($(git rev-parse --short HEAD))"
 git clone -q --no-hardlinks "$PWD" "$root/root/ikev2lib"
