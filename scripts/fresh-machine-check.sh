@@ -60,6 +60,8 @@ fi
 echo "== clean clone of HEAD ($(git rev-parse --short HEAD))"
 git clone -q --no-hardlinks "$PWD" "$root/root/ikev2lib"
 
+# The root must be a mount point of its own: `ip netns exec` remounts / as a slave in its namespace.
+mount --bind "$root" "$root"
 mount -t proc proc "$root/proc"
 mount --rbind /sys "$root/sys"
 mount --rbind /dev "$root/dev"
@@ -75,6 +77,10 @@ elapsed=$(($(date +%s) - started))
 echo "-- $release: $(cat "$root/etc/debian_version" 2>/dev/null), $(chroot "$root" python3 --version 2>&1)," \
     "$(chroot "$root" sh -c 'dpkg-query -W -f="strongSwan \${Version}" strongswan-charon' 2>/dev/null)," \
     "$(chroot "$root" sh -c 'openssl version 2>/dev/null || dpkg-query -W -f="libssl \${Version}" libssl3t64 libssl3' 2>/dev/null | head -n 1)"
-grep -E '^[0-9]+ (passed|failed)|passed|failed|error' "$log" | grep -E ' in [0-9.]+s|^suite:|FAILED|^== all' | tail -n 12 || true
+grep -E '^(FAILED|ERROR) |^[0-9]+ (passed|failed).* in [0-9.]+s|^suite:|^== all stages|^bootstrap: ' "$log" | tail -n 40 || true
+if ((status)); then
+    echo "-- $release: last lines of the log:"
+    tail -n 15 "$log"
+fi
 echo "-- $release: exit status $status after ${elapsed}s (debootstrap included)"
 exit "$status"

@@ -15,6 +15,7 @@ import pytest
 from interop.preflight import (
     CLANG_RUNTIMES,
     PLUGIN_PACKAGES,
+    PLUGIN_PACKAGES_BY_MAJOR,
     REQUIRED_ALGORITHMS,
     TOOL_PACKAGES,
     clang_runtime_files,
@@ -23,7 +24,7 @@ from interop.preflight import (
     missing_from,
     plugin_path,
 )
-from interop.strongswan import DEFAULT_PLUGINS
+from interop.strongswan import DEFAULT_PLUGINS, PLUGINS_BY_MAJOR, STRONGSWAN_MAJOR
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,9 +76,11 @@ def test_plugin_table_names_the_package_dpkg_knows(plugin: str) -> None:
     assert owner in installed_by_bootstrap(), f"{owner} is neither in scripts/apt-packages.txt nor pulled in by it"
 
 
-def test_the_plugin_table_covers_the_harness_and_the_algorithms() -> None:
-    assert set(DEFAULT_PLUGINS.split()) <= set(PLUGIN_PACKAGES)
-    assert set(REQUIRED_ALGORITHMS.values()) <= set(DEFAULT_PLUGINS.split())
+def test_the_plugin_tables_cover_the_harness_and_the_algorithms() -> None:
+    assert STRONGSWAN_MAJOR in PLUGINS_BY_MAJOR, f"no plugin list for strongSwan {STRONGSWAN_MAJOR}"
+    for major, plugins in PLUGINS_BY_MAJOR.items():
+        assert set(plugins.split()) <= set(PLUGIN_PACKAGES_BY_MAJOR[major])
+        assert set(REQUIRED_ALGORITHMS.values()) <= set(plugins.split())
 
 
 @pytest.mark.parametrize("tool", sorted(TOOL_PACKAGES))
@@ -89,12 +92,12 @@ def test_every_tool_the_suite_runs_is_installed_from_the_named_package(tool: str
 
 
 def test_clang_sanitizer_and_fuzzer_runtimes_come_from_the_listed_package() -> None:
-    runtime_dir = subprocess.run(["clang", "--print-runtime-dir"], capture_output=True, text=True,
-                                 check=True, timeout=30).stdout.strip()
+    resource_dir = subprocess.run(["clang", "-print-resource-dir"], capture_output=True, text=True,
+                                  check=True, timeout=30).stdout.strip()
     listed = sorted(p for p in bootstrap_packages() if p.startswith("libclang-rt-"))
-    found = clang_runtime_files(runtime_dir)
+    found = clang_runtime_files(resource_dir)
     for name in CLANG_RUNTIMES:
-        assert found[name], f"{name} is missing from {runtime_dir}: install {' or '.join(listed) or 'libclang-rt-N-dev'}"
+        assert found[name], f"{name} is missing under {resource_dir}: install {' or '.join(listed) or 'libclang-rt-N-dev'}"
         owner = dpkg_owner(found[name][0])
         assert owner in listed, f"{found[name][0]} comes from {owner}; scripts/apt-packages.txt lists {listed}"
 
@@ -108,16 +111,19 @@ loaded plugins: charon random nonce aes sha1 sha2 hmac kdf pem pkcs1 pkcs8 x509 
 ALGS_WITHOUT_OPENSSL = "encryption:\n  AES_CBC[aes]\nintegrity:\n  HMAC_SHA2_256_128[hmac]\nke:\n  MODP_2048[gmp]\n"
 
 
-def test_a_plugin_that_failed_to_load_names_its_package() -> None:
-    problems = missing_from(DEFAULT_PLUGINS.split(), loaded_plugins(STATS), ALGS_WITHOUT_OPENSSL)
+@pytest.mark.parametrize("major, package", [(5, "libstrongswan-standard-plugins"), (6, "libstrongswan")])
+def test_a_plugin_that_failed_to_load_names_its_package(major: int, package: str) -> None:
+    plugins = PLUGINS_BY_MAJOR[major].split()
+    problems = missing_from(plugins, loaded_plugins(STATS), ALGS_WITHOUT_OPENSSL, PLUGIN_PACKAGES_BY_MAJOR[major])
     lines = [p for p in problems if p.startswith("plugin")]
     assert {line.split("'")[1] for line in lines} == {"openssl", "gcm"}
-    assert all("install libstrongswan-standard-plugins" in line for line in lines)
+    assert f"install {package}" in next(line for line in lines if "'openssl'" in line)
+    assert "install libstrongswan-standard-plugins" in next(line for line in lines if "'gcm'" in line)
     # ... and the algorithms only openssl gives are named too (the symptom charon logs)
-    assert any(p.startswith("charon has no CURVE_25519") and "libstrongswan-standard-plugins" in p for p in problems)
+    assert any(p.startswith("charon has no CURVE_25519") and f"install {package}" in p for p in problems)
 
 
 def test_a_complete_charon_has_no_problems() -> None:
     stats = STATS.replace("charon random", "charon random openssl gcm")
     algs = "".join(f"  {alg}[openssl]\n" for alg in REQUIRED_ALGORITHMS)
-    assert missing_from(DEFAULT_PLUGINS.split(), loaded_plugins(stats), "aead:\n" + algs) == []
+    assert missing_from(PLUGINS_BY_MAJOR[5].split(), loaded_plugins(stats), "aead:\n" + algs) == []

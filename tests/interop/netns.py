@@ -146,7 +146,11 @@ class Namespace:
         require_root()
         _run_checked([IP, "netns", "add", name])
         ns = cls(name)
-        ns.ip("link", "set", "lo", "up")
+        try:
+            ns.ip("link", "set", "lo", "up")
+        except BaseException:
+            ns.close()  # a half-made namespace must not outlive the failure
+            raise
         return ns
 
     def exec_prefix(self) -> list[str]:

@@ -19,25 +19,32 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .netns import Namespace, NetnsError, require_root
-from .strongswan import CHARON, DEFAULT_PLUGINS, SWANCTL, Charon, CharonError, CharonSettings
+from .strongswan import CHARON, DEFAULT_PLUGINS, STRONGSWAN_MAJOR, SWANCTL, Charon, CharonError, CharonSettings
 
 PLUGIN_DIR = "/usr/lib/ipsec/plugins"
 
-# strongSwan plugin -> the Debian package that ships /usr/lib/ipsec/plugins/libstrongswan-<plugin>.so
-PLUGIN_PACKAGES = {
-    "openssl": "libstrongswan-standard-plugins",
-    "gcm": "libstrongswan-standard-plugins",
-    "kernel-libipsec": "libcharon-extra-plugins",
-    "socket-default": "strongswan-libcharon",
-    "vici": "strongswan-swanctl",
-    **{name: "libstrongswan" for name in (
-        "random nonce aes sha1 sha2 hmac kdf pem pkcs1 pkcs8 x509 pubkey constraints revocation "
-        "kernel-netlink").split()},
+# strongSwan plugin -> the Debian package that ships /usr/lib/ipsec/plugins/libstrongswan-<plugin>.so.
+# The openssl plugin moved from libstrongswan-standard-plugins (strongSwan 5, Debian 12) into
+# libstrongswan (strongSwan 6, Debian 13).
+_LIBSTRONGSWAN = (
+    "random nonce aes sha1 sha2 hmac kdf pem pkcs1 pkcs8 x509 pubkey constraints revocation kernel-netlink"
+)
+PLUGIN_PACKAGES_BY_MAJOR = {
+    major: {
+        "openssl": openssl_package,
+        "gcm": "libstrongswan-standard-plugins",
+        "kernel-libipsec": "libcharon-extra-plugins",
+        "socket-default": "strongswan-libcharon",
+        "vici": "strongswan-swanctl",
+        **{name: "libstrongswan" for name in _LIBSTRONGSWAN.split()},
+    }
+    for major, openssl_package in ((5, "libstrongswan-standard-plugins"), (6, "libstrongswan"))
 }
+PLUGIN_PACKAGES = PLUGIN_PACKAGES_BY_MAJOR.get(STRONGSWAN_MAJOR or 6, PLUGIN_PACKAGES_BY_MAJOR[6])
 
 # Algorithms the interop tests negotiate (names as `swanctl --list-algs` prints them) and the plugin
 # the harness relies on for each: without the openssl plugin charon has no X25519 and no AES-GCM.
@@ -67,16 +74,17 @@ def plugin_path(plugin: str) -> str:
     return f"{PLUGIN_DIR}/libstrongswan-{plugin}.so"
 
 
-def package_of_plugin(plugin: str) -> str:
-    return PLUGIN_PACKAGES.get(plugin, "unknown package (add it to tests/interop/preflight.py)")
+def package_of_plugin(plugin: str, packages: Mapping[str, str] = PLUGIN_PACKAGES) -> str:
+    return packages.get(plugin, "unknown package (add it to tests/interop/preflight.py)")
 
 
-def clang_runtime_files(runtime_dir: str) -> dict[str, list[str]]:
-    """Each runtime -> its static archives in `runtime_dir` (clang 14 names them
-    libclang_rt.asan-x86_64.a; clang 19 keeps one directory per target with libclang_rt.asan.a)."""
+def clang_runtime_files(resource_dir: str) -> dict[str, list[str]]:
+    """Each runtime -> its static archives under clang's resource directory (`clang
+    -print-resource-dir`). Debian's clang 14 and 19 both keep them in lib/linux/ with an arch suffix
+    (libclang_rt.asan-x86_64.a); upstream layouts use lib/<target triple>/libclang_rt.asan.a."""
     found = {}
     for name in CLANG_RUNTIMES:
-        found[name] = sorted(glob.glob(f"{runtime_dir}/{name}.a") + glob.glob(f"{runtime_dir}/{name}-*.a"))
+        found[name] = sorted(glob.glob(f"{resource_dir}/lib/*/{name}.a") + glob.glob(f"{resource_dir}/lib/*/{name}-*.a"))
     return found
 
 
@@ -88,7 +96,8 @@ def loaded_plugins(stats: str) -> list[str]:
     return match.group(1).split()
 
 
-def missing_from(requested: Iterable[str], loaded: Iterable[str], algorithms: str) -> list[str]:
+def missing_from(requested: Iterable[str], loaded: Iterable[str], algorithms: str,
+                 packages: Mapping[str, str] = PLUGIN_PACKAGES) -> list[str]:
     """One line per problem: a requested plugin charon did not load, or a required algorithm no loaded
     plugin provides. Each line names the Debian package to install."""
     have = set(loaded)
@@ -97,11 +106,11 @@ def missing_from(requested: Iterable[str], loaded: Iterable[str], algorithms: st
         if plugin not in have:
             where = "present" if os.path.exists(plugin_path(plugin)) else "missing"
             problems.append(f"plugin '{plugin}' did not load ({plugin_path(plugin)} {where}): "
-                            f"install {package_of_plugin(plugin)}")
+                            f"install {package_of_plugin(plugin, packages)}")
     names = set(re.findall(r"^\s+([A-Z0-9_]+)\[", algorithms, re.MULTILINE))
     for alg, plugin in REQUIRED_ALGORITHMS.items():
         if alg not in names:
-            problems.append(f"charon has no {alg} (from its '{plugin}' plugin): install {package_of_plugin(plugin)}")
+            problems.append(f"charon has no {alg} (from its '{plugin}' plugin): install {package_of_plugin(plugin, packages)}")
     return problems
 
 
@@ -114,19 +123,22 @@ def check_charon(plugins: str = DEFAULT_PLUGINS) -> list[str]:
     for path, package in ((CHARON, "strongswan-charon"), (SWANCTL, "strongswan-swanctl")):
         if not os.path.exists(path):
             return [f"{path} missing: install {package} (scripts/apt-packages.txt)"]
-    ns = Namespace.create(f"preflight{os.getpid()}")
     workdir = Path(tempfile.mkdtemp(prefix="ikev2lib-preflight-"))
-    charon = Charon(ns, workdir, CharonSettings(plugins=plugins), "preflight")
+    ns = charon = None
     try:
+        ns = Namespace.create(f"preflight-{workdir.name[-8:]}")
+        charon = Charon(ns, workdir, CharonSettings(plugins=plugins), "preflight")
         charon.start()
         stats = charon.swanctl("--stats")
         algorithms = charon.swanctl("--list-algs")
         return missing_from(plugins.split(), loaded_plugins(stats), algorithms)
-    except CharonError as exc:
-        return [f"charon could not start or answer: {exc}"]
+    except (CharonError, NetnsError, OSError, subprocess.SubprocessError) as exc:
+        return [f"charon could not be started in a network namespace: {type(exc).__name__}: {exc}"]
     finally:
-        charon.stop()
-        ns.close()
+        if charon is not None:
+            charon.stop()
+        if ns is not None:
+            ns.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

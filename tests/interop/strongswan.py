@@ -33,13 +33,33 @@ SWANCTL_TIMEOUT = 20.0  # one swanctl command; initiate blocks until the exchang
 DEFAULT_WAIT = 20.0  # default bound of the wait_for_* helpers
 POLL_INTERVAL = 0.1  # seconds between polls in wait helpers
 
-# Plugins that work on this machine with userland ESP (see /work/shared/ENVIRONMENT.md).
-# IKEV2LIB_CHARON_PLUGINS replaces the list (to try a different set; the preflight check reports
-# what such a set cannot do).
-DEFAULT_PLUGINS = os.environ.get("IKEV2LIB_CHARON_PLUGINS") or (
-    "random nonce openssl aes sha1 sha2 hmac gcm kdf pem pkcs1 pkcs8 x509 pubkey constraints "
-    "revocation kernel-libipsec kernel-netlink socket-default vici"
-)
+
+
+def strongswan_major() -> int | None:
+    """The major version of the installed strongSwan (5 on Debian 12, 6 on Debian 13), None if absent."""
+    try:
+        proc = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "strongswan-charon"],
+                              capture_output=True, text=True, timeout=30)
+    except OSError:
+        return None
+    head = proc.stdout.split(".", 1)[0]
+    return int(head) if proc.returncode == 0 and head.isdigit() else None
+
+
+# Plugins that work with userland ESP (see /work/shared/ENVIRONMENT.md), per strongSwan major version.
+# strongSwan 5 builds AES, SHA-1/2, HMAC and the KDF as plugins of their own (and its openssl plugin
+# cannot do KDF_PRF for every PRF); Debian's strongSwan 6 does all of them in the openssl plugin and
+# ships no such files. Order is priority. IKEV2LIB_CHARON_PLUGINS replaces the list (to try another
+# set; the preflight check reports what such a set cannot do).
+PLUGINS_BY_MAJOR = {
+    5: "random nonce openssl aes sha1 sha2 hmac gcm kdf pem pkcs1 pkcs8 x509 pubkey constraints "
+       "revocation kernel-libipsec kernel-netlink socket-default vici",
+    6: "random nonce openssl gcm pem pkcs1 pkcs8 x509 pubkey constraints revocation kernel-libipsec "
+       "kernel-netlink socket-default vici",
+}  # fmt: skip
+STRONGSWAN_MAJOR = strongswan_major()
+DEFAULT_PLUGINS = os.environ.get("IKEV2LIB_CHARON_PLUGINS") or PLUGINS_BY_MAJOR.get(
+    STRONGSWAN_MAJOR or max(PLUGINS_BY_MAJOR), PLUGINS_BY_MAJOR[max(PLUGINS_BY_MAJOR)])
 
 
 class CharonError(RuntimeError):

@@ -102,6 +102,10 @@ def tshark_view(datagrams: list[bytes], tmp: Path) -> list[list[str]]:
         cmd += ["-e", f]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=TSHARK_TIMEOUT, check=True).stdout
     rows = [line.split("|") for line in out.splitlines()]
+    crit = FIELDS.index("isakmp.criticalpayload")
+    for row in rows:
+        # tshark 4.4 (Debian 13) prints booleans as True/False, 3.6 (Debian 12) as 1/0.
+        row[crit] = row[crit].replace("True", "1").replace("False", "0")
     # tshark prints Delete SPIs with ':' separators.
     return [row[:-1] + [row[-1].replace(":", "")] for row in rows]
 
