@@ -23,6 +23,7 @@ from interop.preflight import (
     loaded_plugins,
     missing_from,
     plugin_path,
+    unmet_at_start,
 )
 from interop.strongswan import DEFAULT_PLUGINS, PLUGINS_BY_MAJOR, STRONGSWAN_MAJOR
 
@@ -121,6 +122,17 @@ def test_a_plugin_that_failed_to_load_names_its_package(major: int, package: str
     assert "install libstrongswan-standard-plugins" in next(line for line in lines if "'gcm'" in line)
     # ... and the algorithms only openssl gives are named too (the symptom charon logs)
     assert any(p.startswith("charon has no CURVE_25519") and f"install {package}" in p for p in problems)
+
+
+def test_a_charon_that_aborts_for_want_of_an_algorithm_names_the_package() -> None:
+    log = ("00[LIB] feature CUSTOM:libcharon-sa-managers in critical plugin 'charon' has unmet dependency: HASHER:HASH_SHA1\n"
+           "00[LIB] feature CUSTOM:libcharon in critical plugin 'charon' has unmet dependency: CUSTOM:libcharon-sa-managers\n"
+           "00[LIB] failed to load 3 critical plugin features\n00[DMN] initialization failed - aborting charon\n")
+    problems = unmet_at_start(log)
+    assert problems[1] == ("charon aborted at start: it has no HASHER:HASH_SHA1 (from its 'openssl' plugin): "
+                           f"install {PLUGIN_PACKAGES['openssl']}")
+    assert problems[0].endswith("CUSTOM:libcharon-sa-managers unmet")
+    assert unmet_at_start("00[DMN] Starting IKE charon daemon\n") == []
 
 
 def test_a_complete_charon_has_no_problems() -> None:

@@ -30,9 +30,8 @@ PLUGIN_DIR = "/usr/lib/ipsec/plugins"
 # strongSwan plugin -> the Debian package that ships /usr/lib/ipsec/plugins/libstrongswan-<plugin>.so.
 # The openssl plugin moved from libstrongswan-standard-plugins (strongSwan 5, Debian 12) into
 # libstrongswan (strongSwan 6, Debian 13).
-_LIBSTRONGSWAN = (
-    "random nonce aes sha1 sha2 hmac kdf pem pkcs1 pkcs8 x509 pubkey constraints revocation kernel-netlink"
-)
+_LIBSTRONGSWAN = "random nonce pem pkcs1 pkcs8 x509 pubkey constraints revocation kernel-netlink"
+_LIBSTRONGSWAN_5_ONLY = "aes sha1 sha2 hmac kdf"  # strongSwan 6 does these in its openssl plugin
 PLUGIN_PACKAGES_BY_MAJOR = {
     major: {
         "openssl": openssl_package,
@@ -40,9 +39,12 @@ PLUGIN_PACKAGES_BY_MAJOR = {
         "kernel-libipsec": "libcharon-extra-plugins",
         "socket-default": "strongswan-libcharon",
         "vici": "strongswan-swanctl",
-        **{name: "libstrongswan" for name in _LIBSTRONGSWAN.split()},
+        **{name: "libstrongswan" for name in libstrongswan.split()},
     }
-    for major, openssl_package in ((5, "libstrongswan-standard-plugins"), (6, "libstrongswan"))
+    for major, openssl_package, libstrongswan in (
+        (5, "libstrongswan-standard-plugins", f"{_LIBSTRONGSWAN} {_LIBSTRONGSWAN_5_ONLY}"),
+        (6, "libstrongswan", _LIBSTRONGSWAN),
+    )
 }
 PLUGIN_PACKAGES = PLUGIN_PACKAGES_BY_MAJOR.get(STRONGSWAN_MAJOR or 6, PLUGIN_PACKAGES_BY_MAJOR[6])
 
@@ -114,6 +116,24 @@ def missing_from(requested: Iterable[str], loaded: Iterable[str], algorithms: st
     return problems
 
 
+# Feature types of charon's plugin loader that name algorithms; the harness takes them from openssl.
+ALGORITHM_FEATURES = ("CRYPTER", "AEAD", "SIGNER", "HASHER", "PRF", "XOF", "KDF", "DH", "KE", "RNG")
+
+
+def unmet_at_start(log: str) -> list[str]:
+    """charon aborts at start when a critical feature lacks an algorithm ("feature CUSTOM:libcharon in
+    critical plugin 'charon' has unmet dependency: HASHER:HASH_SHA1"): one line per missing algorithm."""
+    problems = []
+    for feature in sorted(set(re.findall(r"in critical plugin '[^']+' has unmet dependency: (\S+)", log))):
+        kind = feature.split(":", 1)[0]
+        if kind in ALGORITHM_FEATURES:
+            problems.append(f"charon aborted at start: it has no {feature} (from its 'openssl' plugin): "
+                            f"install {package_of_plugin('openssl')}")
+        else:
+            problems.append(f"charon aborted at start: critical feature dependency {feature} unmet")
+    return problems
+
+
 def check_charon(plugins: str = DEFAULT_PLUGINS) -> list[str]:
     """Start one charon with `plugins` in a scratch namespace and list what it cannot do (empty: ready)."""
     try:
@@ -133,7 +153,8 @@ def check_charon(plugins: str = DEFAULT_PLUGINS) -> list[str]:
         algorithms = charon.swanctl("--list-algs")
         return missing_from(plugins.split(), loaded_plugins(stats), algorithms)
     except (CharonError, NetnsError, OSError, subprocess.SubprocessError) as exc:
-        return [f"charon could not be started in a network namespace: {type(exc).__name__}: {exc}"]
+        log = charon.log_text() + charon.tail_log() if charon is not None else ""
+        return unmet_at_start(log) or [f"charon could not be started in a network namespace: {type(exc).__name__}: {exc}"]
     finally:
         if charon is not None:
             charon.stop()

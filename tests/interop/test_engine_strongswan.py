@@ -101,7 +101,7 @@ def test_invalid_ke_ikev2lib_initiator_retries_with_charons_group(make_pair: Pai
     est, child, sa, ch = establish(pair, "ikev2lib-initiator")
     assert sa.dh_group == "ECP_256"
     assert same_transforms(est.proposal, "aes128gcm16-prfsha256-ecp256")
-    assert pair.charon.wait_for_log(r"DH group CURVE_25519 unacceptable, requesting ECP_256")
+    assert pair.charon.wait_for_log(r"(DH group|key exchange method) CURVE_25519 unacceptable, requesting ECP_256")
     esp_both_ways(pair, child.child_id, ch.spi_in, "after INVALID_KE")
 
 
@@ -112,7 +112,7 @@ def test_invalid_ke_charon_initiator_retries_with_ikev2libs_group(make_pair: Pai
     est, child, sa, ch = establish(pair, "charon-initiator")
     assert sa.dh_group == "ECP_384"
     assert same_transforms(est.proposal, "aes256gcm16-prfsha384-ecp384")
-    assert pair.charon.wait_for_log(r"peer didn't accept DH group CURVE_25519, it requested ECP_384")
+    assert pair.charon.wait_for_log(r"peer didn't accept (DH group|key exchange method) CURVE_25519, it requested ECP_384")
     esp_both_ways(pair, child.child_id, ch.spi_in, "after INVALID_KE")
     no_errors(pair)
 
@@ -346,9 +346,9 @@ def test_child_rekey_invalid_ke_retry(make_pair: PairFactory, rekeyer: str) -> N
     new = pair.charon.wait_for_child(CHILD, where=lambda c: c.spi_in == rekeyed.spi_out.hex())
     assert new.dh_group == "ECP_256"
     if rekeyer == "ikev2lib":
-        pair.charon.wait_for_log(r"DH group CURVE_25519 unacceptable, requesting ECP_256")
+        pair.charon.wait_for_log(r"(DH group|key exchange method) CURVE_25519 unacceptable, requesting ECP_256")
     else:
-        pair.charon.wait_for_log(r"peer didn't accept DH group CURVE_25519, it requested ECP_256")
+        pair.charon.wait_for_log(r"peer didn't accept (DH group|key exchange method) CURVE_25519, it requested ECP_256")
     esp_both_ways(pair, rekeyed.child_id, new.spi_in, "after CREATE_CHILD_SA INVALID_KE")
 
 
