@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from ikev2lib.drivers import raw_esp
 from ikev2lib.drivers.asyncio_udp import AsyncioIkeDriver
 from ikev2lib.drivers.raw_esp import ESP_MIN_PACKET, RawDrop, RawEspUnavailable, split_ipv4_esp
-from ikev2lib.esp import EspSA
+from ikev2lib.esp import EspSA, backends
 from ikev2lib.events import ChildSaCreated
 from ikev2lib.exceptions import LocalProtocolError
 
@@ -247,3 +247,24 @@ def test_without_cap_net_raw_the_driver_raises_a_typed_error(monkeypatch: pytest
     for error in (from_event, from_send):
         assert isinstance(error.cause, PermissionError)
         assert "CAP_NET_RAW" in str(error) and "IPPROTO_ESP" in str(error) and "encap=True" in str(error)
+
+
+@pytest.mark.parametrize("backend", sorted(backends()))
+@settings(max_examples=300, deadline=None)
+@given(body=st.binary(max_size=120))
+def test_any_esp_body_with_a_known_spi_is_decapsulated_or_counted(backend: str, body: bytes) -> None:
+    # the driver's inbound path with a live SA: whatever follows the SPI, nothing escapes but a count
+    driver = AsyncioIkeDriver(asyncio.new_event_loop())
+    try:
+        driver.endpoint = _Endpoint()  # type: ignore[assignment]
+        sa = backends()[backend].EspSA(SPI, "aes128gcm16", KEY, "inbound")
+        driver._inbound[SPI.to_bytes(4, "big")] = (1, 7, sa, False)
+        packet = SPI.to_bytes(4, "big") + body
+        parsed = split_ipv4_esp(ipv4(packet))
+        if isinstance(parsed, RawDrop):
+            assert len(packet) < ESP_MIN_PACKET and parsed is RawDrop.SHORT_ESP
+        else:
+            driver._esp(parsed[1], parsed[0])
+            assert (driver.esp_received, driver.esp_drops) == (0, {"decap": 1})
+    finally:
+        driver.loop.close()
