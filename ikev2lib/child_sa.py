@@ -93,8 +93,10 @@ def _data_plane() -> ModuleType:
 def default_esp_factory(params: EspParams) -> DataPlaneSA:
     """Build an `ikev2lib.esp.EspSA` (the C data plane, or its pure-Python fallback).
 
-    The SA is built without the data plane's own UDP header even when NAT-T is in use: drivers send
-    ESP through their port-4500 UDP socket, which adds the UDP header (RFC 3948 2.1). For AES-CBC + HMAC
+    The SA is always built with `udp_encap=None` (no UDP header of the data plane's own): with NAT-T
+    (`params.udp_encap`) drivers send ESP through their port-4500 UDP socket, which adds the UDP header
+    (RFC 3948 2.1); without it they send raw ESP (IP protocol 50), where the kernel adds only the IP
+    header. For AES-CBC + HMAC
     the data plane takes encryption key || integrity key (the KEYMAT order, RFC 7296 2.17); for AEAD
     ciphers the integrity key is empty."""
     esp = _data_plane()

@@ -140,8 +140,10 @@ class IkeConfig:
 
     `local_id`/`remote_id`: IP address, "user@fqdn" (RFC822) or FQDN strings; `remote_id=None` accepts
     any peer identity (responder). `psk` is the pre-shared key; `peer_psks` gives one key per peer
-    identity (a gateway's secrets section), looked up by the peer's IDi/IDr. `encap=True` makes the initiator
-    pretend to be behind a NAT so that both sides switch to UDP encapsulation (strongSwan `encap=yes`).
+    identity (a gateway's secrets section), looked up by the peer's IDi/IDr. `encap=True` forces UDP
+    encapsulation of ESP (strongSwan `encap=yes`): this side (either role) fakes its NAT_DETECTION_SOURCE_IP
+    hash so that both sides see a NAT. Without it ESP is UDP-encapsulated only when a NAT is detected
+    (RFC 7296 2.23, RFC 3948) and is raw ESP (IP protocol 50) otherwise (`ChildSaCreated.udp_encap`).
     """
 
     ike_proposals: str = "aes128gcm16-prfsha256-x25519"

@@ -1,7 +1,8 @@
 """The demo: two IKEv2 endpoints in one process on loopback, talking over real UDP sockets.
 
 They negotiate an IKE SA and a Child SA (PSK, X25519, AES-GCM), push real IPv4/UDP packets through
-the ESP SAs of the C data plane (UDP-encapsulated, as strongSwan's libipsec does), rekey the Child SA
+the ESP SAs of the C data plane (UDP-encapsulated: the initiator sets `encap=True`, so no raw ESP
+socket and no privilege is needed), rekey the Child SA
 and the IKE SA, send traffic again, delete everything, and print a readable summary.
 Every wait is bounded in time and every traffic loop in packets and time.
 """

@@ -71,6 +71,8 @@ class ChildSaCreated(Event):
     spi_out: bytes
     proposal: str
     mode: str  # "tunnel" or "transport"
+    # RFC 3948: ESP goes UDP-encapsulated on the NAT-T port iff a NAT was detected (RFC 7296 2.23) or
+    # `IkeConfig.encap` forced it; False: raw ESP, IP protocol 50
     udp_encap: bool
     local_ts: tuple[str, ...]
     remote_ts: tuple[str, ...]
@@ -89,6 +91,7 @@ class ChildSaRekeyed(Event):
     spi_in: bytes
     spi_out: bytes
     proposal: str
+    udp_encap: bool  # as ChildSaCreated.udp_encap
     inbound: DataPlaneSA = field(repr=False, compare=False)
     outbound: DataPlaneSA = field(repr=False, compare=False)
 

@@ -127,6 +127,8 @@ class IkeSa:
         self.state = IkeState.INITIAL
         self.finished = False  # in a terminal state (set by `apply` only)
         self.natt = False  # IKE runs on the NAT-T port with the non-ESP marker
+        # a NAT between the peers (RFC 7296 2.23), or `config.encap` forcing one: the Child SAs' ESP is
+        # UDP-encapsulated (RFC 3948); otherwise it is raw ESP (IP protocol 50)
         self.nat_detected = False
         self.created_at = now
         self.established_at: float | None = None

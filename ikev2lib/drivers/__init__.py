@@ -1,4 +1,5 @@
-"""I/O drivers for the sans-IO engine. `asyncio_udp.AsyncioIkeDriver`: UDP 500/4500 on asyncio."""
+"""I/O drivers for the sans-IO engine. `asyncio_udp.AsyncioIkeDriver`: UDP 500/4500 on asyncio, and raw
+ESP (IP protocol 50, `raw_esp`) for Child SAs without UDP encapsulation."""
 
 from __future__ import annotations
 

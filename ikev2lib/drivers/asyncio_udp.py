@@ -1,4 +1,5 @@
-"""asyncio driver: runs an `IkeEndpoint` on two UDP sockets (IKE port and NAT-T port).
+"""asyncio driver: runs an `IkeEndpoint` on two UDP sockets (IKE port and NAT-T port) and, for ESP
+without UDP encapsulation, a raw IP protocol-50 socket.
 
 It only moves bytes and runs timers (aioquic's `QuicConnectionProtocol` shape): datagrams in ->
 `endpoint.receive_datagram`, then `transmit()` sends `datagrams_to_send` and re-arms the one timer.
@@ -6,8 +7,14 @@ On the NAT-T socket it demultiplexes by the RFC 3948 rules: non-ESP marker -> IK
 engine marker and all), a single 0xFF -> NAT keepalive (ignored), anything else -> ESP, decapsulated
 with the inbound ESP SA of that SPI (learned from the engine's Child SA events).
 
-ESP is always sent UDP-encapsulated on the NAT-T socket (what strongSwan's libipsec does too), so
-configure `encap=True` on an initiator that should exchange traffic through this driver.
+ESP of a Child SA goes where its event's `udp_encap` says (RFC 3948: a NAT was detected, or
+`IkeConfig.encap` forced it): UDP-encapsulated on the NAT-T socket, otherwise raw ESP (IP protocol 50)
+on a raw socket (`raw_esp.RawEspSocket`), opened when the first Child SA without encapsulation appears.
+That socket needs CAP_NET_RAW; if it cannot be opened, `send_esp` and `next_event` raise
+`RawEspUnavailable` naming the cause (ESP is never silently encapsulated instead). An inbound packet is
+accepted only on the path of its SA (raw or UDP) and, when raw, only from the peer's address; every
+refused packet is counted in `esp_drops` by reason. On loopback with both peers on one address each
+raw socket also sees the other's ESP (counted as `unknown_spi`).
 """
 
 from __future__ import annotations
@@ -21,9 +28,11 @@ from ..config import IkeConfig
 from ..endpoint import IkeEndpoint
 from ..esp import EspError
 from ..events import Address, ChildSaCreated, ChildSaDeleted, ChildSaRekeyed, Event
+from ..exceptions import LocalProtocolError
 from ..natt import NON_ESP_MARKER, UdpKind, classify_udp4500
+from .raw_esp import RawEspSocket, RawEspUnavailable
 
-__all__ = ["AsyncioIkeDriver", "MAX_QUEUED_EVENTS"]
+__all__ = ["AsyncioIkeDriver", "MAX_QUEUED_EVENTS", "RawEspUnavailable"]
 
 MAX_QUEUED_EVENTS = 10_000  # events kept for `next_event` callers; beyond that the oldest are dropped
 
@@ -53,12 +62,15 @@ class AsyncioIkeDriver:
         self._natt: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self._inbound: dict[bytes, tuple[int, int, Any]] = {}  # SPI -> (ike_sa_id, child_id, EspSA)
-        self._outbound: dict[int, tuple[int, Any]] = {}  # child_id -> (ike_sa_id, EspSA)
+        self._host = "127.0.0.1"
+        self._raw: RawEspSocket | None = None  # raw ESP, opened for the first Child SA without UDP encap
+        self._events: asyncio.Queue[Event | RawEspUnavailable] = asyncio.Queue()
+        # SPI -> (ike_sa_id, child_id, EspSA, udp_encap); child_id -> (ike_sa_id, EspSA, udp_encap)
+        self._inbound: dict[bytes, tuple[int, int, Any, bool]] = {}
+        self._outbound: dict[int, tuple[int, Any, bool]] = {}
         self.esp_handler: EspHandler | None = None
         self.socket_errors = 0
-        self.esp_dropped = 0
+        self.esp_drops: dict[str, int] = {}  # refused inbound ESP by reason
         self.esp_received = 0
         self.esp_sent = 0
 
@@ -74,6 +86,7 @@ class AsyncioIkeDriver:
         """Bind both sockets (port 0 = any free port), then build the endpoint for the bound address."""
         loop = asyncio.get_running_loop()
         driver = cls(loop)
+        driver._host = host
         ike, _ = await loop.create_datagram_endpoint(
             lambda: _Socket(driver, False), local_addr=(host, ike_port), family=socket.AF_INET
         )
@@ -110,34 +123,69 @@ class AsyncioIkeDriver:
         self.transmit()
 
     async def next_event(self, timeout: float | None = None) -> Event:
-        return await asyncio.wait_for(self._events.get(), timeout)
+        """The next engine event; raises RawEspUnavailable (after the Child SA's event) if a Child SA
+        needs raw ESP and the raw socket cannot be opened."""
+        item = await asyncio.wait_for(self._events.get(), timeout)
+        if isinstance(item, RawEspUnavailable):
+            raise item
+        return item
 
     # ---- ESP -------------------------------------------------------------------------------------
 
+    @property
+    def esp_dropped(self) -> int:
+        return sum(self.esp_drops.values())
+
     def send_esp(self, child_id: int, inner: bytes) -> None:
-        """Encrypt `inner` (an IP packet) with the Child SA's outbound SA and send it UDP-encapsulated."""
+        """Encrypt `inner` (an IP packet) with the Child SA's outbound SA and send it, UDP-encapsulated
+        or as raw ESP as the Child SA says. KeyError: no such Child SA; RawEspUnavailable: no raw socket."""
         entry = self._outbound.get(child_id)
         if entry is None or self._natt is None:
             raise KeyError(f"no outbound ESP SA for child {child_id}")
-        ike_sa_id, sa = entry
+        ike_sa_id, sa, udp_encap = entry
         peer = self.endpoint.connection(ike_sa_id).remote_addr
-        self._natt.sendto(sa.encap(inner), peer)
+        if udp_encap:
+            self._natt.sendto(sa.encap(inner), peer)
+        elif not self._raw_socket().sendto(sa.encap(inner), peer[0]):
+            self.socket_errors += 1
+            return
         self.esp_sent += 1
 
-    def _esp(self, data: bytes) -> None:
-        entry = self._inbound.get(data[:4])
+    def _raw_socket(self) -> RawEspSocket:
+        if self._raw is None:
+            self._raw = RawEspSocket(self.loop, self._host, self._esp, self._drop)
+        return self._raw
+
+    def _drop(self, reason: str) -> None:
+        self.esp_drops[reason] = self.esp_drops.get(reason, 0) + 1
+
+    def _esp(self, data: bytes | memoryview, raw_source: str | None = None) -> None:
+        """One inbound ESP packet; `raw_source` is the IPv4 source if it came on the raw socket."""
+        entry = self._inbound.get(bytes(data[:4]))
         if entry is None:
-            self.esp_dropped += 1
+            self._drop("unknown_spi")
             return
-        _, child_id, sa = entry
+        ike_sa_id, child_id, sa, udp_encap = entry
+        if udp_encap != (raw_source is None):
+            self._drop("wrong_encapsulation")  # raw ESP for a UDP-encapsulated SA, or the reverse
+            return
+        if raw_source is not None and raw_source != self._peer_ip(ike_sa_id):
+            self._drop("wrong_source")
+            return
         try:
             next_header, inner = sa.decap(data)
         except EspError:  # authentication/replay/malformed...: the data plane counts the reason
-            self.esp_dropped += 1
+            self._drop("decap")
             return
         self.esp_received += 1
         if self.esp_handler is not None:
             self.esp_handler(child_id, next_header, inner)
+
+    def _peer_ip(self, ike_sa_id: int) -> str | None:
+        try:
+            return self.endpoint.connection(ike_sa_id).remote_addr[0]
+        except LocalProtocolError:  # the IKE SA is gone
+            return None
 
     # ---- plumbing ----------------------------------------------------------------------------------
 
@@ -160,23 +208,30 @@ class AsyncioIkeDriver:
 
     def _track(self, event: Event) -> None:
         if isinstance(event, (ChildSaCreated, ChildSaRekeyed)) and event.ike_sa_id is not None:
-            self._inbound[event.spi_in] = (event.ike_sa_id, event.child_id, event.inbound)
-            self._outbound[event.child_id] = (event.ike_sa_id, event.outbound)
+            self._inbound[event.spi_in] = (event.ike_sa_id, event.child_id, event.inbound, event.udp_encap)
+            self._outbound[event.child_id] = (event.ike_sa_id, event.outbound, event.udp_encap)
+            if not event.udp_encap:
+                try:
+                    self._raw_socket()
+                except RawEspUnavailable as exc:
+                    self._events.put_nowait(exc)  # next_event raises it, right after this event
         elif isinstance(event, ChildSaDeleted):
             self._inbound.pop(event.spi_in, None)
             self._outbound.pop(event.child_id, None)
 
     def transmit(self) -> None:
         now = self.loop.time()
+        # events first: a new Child SA's SPIs (and the raw socket) are ready before the message that
+        # completes it leaves, so the peer's first ESP packet finds them
+        while (event := self.endpoint.next_event()) is not None:
+            if self._events.qsize() >= MAX_QUEUED_EVENTS:
+                self._events.get_nowait()
+            self._events.put_nowait(event)
+            self._track(event)
         for data, addr in self.endpoint.datagrams_to_send(now):
             transport = self._natt if data[:4] == NON_ESP_MARKER else self._ike
             if transport is not None:
                 transport.sendto(data, addr)
-        while (event := self.endpoint.next_event()) is not None:
-            self._track(event)
-            if self._events.qsize() >= MAX_QUEUED_EVENTS:
-                self._events.get_nowait()
-            self._events.put_nowait(event)
         deadline = self.endpoint.get_timer()
         if deadline != self._timer_at:
             if self._timer is not None:
@@ -193,3 +248,6 @@ class AsyncioIkeDriver:
             if transport is not None:
                 transport.close()
         self._ike = self._natt = None
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None

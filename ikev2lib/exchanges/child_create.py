@@ -158,7 +158,7 @@ def _install(
         remote_ts=tuple([ts_to_text(t) for t in remote_ts]),
         local_ts_wire=local_ts,
         remote_ts_wire=remote_ts,
-        udp_encap=sa.natt or sa.nat_detected,
+        udp_encap=sa.nat_detected,  # RFC 3948: ESP in UDP only through a NAT (or forced), not when IKE floated
         keys_in=keys_in,
         keys_out=keys_out,
         created_at=now,
@@ -294,7 +294,8 @@ def _emit_rekeyed(sa: IkeSa, old: ChildSa, child: ChildSa) -> None:
     sa.ctx.emit(
         ChildSaRekeyed(
             ike_sa_id=sa.ike_sa_id, old_child_id=old.child_id, child_id=child.child_id, spi_in=child.spi_in,
-            spi_out=child.spi_out, proposal=child.proposal_text, inbound=inbound, outbound=outbound,
+            spi_out=child.spi_out, proposal=child.proposal_text, udp_encap=child.udp_encap, inbound=inbound,
+            outbound=outbound,
         )
     )  # fmt: skip
 

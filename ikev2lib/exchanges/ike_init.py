@@ -44,7 +44,7 @@ _NATD_DESTINATION = int(NotifyType.NAT_DETECTION_DESTINATION_IP)
 
 
 def _natd(sa: IkeSa, spi_r: bytes) -> list[Payload]:
-    if sa.is_initiator and sa.config.encap:
+    if sa.config.encap:
         source = os.urandom(20)  # pretend to be behind a NAT: forces UDP encapsulation (strongSwan encap=yes)
     else:
         source = natd_hash(sa.spi_i, spi_r, sa.ctx.local_addr)
@@ -156,7 +156,8 @@ class SaInitRequest(Request):
         init.nr = bytes(need(payloads, Nonce, "Nonce").data)
         _derive_keys(sa, init, selected, self.ke.shared_secret(bytes(ke.data)))
         nat = _nat_seen(sa, payloads, sa.spi_r)
-        sa.nat_detected = bool(nat) or sa.config.encap
+        # a peer that sent no NAT_DETECTION notifies (nat is None) does no NAT-T: nothing to force
+        sa.nat_detected = bool(nat) or (nat is not None and sa.config.encap)
         sa.peer_fragmentation = find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
         sa.apply(IkeInput.RECV_SA_INIT_RESPONSE)
         init.response = sa.response_data
@@ -203,7 +204,7 @@ def accept_request(sa: IkeSa, message: Message, data: bytes, now: float) -> None
     init = InitExchange(ni=bytes(nonce.data), nr=new_nonce(), request=data)
     _derive_keys(sa, init, selected, shared)
     nat = _nat_seen(sa, payloads, ZERO_IKE_SPI)
-    sa.nat_detected = bool(nat)
+    sa.nat_detected = bool(nat) or (nat is not None and sa.config.encap)
     sa.apply(IkeInput.RECV_SA_INIT_REQUEST)
     sa.init = init
     response: list[Payload] = [SA([selected.to_wire(b"")]), KE(group, ours.public_bytes()), Nonce(init.nr)]

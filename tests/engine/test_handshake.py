@@ -16,6 +16,7 @@ from ikev2lib.events import (
     ProtocolErrorEvent,
 )
 from ikev2lib.exceptions import LocalProtocolError
+from ikev2lib.exchanges import ike_init
 from ikev2lib.state import IkeState
 from ikev2lib.wire import ExchangeType, Message, Notify, NotifyType
 
@@ -371,3 +372,39 @@ def test_gateway_with_per_peer_psks() -> None:
         outcomes[name] = bool(node.of_type(IkeSaEstablished))
     assert outcomes == {"alice": True, "bob": True, "carol": False, "bob2": False}
     assert len(gw.endpoint) == 2
+
+
+def _udp_encap_flags(net, a, b, icfg):  # type: ignore[no-untyped-def]
+    sid = _established(net, a, b, icfg)
+    first = a.of_type(ChildSaCreated)[0]
+    a.endpoint.rekey_child_sa(sid, first.child_id)
+    net.run()
+    events = [*a.of_type(ChildSaCreated), *b.of_type(ChildSaCreated), *a.of_type(ChildSaRekeyed),
+              *b.of_type(ChildSaRekeyed)]
+    assert len(events) == 4
+    return {e.udp_encap for e in events}, a.of_type(IkeSaEstablished)[0].udp_encap
+
+
+def test_no_nat_means_raw_esp_on_created_and_rekeyed_child_sas() -> None:
+    # RFC 3948 / RFC 7296 2.23: without a NAT, ESP is not UDP-encapsulated (IP protocol 50)
+    assert _udp_encap_flags(*pair()) == ({False}, False)
+
+
+@pytest.mark.parametrize("side", ["initiator", "responder"])
+def test_encap_config_forces_udp_encapsulation_from_either_side(side: str) -> None:
+    icfg = ike_config(local_id="alice@example.org", remote_id="gw.example.org", encap=side == "initiator")
+    rcfg = ike_config(local_id="gw.example.org", local_ts=("10.2.0.0/16",), remote_ts=("10.1.0.0/16",),
+                      encap=side == "responder")
+    assert _udp_encap_flags(*pair(initiator=icfg, responder=rcfg)) == ({True}, True)
+
+
+def test_encap_is_not_forced_on_a_peer_without_nat_traversal(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a responder that sends no NAT_DETECTION notifies does no NAT-T: ESP stays raw even with encap=True
+    real = ike_init._natd
+    monkeypatch.setattr(ike_init, "_natd", lambda sa, spi_r: real(sa, spi_r) if sa.is_initiator else [])
+    icfg = ike_config(local_id="alice@example.org", remote_id="gw.example.org", encap=True)
+    net, a, b, icfg = pair(initiator=icfg)
+    _established(net, a, b, icfg)
+    response = Message.parse(net.tap[1][0])
+    assert not [n for n in response.find_all(Notify) if n.notify_type == NotifyType.NAT_DETECTION_SOURCE_IP]
+    assert [e.udp_encap for e in a.of_type(ChildSaCreated)] == [False]

@@ -1,9 +1,10 @@
 """Packet capture inside a namespace, and a small pcap reader for IKE datagrams.
 
-`Capture(ns, iface, path)` sniffs one interface with an AF_PACKET socket in a forked child that
+`Capture(ns, iface, path)` sniffs one interface (UDP 500/4500 and raw ESP, IP protocol 50) with an
+AF_PACKET socket in a forked child that
 joined the namespace (the socket is bound before `start()` returns, so nothing sent afterwards is
 missed — tshark's "Capturing on" message comes too early for that) and writes a classic pcap file
-on `stop()`. `read_pcap()` returns the UDP datagrams; `ike_messages()` keeps only IKE messages
+on `stop()`. `read_pcap()` returns the UDP datagrams (raw ESP is left to tshark, `tshark_esp.py`); `ike_messages()` keeps only IKE messages
 (port 4500 datagrams lose their 4-byte non-ESP marker; ESP and NAT-keepalives are dropped).
 """
 
@@ -28,6 +29,7 @@ NON_ESP_MARKER = b"\x00\x00\x00\x00"  # RFC 3948 section 2.2
 IKE_HEADER_LEN = 28
 ETH_P_ALL = 0x0003
 IKE_PORTS = (500, 4500)
+IPPROTO_ESP = 50
 
 _PCAP_HEADER = struct.Struct("<IHHiIII")
 _PCAP_RECORD = struct.Struct("<IIII")
@@ -39,8 +41,13 @@ class CaptureError(RuntimeError):
     """A capture failed, or a capture file is not what we expect."""
 
 
-def _is_ike_udp(frame: bytes) -> bool:
-    if len(frame) < 14 + 20 + 8 or frame[12:14] != b"\x08\x00" or frame[14 + 9] != 17:
+def _is_ike_or_esp(frame: bytes) -> bool:
+    """UDP 500/4500 (IKE, ESP in UDP, keepalives) or raw ESP (IP protocol 50) over IPv4."""
+    if len(frame) < 14 + 20 + 8 or frame[12:14] != b"\x08\x00":
+        return False
+    if frame[14 + 9] == IPPROTO_ESP:
+        return True
+    if frame[14 + 9] != 17:
         return False
     ihl = (frame[14] & 0x0F) * 4
     if len(frame) < 14 + ihl + 4:
@@ -50,7 +57,8 @@ def _is_ike_udp(frame: bytes) -> bool:
 
 
 def _sniff(iface: str, path: str, ready: str, stop: str, max_seconds: float, max_packets: int) -> int:
-    """Runs inside the namespace: capture UDP 500/4500 frames until `stop` exists; write a pcap."""
+    """Runs inside the namespace: capture UDP 500/4500 and IP protocol 50 frames until `stop` exists;
+    write a pcap."""
     records: list[tuple[float, bytes]] = []
     deadline = time.monotonic() + max_seconds
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)) as sock:
@@ -68,7 +76,7 @@ def _sniff(iface: str, path: str, ready: str, stop: str, max_seconds: float, max
                     stopping = True  # drain what is already queued, then stop
                     sock.setblocking(False)
                 continue
-            if _is_ike_udp(frame):
+            if _is_ike_or_esp(frame):
                 records.append((time.time(), frame))
     with open(path, "wb") as f:
         f.write(_PCAP_HEADER.pack(PCAP_MAGIC_LE, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET))
@@ -79,7 +87,7 @@ def _sniff(iface: str, path: str, ready: str, stop: str, max_seconds: float, max
 
 
 class Capture:
-    """Context manager: capture UDP 500/4500 on `iface` inside `ns` into `path` (pcap)."""
+    """Context manager: capture UDP 500/4500 and raw ESP on `iface` inside `ns` into `path` (pcap)."""
 
     def __init__(self, ns: Namespace, iface: str, path: Path) -> None:
         self.ns = ns

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -28,6 +29,7 @@ from .netns import Namespace, stop_process
 
 CHARON = "/usr/lib/ipsec/charon"
 SWANCTL = shutil.which("swanctl") or "/usr/sbin/swanctl"
+CHARON_IN_ROOTFS = "/usr/lib/ipsec/charon"
 START_TIMEOUT = 15.0  # seconds for charon to open its VICI socket
 SWANCTL_TIMEOUT = 20.0  # one swanctl command; initiate blocks until the exchange ends
 DEFAULT_WAIT = 20.0  # default bound of the wait_for_* helpers
@@ -82,6 +84,9 @@ class CharonSettings:
     retransmit_timeout: float = 2.0  # seconds; short so failed tests end quickly
     retransmit_tries: int = 3
     extra: str = ""  # appended verbatim inside `charon { }`
+    # run charon from another Debian root filesystem (e.g. a trixie chroot with strongSwan 6), see
+    # `Charon.start`; None: the host's /usr/lib/ipsec/charon
+    rootfs: Path | None = None
 
 
 @dataclass
@@ -403,6 +408,18 @@ class Charon:
         env = self._env()
         # A private /run per daemon: charon refuses to start if /run/charon.pid names a live process.
         script = f"mount -t tmpfs tmpfs /run && exec {CHARON}"
+        root = self.settings.rootfs
+        if root is not None:
+            # every mount lives only in charon's private mount namespace (unshare -m: private propagation);
+            # the work directory appears at the same path inside, so config, log and VICI socket are shared.
+            # Its mount point is made on a private tmpfs over the tree's /tmp (pytest's tmp_path is under
+            # /tmp), so nothing is left in the tree afterwards.
+            q = shlex.quote
+            inside = q(f"{root}{self.workdir}")
+            script = (" && ".join(f"mount -t tmpfs tmpfs {q(str(root / d))}" for d in ("run", "tmp")) + " && "
+                      + " && ".join(f"mount --rbind /{d} {q(str(root / d))}" for d in ("proc", "sys", "dev"))
+                      + f" && mkdir -p {inside} && mount --bind {q(str(self.workdir))} {inside}"
+                      + f" && exec chroot {q(str(root))} {CHARON_IN_ROOTFS}")
         with open(self.stdout_path, "wb") as out:
             self.proc = self.ns.popen(["unshare", "-m", "sh", "-c", script], env=env,
                                       stdout=out, stderr=subprocess.STDOUT)
