@@ -33,7 +33,7 @@ command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get inst
 
 # What a new machine of this kind has before the project's bootstrap runs: Python, gcc, git.
 # Everything else (headers, clang, strongSwan, tshark, ...) must come from scripts/bootstrap.sh.
-BASE_PACKAGES=python3,gcc,libc6-dev,git,ca-certificates,procps
+BASE_PACKAGES=python3,gcc,libc6-dev,git,ca-certificates
 
 unmount_all() {
     # deepest first; lazy so a process still exiting cannot keep the tree busy

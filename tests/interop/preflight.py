@@ -63,6 +63,8 @@ TOOL_PACKAGES = {
     "charon": ((CHARON,), "strongswan-charon"),
     "swanctl": (("/usr/sbin/swanctl",), "strongswan-swanctl"),
     "ip": (("/usr/sbin/ip", "/bin/ip", "/sbin/ip"), "iproute2"),
+    "sysctl": (("/usr/sbin/sysctl", "/sbin/sysctl"), "procps"),
+    "debootstrap": (("/usr/sbin/debootstrap",), "debootstrap"),
     "tshark": (("/usr/bin/tshark",), "tshark"),
     "clang": (("/usr/bin/clang",), "clang"),
     "llvm-symbolizer": (("/usr/bin/llvm-symbolizer",), "llvm"),
