@@ -38,7 +38,9 @@ BASE_PACKAGES=python3,gcc,libc6-dev,git,ca-certificates
 unmount_all() {
     # deepest first; lazy so a process still exiting cannot keep the tree busy
     local mnt
-    for mnt in $(grep -o " $root/[^ ]*" /proc/mounts | sort -r || true); do umount -l "$mnt" || true; done
+    for mnt in $(awk -v root="$root" '$2 == root || index($2, root "/") == 1 { print $2 }' /proc/mounts | sort -r); do
+        umount -l "$mnt" || true
+    done
 }
 trap unmount_all EXIT
 unmount_all
