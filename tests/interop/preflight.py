@@ -57,7 +57,7 @@ REQUIRED_ALGORITHMS = {
     "MODP_2048": "openssl", "MODP_3072": "openssl",
 }  # fmt: skip
 
-# Programs the tests and scripts run -> (paths, the Debian package that provides them). Several paths
+# Programs (and files) the tests and scripts use -> (paths, the Debian package that provides them). Several paths
 # because of the merged /usr: dpkg knows /bin/ip on Debian 12 and /usr/sbin/ip on 13.
 TOOL_PACKAGES = {
     "charon": ((CHARON,), "strongswan-charon"),
@@ -65,6 +65,8 @@ TOOL_PACKAGES = {
     "ip": (("/usr/sbin/ip", "/bin/ip", "/sbin/ip"), "iproute2"),
     "sysctl": (("/usr/sbin/sysctl", "/sbin/sysctl"), "procps"),
     "debootstrap": (("/usr/sbin/debootstrap",), "debootstrap"),
+    # not a program: the protocol names charon resolves in traffic selectors ("[udp/5001]")
+    "/etc/protocols": (("/etc/protocols",), "netbase"),
     "tshark": (("/usr/bin/tshark",), "tshark"),
     "clang": (("/usr/bin/clang",), "clang"),
     "llvm-symbolizer": (("/usr/bin/llvm-symbolizer",), "llvm"),
