@@ -7,13 +7,14 @@ the integrity check drops).
 
 How one input runs:
 
-1. Restore. A fixed scenario (SCENARIO: IKE_AUTH, Child SA create with PFS, Child SA rekeys from
-   both ends, Child SA delete, DPD both ways, IKE SA rekeys from both ends, IKE SA delete) is replayed
-   on a fresh in-process initiator/responder pair up to the message the input targets. Every random
-   value the engine draws (SPIs, nonces, X25519 keys, CBC IVs) comes from a generator seeded with
-   SEED, so the replay is byte-identical to the capture made once at start (checked: a diverging
-   replay raises ReplayDiverged). Deep copies are impossible (SK ciphers refuse copy) and would cost
-   as much: a full replay is a few milliseconds, so the harness rebuilds.
+1. Restore. Short fixed scenarios (SCENARIOS: IKE_AUTH, Child SA create with PFS and in transport
+   mode, Child SA rekeys from both ends and colliding, deletes (one colliding with a rekey), DPD both
+   ways, IKE SA rekeys from both ends and colliding, IKE SA deletes) are replayed on a fresh
+   in-process initiator/responder pair up to the message the input targets. Every random value the
+   engine draws (SPIs, nonces, X25519/P-256 keys, CBC IVs) comes from a generator seeded with SEED,
+   so the replay is byte-identical to the capture made once at start (checked: a diverging replay
+   raises ReplayDiverged). Deep copies are impossible (SK ciphers refuse copy); replaying the prefix
+   of one short scenario costs a few milliseconds, so the harness rebuilds.
 2. Open. The target message is decrypted with the live keys of the IKE SA it belongs to.
 3. Mutate. Structure-aware operations on the decoded payload chain (drop, duplicate, reorder,
    payload type, critical bit, Notify type/protocol/SPI, proposal numbers/protocols/SPI sizes/
@@ -63,6 +64,7 @@ import struct
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +72,7 @@ import atheris
 
 with atheris.instrument_imports(include=["ikev2lib"]):
     from ikev2lib.child_sa import EspParams, default_esp_factory
-    from ikev2lib.config import IkeConfig
+    from ikev2lib.config import ChildConfig, IkeConfig
     from ikev2lib.crypto import KeyExchange, SKCipher, sk_cipher
     from ikev2lib.dataplane import DataPlaneSA
     from ikev2lib.endpoint import IkeEndpoint
@@ -150,6 +152,8 @@ def deterministic(seed: int) -> Iterator[None]:
     def generate(cls: type[KeyExchange], group: int) -> KeyExchange:
         if int(group) in (31, 32):  # X25519/X448: any scalar is a valid private key (RFC 7748 clamps)
             return KeyExchange.from_private_bytes(group, rng.randbytes(32 if int(group) == 31 else 56))
+        if int(group) == 19:  # P-256: a scalar below the group order
+            return KeyExchange.from_private_bytes(group, b"\x00" + rng.randbytes(31))
         return _real_generate(cls, group)  # type: ignore[no-any-return]
 
     os.urandom = urandom
@@ -163,11 +167,26 @@ def deterministic(seed: int) -> Iterator[None]:
 
 # ---- the pair and the scenario -----------------------------------------------------------------
 
-ESP = "aes128gcm16-x25519"  # PFS: CREATE_CHILD_SA for Child SAs carries KE payloads too
-ICFG = ike_config(local_id="alice@example.org", remote_id="gw.example.org", esp=ESP)
-RCFG = ike_config(
-    local_id="gw.example.org", remote_id="alice@example.org", esp=ESP, local_ts=("10.2.0.0/16",),
-    remote_ts=("10.1.0.0/16",),
+# Two groups each: an INVALID_KE_PAYLOAD answer naming the other one starts a retry (RFC 7296 1.3).
+IKE = "aes128gcm16-prfsha256-x25519-ecp256"
+ESP = "aes128gcm16-x25519-ecp256"  # PFS: CREATE_CHILD_SA for Child SAs carries KE payloads too
+
+
+def _with_transport(config: IkeConfig, local: str, remote: str) -> IkeConfig:
+    host = ChildConfig(name="host", esp_proposals=ESP, mode="transport", local_ts=(local,), remote_ts=(remote,))
+    return dc_replace(config, children=config.children + (host,))
+
+
+ICFG = _with_transport(
+    ike_config(local_id="alice@example.org", remote_id="gw.example.org", ike=IKE, esp=ESP),
+    f"{INITIATOR_IP}/32", f"{RESPONDER_IP}/32",
+)  # fmt: skip
+RCFG = _with_transport(
+    ike_config(
+        local_id="gw.example.org", remote_id="alice@example.org", ike=IKE, esp=ESP, local_ts=("10.2.0.0/16",),
+        remote_ts=("10.1.0.0/16",),
+    ),
+    f"{RESPONDER_IP}/32", f"{INITIATOR_IP}/32",
 )  # fmt: skip
 ADDRS = ((INITIATOR_IP, 500), (RESPONDER_IP, 500))
 
@@ -243,26 +262,76 @@ def _child(endpoint: IkeEndpoint, which: int) -> int:
     return children[which]
 
 
+def _peer_child(pair: Pair, which: int) -> tuple[int, int]:
+    """(initiator's child_id, responder's child_id) of one Child SA, seen from both ends."""
+    ours = pair.endpoints[0].connection(_ike_id(pair.endpoints[0])).children[_child(pair.endpoints[0], which)]
+    theirs = pair.endpoints[1].connection(_ike_id(pair.endpoints[1])).children.values()
+    peer = next((c for c in theirs if c.spi_in == ours.spi_out), None)
+    if peer is None:
+        raise ReplayDiverged("the ends disagree on their Child SAs")
+    return ours.child_id, peer.child_id
+
+
+def _both_rekey_child(pair: Pair) -> None:
+    # both requests are in flight before either is delivered: a rekey collision (RFC 7296 2.8.1)
+    ours, theirs = _peer_child(pair, -1)
+    pair.endpoints[0].rekey_child_sa(_ike_id(pair.endpoints[0]), ours)
+    pair.endpoints[1].rekey_child_sa(_ike_id(pair.endpoints[1]), theirs)
+
+
+def _delete_while_rekeyed(pair: Pair) -> None:
+    ours, theirs = _peer_child(pair, 0)
+    pair.endpoints[0].delete_child_sa(_ike_id(pair.endpoints[0]), ours)
+    pair.endpoints[1].rekey_child_sa(_ike_id(pair.endpoints[1]), theirs)
+
+
+def _both_rekey_ike(pair: Pair) -> None:
+    pair.endpoints[0].rekey_ike_sa(_ike_id(pair.endpoints[0]))
+    pair.endpoints[1].rekey_ike_sa(_ike_id(pair.endpoints[1]))
+
+
 Action = Callable[[Pair], None]
-SCENARIO: list[tuple[str, Action]] = [
-    ("initiate", lambda p: p.endpoints[0].initiate(ICFG, ADDRS[1], p.now) and None),
-    ("I creates a Child SA", lambda p: p.endpoints[0].create_child_sa(_ike_id(p.endpoints[0]))),
-    ("R rekeys a Child SA", lambda p: p.endpoints[1].rekey_child_sa(_ike_id(p.endpoints[1]), _child(p.endpoints[1], 0))),
-    ("I rekeys a Child SA", lambda p: p.endpoints[0].rekey_child_sa(_ike_id(p.endpoints[0]), _child(p.endpoints[0], -1))),
-    ("I deletes a Child SA", lambda p: p.endpoints[0].delete_child_sa(_ike_id(p.endpoints[0]), _child(p.endpoints[0], 0))),
-    ("R sends a DPD", lambda p: p.endpoints[1].send_dpd(_ike_id(p.endpoints[1]))),
-    ("I rekeys the IKE SA", lambda p: p.endpoints[0].rekey_ike_sa(_ike_id(p.endpoints[0]))),
-    ("R creates a Child SA", lambda p: p.endpoints[1].create_child_sa(_ike_id(p.endpoints[1]))),
-    ("R rekeys the IKE SA", lambda p: p.endpoints[1].rekey_ike_sa(_ike_id(p.endpoints[1]))),
-    ("I sends a DPD", lambda p: p.endpoints[0].send_dpd(_ike_id(p.endpoints[0]))),
-    ("I deletes the IKE SA", lambda p: p.endpoints[0].delete_ike_sa(_ike_id(p.endpoints[0]))),
+_INITIATE: tuple[str, Action] = ("initiate", lambda p: p.endpoints[0].initiate(ICFG, ADDRS[1], p.now) and None)
+# Short scenarios, each from a fresh handshake: restoring replays the prefix of one of them, so
+# their length is what an input costs.
+SCENARIOS: list[list[tuple[str, Action]]] = [
+    [
+        _INITIATE,
+        ("I creates a Child SA", lambda p: p.endpoints[0].create_child_sa(_ike_id(p.endpoints[0]))),
+        ("R rekeys a Child SA", lambda p: p.endpoints[1].rekey_child_sa(_ike_id(p.endpoints[1]), _child(p.endpoints[1], 0))),
+        ("I rekeys a Child SA", lambda p: p.endpoints[0].rekey_child_sa(_ike_id(p.endpoints[0]), _child(p.endpoints[0], -1))),
+        ("I deletes a Child SA", lambda p: p.endpoints[0].delete_child_sa(_ike_id(p.endpoints[0]), _child(p.endpoints[0], 0))),
+        ("R sends a DPD", lambda p: p.endpoints[1].send_dpd(_ike_id(p.endpoints[1]))),
+        ("I creates a transport-mode Child SA",
+         lambda p: p.endpoints[0].create_child_sa(_ike_id(p.endpoints[0]), ICFG.children[1])),
+    ],
+    [
+        _INITIATE,
+        ("both rekey the same Child SA", _both_rekey_child),
+        ("I deletes a Child SA that R rekeys", _delete_while_rekeyed),
+    ],
+    [
+        _INITIATE,
+        ("I rekeys the IKE SA", lambda p: p.endpoints[0].rekey_ike_sa(_ike_id(p.endpoints[0]))),
+        ("R creates a Child SA", lambda p: p.endpoints[1].create_child_sa(_ike_id(p.endpoints[1]))),
+        ("R rekeys the IKE SA", lambda p: p.endpoints[1].rekey_ike_sa(_ike_id(p.endpoints[1]))),
+        ("I deletes the IKE SA", lambda p: p.endpoints[0].delete_ike_sa(_ike_id(p.endpoints[0]))),
+    ],
+    [
+        _INITIATE,
+        ("both rekey the IKE SA", _both_rekey_ike),
+        ("I sends a DPD", lambda p: p.endpoints[0].send_dpd(_ike_id(p.endpoints[0]))),
+        ("R deletes the IKE SA", lambda p: p.endpoints[1].delete_ike_sa(_ike_id(p.endpoints[1]))),
+    ],
 ]
 
 
 @dataclass(frozen=True)
 class Captured:
-    """One message of the scenario: who sent it, its datagrams (several if in SKF fragments)."""
+    """One message of a scenario: who sent it, its datagrams (several if in SKF fragments)."""
 
+    scenario: int
+    position: int  # in its scenario
     sender: int
     datagrams: tuple[bytes, ...]
     label: str
@@ -277,14 +346,16 @@ def _message_key(data: bytes) -> tuple[bytes, bytes, int, int, int]:
     return (h.spi_i, h.spi_r, h.message_id, h.flags, h.exchange_type)
 
 
-def run_scenario(stop_at: int | None, chains: list[list[Payload]] | None = None) -> tuple[Pair, list[Captured]]:
-    """Replay the scenario with the seeded generator. With `stop_at`, stop before delivering message
+def run_scenario(
+    scenario: int, stop_at: int | None, chains: list[list[Payload]] | None = None
+) -> tuple[Pair, list[Captured]]:
+    """Replay one scenario with the seeded generator. With `stop_at`, stop before delivering message
     number `stop_at` (its datagrams are taken off the wire, the rest stays in flight). With `chains`,
     collect the decrypted payload chain of every protected message."""
     pair = new_pair()
     messages: list[Captured] = []
     steps = 0
-    for label, action in SCENARIO:
+    for label, action in SCENARIOS[scenario]:
         action(pair)
         while True:
             pair.collect()
@@ -296,10 +367,9 @@ def run_scenario(stop_at: int | None, chains: list[list[Payload]] | None = None)
             key = _message_key(data)
             while pair.in_flight and pair.in_flight[0][0] == sender and _message_key(pair.in_flight[0][1]) == key:
                 group.append(pair.in_flight.pop(0)[1])
-            if stop_at is not None and len(messages) == stop_at:
-                messages.append(Captured(sender, tuple(group), label))
+            messages.append(Captured(scenario, len(messages), sender, tuple(group), label))
+            if stop_at is not None and len(messages) == stop_at + 1:
                 return pair, messages
-            messages.append(Captured(sender, tuple(group), label))
             if chains is not None and messages[-1].header.exchange_type != ExchangeType.IKE_SA_INIT:
                 chains.append(open_captured(pair, messages[-1]))
             for datagram in group:
@@ -392,23 +462,33 @@ def open_captured(pair: Pair, captured: Captured) -> list[Payload]:
 # ---- the capture, once per process -------------------------------------------------------------
 
 CHAINS: list[list[Payload]] = []  # the decrypted chain of every target, in order (splice material)
-with deterministic(SEED):
-    _, CAPTURED = run_scenario(None, CHAINS)
-with deterministic(SEED):
-    _, _again = run_scenario(None)
-if [c.datagrams for c in _again] != [c.datagrams for c in CAPTURED]:
-    raise ReplayDiverged("two replays of the scenario differ: the engine drew randomness we did not seed")
-del _again
+CAPTURED: list[Captured] = []  # every message of every scenario
+for _number in range(len(SCENARIOS)):
+    with deterministic(SEED):
+        _, _messages = run_scenario(_number, None, CHAINS)
+    with deterministic(SEED):
+        _, _again = run_scenario(_number, None)
+    if [c.datagrams for c in _again] != [c.datagrams for c in _messages]:
+        raise ReplayDiverged("two replays of a scenario differ: the engine drew randomness we did not seed")
+    CAPTURED += _messages
+del _number, _messages, _again
 # IKE_SA_INIT travels in clear: fuzz_engine.py covers it. Every protected message is a target.
 TARGETS = [i for i, c in enumerate(CAPTURED) if c.header.exchange_type != ExchangeType.IKE_SA_INIT]
 
 
 def restore(index: int) -> tuple[Pair, Captured]:
-    """A fresh pair in the state right before message `index` of the capture is delivered."""
-    pair, messages = run_scenario(index)
-    if len(messages) != index + 1 or messages[index].datagrams != CAPTURED[index].datagrams:
+    """A fresh pair in the state right before message `index` of CAPTURED is delivered."""
+    wanted = CAPTURED[index]
+    pair, messages = run_scenario(wanted.scenario, wanted.position)
+    if messages[-1] != wanted:
         raise ReplayDiverged(f"replay of message {index} differs from the capture")
-    return pair, messages[index]
+    return pair, messages[-1]
+
+
+def following(index: int) -> list[Captured]:
+    """The messages of the same scenario after message `index` of CAPTURED."""
+    scenario = CAPTURED[index].scenario
+    return [c for c in CAPTURED[index + 1 :] if c.scenario == scenario]
 
 
 SPLICE = [p for chain in CHAINS for p in chain]  # payloads of every target
@@ -507,7 +587,9 @@ class Mutator:
 
     def crafted(self) -> Payload:
         fdp = self.fdp
-        kind = fdp.ConsumeIntInRange(0, 5)
+        kind = fdp.ConsumeIntInRange(0, 6)
+        if kind == 6:  # an answer asking for another group (a retry, if we offered it)
+            return Notify(NotifyType.INVALID_KE_PAYLOAD, int(self.pick(GROUPS)).to_bytes(2, "big"))
         if kind == 0 and self.splice:
             return copy.deepcopy(self.pick(self.splice))
         if kind == 1:
@@ -849,6 +931,7 @@ class Outcome:
     pair: Pair
     authenticated: bool  # the receiving IKE SA opened the injected message (it got past the ICV)
     before: Snapshot
+    pending: int  # datagrams of the scenario already in flight when the target was taken off the wire
 
     def new_events(self, side: int) -> list[Event]:
         """Events endpoint `side` (0 initiator, 1 responder) emitted during the input."""
@@ -861,6 +944,7 @@ def run_input(data: bytes, *, mutation: Mutation | None = None, chunk: int | Non
     index = TARGETS[fdp.ConsumeIntInRange(0, len(TARGETS) - 1)]
     with deterministic(SEED):
         pair, target = restore(index)
+        pending = len(pair.in_flight)
         before = snapshot(pair)
         pair.now += 1.0  # last_heard moves to this time only if the injected message authenticates
         pair.logging = True
@@ -883,7 +967,7 @@ def run_input(data: bytes, *, mutation: Mutation | None = None, chunk: int | Non
                 endpoint.handle_timer(pair.now)
             settle(pair)
         check(pair, before)
-    return Outcome(index, datagrams, pair, authenticated, before)
+    return Outcome(index, datagrams, pair, authenticated, before, pending)
 
 
 def test_one_input(data: bytes) -> None:

@@ -48,8 +48,8 @@ def _target(label: str, exchange: int, response: bool) -> int:
 def _following(outcome) -> tuple[list[bytes], list[bytes]]:  # type: ignore[no-untyped-def]
     """(what the pair sent after the injection, what it sent at that point of the capture)."""
     got = [data for _, data in outcome.pair.log]
-    after = harness.CAPTURED[outcome.target + 1 :]
-    return got, [d for captured in after for d in captured.datagrams][: len(got)]
+    after = [d for captured in harness.following(outcome.target) for d in captured.datagrams]
+    return got, after[outcome.pending : outcome.pending + len(got)]
 
 
 def _events(outcome, side: int, kind: type) -> list:  # type: ignore[no-untyped-def]
