@@ -285,6 +285,12 @@ def _delete_while_rekeyed(pair: Pair) -> None:
     pair.endpoints[1].rekey_child_sa(_ike_id(pair.endpoints[1]), theirs)
 
 
+def _rekey_ike_against_child_rekey(pair: Pair) -> None:
+    # the peer rekeys the IKE SA while our Child SA rekey is in flight: refused (TEMPORARY_FAILURE)
+    pair.endpoints[0].rekey_child_sa(_ike_id(pair.endpoints[0]), _child(pair.endpoints[0], 0))
+    pair.endpoints[1].rekey_ike_sa(_ike_id(pair.endpoints[1]))
+
+
 def _both_rekey_ike(pair: Pair) -> None:
     pair.endpoints[0].rekey_ike_sa(_ike_id(pair.endpoints[0]))
     pair.endpoints[1].rekey_ike_sa(_ike_id(pair.endpoints[1]))
@@ -320,6 +326,7 @@ SCENARIOS: list[list[tuple[str, Action]]] = [
     [
         _INITIATE,
         ("both rekey the IKE SA", _both_rekey_ike),
+        ("R rekeys the IKE SA while I rekeys a Child SA", _rekey_ike_against_child_rekey),
         ("I sends a DPD", lambda p: p.endpoints[0].send_dpd(_ike_id(p.endpoints[0]))),
         ("R deletes the IKE SA", lambda p: p.endpoints[1].delete_ike_sa(_ike_id(p.endpoints[1]))),
     ],
