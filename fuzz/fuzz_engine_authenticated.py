@@ -50,8 +50,12 @@ reproduce it, with the full traceback, by running the harness on that file alone
 
     .venv/bin/python fuzz/fuzz_engine_authenticated.py crash-<sha1>
 
-`describe(data)` (see tests/engine/test_fuzz_authenticated_harness.py) prints which message an
-input targets and what the mutated chain looks like.
+and read what it does (the targeted message, the mutated chain, both ends' events, the verdict):
+
+    .venv/bin/python fuzz/fuzz_engine_authenticated.py describe crash-<sha1>
+
+An input's meaning depends on this file (SCENARIOS, the operations): a crash file is reproducible
+with the revision that found it.
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ with atheris.instrument_imports(include=["ikev2lib"]):
         TSi,
         TSr,
         UnknownPayload,
+        parse_payloads,
         serialize_payloads,
     )
 
@@ -882,9 +887,12 @@ def live_spis(pair: Pair) -> list[bytes]:
 Mutation = Callable[[list[Payload]], list[Payload]]
 
 
-def build(fdp: Any, pair: Pair, target: Captured, mutation: Mutation | None, chunk: int | None) -> list[bytes]:
-    """The datagrams that replace the target message: its chain mutated and re-protected.
-    `mutation` (tests) replaces the input's chain operations, `chunk` forces SKF framing."""
+def build(
+    fdp: Any, pair: Pair, target: Captured, mutation: Mutation | None, chunk: int | None
+) -> tuple[list[bytes], int, bytes]:
+    """The datagrams that replace the target message (its chain mutated and re-protected), the
+    mutated chain's first payload type and octets. `mutation` (tests) replaces the input's chain
+    operations, `chunk` forces SKF framing."""
     header = target.header
     receiver = pair.endpoints[1 - target.sender]
     sa = find_sa(receiver, header.spi_i, header.spi_r)
@@ -910,9 +918,9 @@ def build(fdp: Any, pair: Pair, target: Captured, mutation: Mutation | None, chu
             shell.message_id = fdp.ConsumeIntInRange(0, 0xFFFFFFFF)
     cipher = direction_cipher(sa, from_initiator)
     if chunk is not None:
-        return seal_fragments(cipher, shell, first, plain, chunk)
+        return seal_fragments(cipher, shell, first, plain, chunk), first, plain
     if not fdp.ConsumeBool():
-        return [seal(cipher, shell, first, plain)]
+        return [seal(cipher, shell, first, plain)], first, plain
     chunk = fdp.ConsumeIntInRange(1, 600)
     if -(-len(plain) // chunk) > MAX_FRAGMENTS + 2:
         chunk = max(1, -(-len(plain) // MAX_FRAGMENTS))
@@ -926,7 +934,7 @@ def build(fdp: Any, pair: Pair, target: Captured, mutation: Mutation | None, chu
             fragments.insert(j, fragments[i])
         elif len(fragments) > 1:
             del fragments[i]
-    return fragments
+    return fragments, first, plain
 
 
 @dataclass
@@ -939,14 +947,19 @@ class Outcome:
     authenticated: bool  # the receiving IKE SA opened the injected message (it got past the ICV)
     before: Snapshot
     pending: int  # datagrams of the scenario already in flight when the target was taken off the wire
+    first: int  # the mutated inner chain: its first payload type
+    chain: bytes  # and its octets
 
     def new_events(self, side: int) -> list[Event]:
         """Events endpoint `side` (0 initiator, 1 responder) emitted during the input."""
         return self.pair.events[side][self.before.events[side] :]
 
 
-def run_input(data: bytes, *, mutation: Mutation | None = None, chunk: int | None = None) -> Outcome:
-    """One input: restore, mutate, re-protect, deliver, settle, check (Finding on a violation)."""
+def run_input(
+    data: bytes, *, mutation: Mutation | None = None, chunk: int | None = None, checked: bool = True
+) -> Outcome:
+    """One input: restore, mutate, re-protect, deliver, settle, check (Finding on a violation;
+    `checked=False` leaves the check to the caller)."""
     fdp = atheris.FuzzedDataProvider(data)
     index = TARGETS[fdp.ConsumeIntInRange(0, len(TARGETS) - 1)]
     with deterministic(SEED):
@@ -957,7 +970,7 @@ def run_input(data: bytes, *, mutation: Mutation | None = None, chunk: int | Non
         pair.logging = True
         header = target.header
         receiving = find_sa(pair.endpoints[1 - target.sender], header.spi_i, header.spi_r)
-        datagrams = build(fdp, pair, target, mutation, chunk)
+        datagrams, first, chain = build(fdp, pair, target, mutation, chunk)
         for datagram in datagrams:
             pair.deliver(target.sender, datagram)
         authenticated = receiving.last_heard == pair.now
@@ -973,12 +986,40 @@ def run_input(data: bytes, *, mutation: Mutation | None = None, chunk: int | Non
             for endpoint in pair.endpoints:
                 endpoint.handle_timer(pair.now)
             settle(pair)
-        check(pair, before)
-    return Outcome(index, datagrams, pair, authenticated, before, pending)
+        if checked:
+            check(pair, before)
+    return Outcome(index, datagrams, pair, authenticated, before, pending, first, chain)
 
 
 def test_one_input(data: bytes) -> None:
     run_input(data)
+
+
+def describe(data: bytes) -> str:
+    """What one input does, for reading a crash: the target, the mutated chain, the injected
+    datagrams, each end's events and the invariant check's verdict."""
+    outcome = run_input(data, checked=False)
+    target = CAPTURED[outcome.target]
+    header = target.header
+    lines = [
+        f"target {outcome.target}: {target.label!r}, {getattr(header.exchange_type, 'name', header.exchange_type)} "
+        f"{'response' if header.flags & 0x20 else 'request'} from the {('initiator', 'responder')[target.sender]}",
+        f"got past the ICV: {outcome.authenticated}",
+    ]
+    try:
+        lines.append(f"mutated chain: {parse_payloads(outcome.first, outcome.chain)!r}")
+    except IKEv2Error as exc:
+        lines.append(f"mutated chain (first {outcome.first}, {outcome.chain.hex()}) does not parse: {exc}")
+    lines += [f"injected: {Message.parse(d)!r}" for d in outcome.injected]
+    for side in (0, 1):
+        lines.append(f"events of the {('initiator', 'responder')[side]}:")
+        lines += [f"  {e!r}" for e in outcome.new_events(side)]
+    try:
+        check(outcome.pair, outcome.before)
+        lines.append("invariants hold")
+    except Finding as exc:
+        lines.append(f"FINDING: {type(exc).__name__}: {exc}")
+    return "\n".join(lines)
 
 
 def seed_inputs() -> list[tuple[str, bytes]]:
@@ -1001,6 +1042,10 @@ def noop_input(target_number: int) -> bytes:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["describe"]:
+        for name in sys.argv[2:]:
+            print(f"== {name}\n{describe(Path(name).read_bytes())}")
+        sys.exit(0)
     args = list(sys.argv)
     corpus = next((a for a in args[1:] if not a.startswith("-") and Path(a).is_dir()), None)
     if corpus is None and not any(not a.startswith("-") for a in args[1:]):

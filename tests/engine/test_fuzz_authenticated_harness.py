@@ -124,3 +124,9 @@ def test_fixed_random_inputs_hold_the_invariants() -> None:
     rng = random.Random(4)
     for _ in range(150):
         harness.run_input(rng.randbytes(rng.randint(1, 300)))
+
+
+def test_describe_tells_what_an_input_does() -> None:
+    text = harness.describe(harness.noop_input(_target("initiate", ExchangeType.IKE_AUTH, False)))
+    assert "IKE_AUTH request from the initiator" in text and "got past the ICV: True" in text
+    assert "IkeSaEstablished" in text and text.endswith("invariants hold")
