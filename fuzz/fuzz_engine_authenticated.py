@@ -64,6 +64,7 @@ import contextlib
 import copy
 import os
 import random
+import shlex
 import struct
 import sys
 from collections.abc import Callable, Iterator
@@ -1062,5 +1063,7 @@ if __name__ == "__main__":
         args.append(f"-max_len={DEFAULT_MAX_LEN}")
     if not any(a.startswith("-len_control=") for a in args):
         args.append("-len_control=0")
+    # -jobs/-fork start workers through the shell with argv[0] as the command: name the interpreter
+    args[0] = f"{shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__).resolve()))}"
     atheris.Setup(args, test_one_input)
     atheris.Fuzz()
