@@ -36,7 +36,9 @@ How one input runs:
    datagrams and events per input stay within the named limits below; every Child SA uses algorithms
    and traffic selectors the local configuration allows, and no more Child SAs appear than the
    CREATE_CHILD_SA/IKE_AUTH messages delivered could create. A per-input wall-clock bound is atheris'
-   `-timeout` (scripts/test.sh passes 5 s).
+   `-timeout` (scripts/test.sh passes 5 s). Ends that disagree are no finding after a forged (if
+   authenticated) message; on the unmutated capture, made at start, they must agree after every
+   scenario step: same IKE SA, same installed Child SAs, matching keys (Finding at start otherwise).
 
 A long campaign (several cores, a corpus kept between runs):
 
@@ -390,7 +392,29 @@ def run_scenario(
             steps += 1
             if steps > MAX_SCENARIO_STEPS:
                 raise ReplayDiverged("the scenario does not settle")
+        if chains is not None:
+            agree(pair, label)
     return pair, messages
+
+
+def agree(pair: Pair, label: str) -> None:
+    """Two honest ends, once quiet, hold the same IKE SA and the same installed Child SAs, each
+    end's inbound keys the other's outbound ones (checked on the capture, which nothing mutates)."""
+    live = []
+    for endpoint in pair.endpoints:
+        ids = endpoint.ike_sa_ids()
+        live.append(endpoint.connection(ids[0]) if ids else None)
+    ours, theirs = live
+    if ours is None or theirs is None:
+        if ours is not theirs:
+            raise Finding(f"after {label!r}: one end has an IKE SA, the other not")
+        return
+    if (ours.spi_i, ours.spi_r) != (theirs.spi_i, theirs.spi_r):
+        raise Finding(f"after {label!r}: the ends use different IKE SAs")
+    mine = {(c.spi_in, c.spi_out, c.keys_in, c.keys_out, c.state) for c in ours.children.values()}
+    peer = {(c.spi_out, c.spi_in, c.keys_out, c.keys_in, c.state) for c in theirs.children.values()}
+    if mine != peer or any(c[4] != ChildState.INSTALLED for c in mine):
+        raise Finding(f"after {label!r}: the ends disagree on their Child SAs")
 
 
 # ---- opening and sealing -----------------------------------------------------------------------
