@@ -110,27 +110,30 @@ def test_peer_deletes_the_old_sa_before_our_answer_arrives(monkeypatch: pytest.M
     assert old.state == IkeState.DELETED
 
 
-def _child_exchange_in_flight(a, kind: str, sid: int) -> None:  # type: ignore[no-untyped-def]
-    child_id = sorted(a.endpoint.connection(sid).children)[0]
+def _child_exchange_in_flight(node, kind: str) -> None:  # type: ignore[no-untyped-def]
+    sid = node.endpoint.ike_sa_ids()[0]
+    child_id = sorted(node.endpoint.connection(sid).children)[0]
     if kind == "rekey":
-        a.endpoint.rekey_child_sa(sid, child_id)
+        node.endpoint.rekey_child_sa(sid, child_id)
     elif kind == "create":
-        a.endpoint.create_child_sa(sid)
+        node.endpoint.create_child_sa(sid)
     else:
-        a.endpoint.delete_child_sa(sid, child_id)
+        node.endpoint.delete_child_sa(sid, child_id)
 
 
 @pytest.mark.parametrize("kind", ["rekey", "create", "delete"])
+@pytest.mark.parametrize("child_side", ["initiator", "responder"])
 def test_ike_rekey_while_the_peer_has_a_child_exchange_in_flight_is_refused(
-    kind: str, monkeypatch: pytest.MonkeyPatch
+    kind: str, child_side: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # RFC 7296 2.25: a request that cannot complete because of a rekeying operation gets
-    # TEMPORARY_FAILURE. Answering it instead moved the Child SAs to the new IKE SA while A's
-    # CREATE_CHILD_SA/Delete answer still came on the old one: A installed the new Child SA on the
-    # old IKE SA (which then took it away) and left the old one REKEYED or DELETING for good.
-    net, a, b, sid = _established(monkeypatch)
-    _child_exchange_in_flight(a, kind, sid)
-    b.endpoint.rekey_ike_sa(b.endpoint.ike_sa_ids()[0])  # both requests in flight at once
+    # TEMPORARY_FAILURE. Answering it instead moved the Child SAs to the new IKE SA while the
+    # CREATE_CHILD_SA/Delete answer still came on the old one: the new Child SA was installed on the
+    # old IKE SA (which then took it away) and the old one stayed REKEYED or DELETING for good.
+    net, a, b, _ = _established(monkeypatch)
+    child_node, ike_node = (a, b) if child_side == "initiator" else (b, a)
+    _child_exchange_in_flight(child_node, kind)
+    ike_node.endpoint.rekey_ike_sa(ike_node.endpoint.ike_sa_ids()[0])  # both requests in flight at once
     net.run()
     net.run(until=net.now + REKEYED_SA_LIFETIME + 5)
     (sa_a,) = _live(a.endpoint)
@@ -141,7 +144,7 @@ def test_ike_rekey_while_the_peer_has_a_child_exchange_in_flight_is_refused(
     theirs = {(c.spi_out, c.spi_in) for c in sa_b.children.values()}
     assert ours == theirs and len(ours) == {"rekey": 1, "create": 2, "delete": 0}[kind]
     assert all(c.state.value == "installed" for c in (*sa_a.children.values(), *sa_b.children.values()))
-    refused = [e for e in b.of_type(ProtocolErrorEvent) if e.received]
+    refused = [e for e in ike_node.of_type(ProtocolErrorEvent) if e.received]
     assert [e.notify for e in refused] == [NotifyType.TEMPORARY_FAILURE]
     for child in sa_a.children.values():
         peer = next(c for c in sa_b.children.values() if c.spi_in == child.spi_out)
