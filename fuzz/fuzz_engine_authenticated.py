@@ -128,7 +128,7 @@ MAX_TIMER_JUMPS = 6  # optional jumps in simulated time after settling (retransm
 TIMER_JUMP = 80.0  # seconds per jump: past the first retransmission timeouts
 MAX_DATAGRAMS_PER_INPUT = 96  # sent by both endpoints during one input (after the restore)
 MAX_EVENTS_PER_INPUT = 64  # emitted by both endpoints during one input
-MAX_IKE_SAS = 6  # IKE SAs either endpoint may hold (the scenario never has more than 2 at once)
+MAX_IKE_SAS_PER_ENDPOINT = 6  # IKE SAs either endpoint may hold (the scenarios never have more than 3)
 MAX_FRAGMENT_ORDER_OPS = 4  # swaps/duplicates/drops of SKF fragments before delivery
 MAX_SCENARIO_STEPS = 400  # deliveries of one replay (bounds a replay that does not settle)
 START = 1000.0  # simulated time of the replay
@@ -843,7 +843,7 @@ def check(pair: Pair, before: Snapshot) -> None:
         if not all(isinstance(e, Event) for e in events):
             raise Finding(f"endpoint {index}: a non-Event came out of next_event()")
         sas = list(endpoint.connections())
-        if len(sas) > MAX_IKE_SAS:
+        if len(sas) > MAX_IKE_SAS_PER_ENDPOINT:
             raise Finding(f"endpoint {index} holds {len(sas)} IKE SAs")
         allowed, local_ts, remote_ts = POLICIES[index]
         children = 0
