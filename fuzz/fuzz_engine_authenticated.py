@@ -969,7 +969,7 @@ class Outcome:
     target: int  # index into CAPTURED
     injected: list[bytes]
     pair: Pair
-    authenticated: bool  # the receiving IKE SA opened the injected message (it got past the ICV)
+    opened: bool  # the receiving IKE SA decrypted the injected message and parsed its inner chain
     before: Snapshot
     pending: int  # datagrams of the scenario already in flight when the target was taken off the wire
     first: int  # the mutated inner chain: its first payload type
@@ -991,14 +991,14 @@ def run_input(
         pair, target = restore(index)
         pending = len(pair.in_flight)
         before = snapshot(pair)
-        pair.now += 1.0  # last_heard moves to this time only if the injected message authenticates
+        pair.now += 1.0  # last_heard moves to this time only once the injected message is opened
         pair.logging = True
         header = target.header
         receiving = find_sa(pair.endpoints[1 - target.sender], header.spi_i, header.spi_r)
         datagrams, first, chain = build(fdp, pair, target, mutation, chunk)
         for datagram in datagrams:
             pair.deliver(target.sender, datagram)
-        authenticated = receiving.last_heard == pair.now
+        opened = receiving.last_heard == pair.now
         then_original = fdp.ConsumeIntInRange(0, 7) == 7  # the real message after the forged one
         jumps = fdp.ConsumeIntInRange(0, MAX_TIMER_JUMPS) if fdp.ConsumeIntInRange(0, 3) == 3 else 0
         settle(pair)
@@ -1013,7 +1013,7 @@ def run_input(
             settle(pair)
         if checked:
             check(pair, before)
-    return Outcome(index, datagrams, pair, authenticated, before, pending, first, chain)
+    return Outcome(index, datagrams, pair, opened, before, pending, first, chain)
 
 
 def test_one_input(data: bytes) -> None:
@@ -1029,7 +1029,7 @@ def describe(data: bytes) -> str:
     lines = [
         f"target {outcome.target}: {target.label!r}, {getattr(header.exchange_type, 'name', header.exchange_type)} "
         f"{'response' if header.flags & 0x20 else 'request'} from the {('initiator', 'responder')[target.sender]}",
-        f"got past the ICV: {outcome.authenticated}",
+        f"decrypted and parsed: {outcome.opened}",
     ]
     try:
         lines.append(f"mutated chain: {parse_payloads(outcome.first, outcome.chain)!r}")

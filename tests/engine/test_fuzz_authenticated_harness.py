@@ -60,7 +60,7 @@ def _events(outcome, side: int, kind: type) -> list:  # type: ignore[no-untyped-
 def test_unmodified_chain_reprotected_is_accepted_exactly_like_the_original(number: int) -> None:
     outcome = harness.run_input(harness.noop_input(number))
     assert outcome.target == harness.TARGETS[number]
-    assert outcome.authenticated
+    assert outcome.opened
     got, expected = _following(outcome)
     assert got == expected
 
@@ -70,7 +70,7 @@ def test_unmodified_chain_in_skf_fragments_is_accepted_like_the_original(chunk: 
     number = _target("I creates a Child SA", ExchangeType.CREATE_CHILD_SA, False)
     outcome = harness.run_input(harness.noop_input(number), chunk=chunk)
     assert (len(outcome.injected) > 1) == (chunk < 100)  # the chain is about 190 octets
-    assert outcome.authenticated
+    assert outcome.opened
     got, expected = _following(outcome)
     assert got == expected and got  # the responder answered, and its answer is the captured one
     assert _events(outcome, 1, ChildSaCreated)
@@ -93,7 +93,7 @@ def _forged_auth(payloads: list[Payload]) -> list[Payload]:
 def test_mutated_ike_auth_request_is_refused_after_decryption() -> None:
     number = _target("initiate", ExchangeType.IKE_AUTH, False)
     outcome = harness.run_input(harness.noop_input(number), mutation=_forged_auth)
-    assert outcome.authenticated  # past the ICV: the AUTH check refused it
+    assert outcome.opened  # past the ICV: the AUTH check refused it
     refused = _events(outcome, 1, ProtocolErrorEvent)
     assert refused and refused[0].notify == NotifyType.AUTHENTICATION_FAILED
     answered = _events(outcome, 0, ProtocolErrorEvent)  # the initiator got (and decrypted) the Notify
@@ -105,7 +105,7 @@ def test_mutated_create_child_sa_request_gets_a_notify_answer() -> None:
     number = _target("I creates a Child SA", ExchangeType.CREATE_CHILD_SA, False)
     outcome = harness.run_input(harness.noop_input(number), chunk=30,
                                 mutation=lambda chain: [p for p in chain if not isinstance(p, SA)])  # fmt: skip
-    assert outcome.authenticated and len(outcome.injected) > 1
+    assert outcome.opened and len(outcome.injected) > 1
     answered = _events(outcome, 0, ProtocolErrorEvent)
     assert answered and answered[0].received and answered[0].notify == NotifyType.INVALID_SYNTAX
     assert not _events(outcome, 1, ChildSaCreated)
@@ -128,5 +128,5 @@ def test_fixed_random_inputs_hold_the_invariants() -> None:
 
 def test_describe_tells_what_an_input_does() -> None:
     text = harness.describe(harness.noop_input(_target("initiate", ExchangeType.IKE_AUTH, False)))
-    assert "IKE_AUTH request from the initiator" in text and "got past the ICV: True" in text
+    assert "IKE_AUTH request from the initiator" in text and "decrypted and parsed: True" in text
     assert "IkeSaEstablished" in text and text.endswith("invariants hold")
