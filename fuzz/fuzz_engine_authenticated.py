@@ -180,21 +180,27 @@ IKE = "aes128gcm16-prfsha256-x25519-ecp256"
 ESP = "aes128gcm16-x25519-ecp256"  # PFS: CREATE_CHILD_SA for Child SAs carries KE payloads too
 
 
-def _with_transport(config: IkeConfig, local: str, remote: str) -> IkeConfig:
+def _with_transport(config: IkeConfig, local: str, remote: str, child_rekey: float | None = None) -> IkeConfig:
+    tunnel = dc_replace(config.children[0], rekey_time=child_rekey)
     host = ChildConfig(name="host", esp_proposals=ESP, mode="transport", local_ts=(local,), remote_ts=(remote,))
-    return dc_replace(config, children=config.children + (host,))
+    return dc_replace(config, children=(tunnel, host))
 
 
+# Timed work (DPD, rekeys on time, hard lifetimes) is never due during a replay, whose clock stands
+# still; the input's optional timer jumps (up to MAX_TIMER_JUMPS * TIMER_JUMP seconds) reach it.
 ICFG = _with_transport(
-    ike_config(local_id="alice@example.org", remote_id="gw.example.org", ike=IKE, esp=ESP),
+    ike_config(
+        local_id="alice@example.org", remote_id="gw.example.org", ike=IKE, esp=ESP, dpd_delay=150.0,
+        rekey_time=250.0,
+    ),
     f"{INITIATOR_IP}/32", f"{RESPONDER_IP}/32",
 )  # fmt: skip
 RCFG = _with_transport(
     ike_config(
         local_id="gw.example.org", remote_id="alice@example.org", ike=IKE, esp=ESP, local_ts=("10.2.0.0/16",),
-        remote_ts=("10.1.0.0/16",),
+        remote_ts=("10.1.0.0/16",), rekey_time=330.0,
     ),
-    f"{RESPONDER_IP}/32", f"{INITIATOR_IP}/32",
+    f"{RESPONDER_IP}/32", f"{INITIATOR_IP}/32", child_rekey=200.0,
 )  # fmt: skip
 ADDRS = ((INITIATOR_IP, 500), (RESPONDER_IP, 500))
 
