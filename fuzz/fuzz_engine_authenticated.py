@@ -102,6 +102,7 @@ with atheris.instrument_imports(include=["ikev2lib"]):
         Notify,
         NotifyType,
         Payload,
+        PayloadType,
         Proposal,
         ProtocolId,
         RawTrafficSelector,
@@ -237,7 +238,9 @@ class Pair:
         receiver = 1 - sender
         try:
             header = Message.parse_header(data)
-            if header.exchange_type in (ExchangeType.IKE_AUTH, ExchangeType.CREATE_CHILD_SA):
+            # one per message: an SKF message counts with its fragment 1 (RFC 7383 2.5 numbering)
+            first_fragment = header.next_payload != PayloadType.SKF or data[32:34] == b"\x00\x01"
+            if header.exchange_type in (ExchangeType.IKE_AUTH, ExchangeType.CREATE_CHILD_SA) and first_fragment:
                 self.delivered_creating[receiver] += 1
         except IKEv2Error:
             pass
