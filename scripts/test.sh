@@ -46,6 +46,7 @@ grep -E '^Done [0-9]+ runs' /tmp/ikev2lib-fuzz-wire.log
 
 run_atheris "IKE crypto" fuzz/fuzz_crypto.py -rss_limit_mb=1024
 run_atheris "IKE engine receive path" fuzz/fuzz_engine.py -rss_limit_mb=2048
+run_atheris "IKE engine past the ICV" fuzz/fuzz_engine_authenticated.py -rss_limit_mb=2048
 run_atheris "Child SA lifetimes" fuzz/fuzz_lifetimes.py -rss_limit_mb=2048
 
 echo "== all stages passed (mypy, pytest, python -O, sanitizers, fuzzers)"

@@ -19,8 +19,9 @@ from ..exceptions import LocalProtocolError, RemoteProtocolError
 from ..ike_sa import IkeSa, Request
 from ..negotiation import SelectedProposal, ke_groups, select_proposal, validate_chosen_proposal
 from ..operations import DeleteIke
-from ..state import IkeInput, IkeState
+from ..state import ChildState, IkeInput, IkeState
 from ..wire import KE, SA, ExchangeType, Nonce, NotifyType, Payload, Proposal, ProtocolId
+from .child_create import ChildRequest
 from .common import (
     new_nonce,
     ZERO_IKE_SPI,
@@ -209,8 +210,19 @@ def start(sa: IkeSa, now: float, *, ke_group: int | None = None, ke_retries: int
 # ---- responder ---------------------------------------------------------------------------------
 
 
+def _child_exchange_in_flight(sa: IkeSa) -> bool:
+    """Our CREATE_CHILD_SA or Child SA Delete awaits its answer: it would come on the old IKE SA."""
+    if isinstance(sa.pending_request, ChildRequest):
+        return True
+    return any(c.state in (ChildState.REKEYING, ChildState.DELETING) for c in sa.children.values())
+
+
 def respond(sa: IkeSa, sa_payload: SA, ni: bytes, payloads: list[Payload], now: float) -> list[Payload]:
     """Our answer to the peer's rekey of `sa`."""
+    if _child_exchange_in_flight(sa):
+        # RFC 7296 2.25 (strongSwan does the same): the Child SAs would move to the new IKE SA while
+        # the answer to our Child SA exchange still comes on this one; the peer retries later
+        raise RemoteProtocolError("a Child SA exchange is in flight", notify=NotifyType.TEMPORARY_FAILURE)
     selected = select_proposal(sa_payload.proposals, parsed_proposals(sa.config.ike_proposals, ProtocolId.IKE))
     if len(selected.spi) != 8 or selected.spi == ZERO_IKE_SPI:
         raise RemoteProtocolError("invalid IKE SPI in the rekey proposal")

@@ -11,11 +11,11 @@ import itertools
 
 import pytest
 
-from ikev2lib.events import ChildSaCreated, IkeSaDeleted, IkeSaRekeyed
+from ikev2lib.events import ChildSaCreated, IkeSaDeleted, IkeSaRekeyed, ProtocolErrorEvent
 from ikev2lib.exchanges import ike_rekey
 from ikev2lib.ike_sa import REKEYED_SA_LIFETIME
 from ikev2lib.state import IkeState
-from ikev2lib.wire import ExchangeType, Message
+from ikev2lib.wire import ExchangeType, Message, NotifyType
 
 from .network import RESPONDER_IP, pair
 
@@ -108,3 +108,44 @@ def test_peer_deletes_the_old_sa_before_our_answer_arrives(monkeypatch: pytest.M
     sa_a, _ = _settled_on_one_sa(net, a, b, sid)
     assert sa_a.is_initiator is False  # b's SA
     assert old.state == IkeState.DELETED
+
+
+def _child_exchange_in_flight(node, kind: str) -> None:  # type: ignore[no-untyped-def]
+    sid = node.endpoint.ike_sa_ids()[0]
+    child_id = sorted(node.endpoint.connection(sid).children)[0]
+    if kind == "rekey":
+        node.endpoint.rekey_child_sa(sid, child_id)
+    elif kind == "create":
+        node.endpoint.create_child_sa(sid)
+    else:
+        node.endpoint.delete_child_sa(sid, child_id)
+
+
+@pytest.mark.parametrize("kind", ["rekey", "create", "delete"])
+@pytest.mark.parametrize("child_side", ["initiator", "responder"])
+def test_ike_rekey_while_the_peer_has_a_child_exchange_in_flight_is_refused(
+    kind: str, child_side: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RFC 7296 2.25: a request that cannot complete because of a rekeying operation gets
+    # TEMPORARY_FAILURE. Answering it instead moved the Child SAs to the new IKE SA while the
+    # CREATE_CHILD_SA/Delete answer still came on the old one: the new Child SA was installed on the
+    # old IKE SA (which then took it away) and the old one stayed REKEYED or DELETING for good.
+    net, a, b, _ = _established(monkeypatch)
+    child_node, ike_node = (a, b) if child_side == "initiator" else (b, a)
+    _child_exchange_in_flight(child_node, kind)
+    ike_node.endpoint.rekey_ike_sa(ike_node.endpoint.ike_sa_ids()[0])  # both requests in flight at once
+    net.run()
+    net.run(until=net.now + REKEYED_SA_LIFETIME + 5)
+    (sa_a,) = _live(a.endpoint)
+    (sa_b,) = _live(b.endpoint)
+    assert (sa_a.spi_i, sa_a.spi_r) == (sa_b.spi_i, sa_b.spi_r)
+    assert sa_a.state == sa_b.state == IkeState.ESTABLISHED
+    ours = {(c.spi_in, c.spi_out) for c in sa_a.children.values()}
+    theirs = {(c.spi_out, c.spi_in) for c in sa_b.children.values()}
+    assert ours == theirs and len(ours) == {"rekey": 1, "create": 2, "delete": 0}[kind]
+    assert all(c.state.value == "installed" for c in (*sa_a.children.values(), *sa_b.children.values()))
+    refused = [e for e in ike_node.of_type(ProtocolErrorEvent) if e.received]
+    assert [e.notify for e in refused] == [NotifyType.TEMPORARY_FAILURE]
+    for child in sa_a.children.values():
+        peer = next(c for c in sa_b.children.values() if c.spi_in == child.spi_out)
+        assert peer.inbound.decap(child.outbound.encap(PACKET)) == (4, PACKET)
