@@ -64,7 +64,7 @@ PY=$VENV/bin/python
 src=$VENV/src
 mkdir -p "$src"
 git ls-files -z --cached --others --exclude-standard |
-    while IFS= read -r -d '' f; do [[ -e $f ]] && printf '%s\0' "$f"; done |
+    while IFS= read -r -d '' f; do if [[ -e $f ]]; then printf '%s\0' "$f"; fi; done |
     tar --null -T - -cf - | tar -xf - -C "$src"
 constraints=$VENV/floors-constraints.txt
 printf '%s\n' "${all_pins[@]}" >"$constraints"
