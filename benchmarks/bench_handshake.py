@@ -1,6 +1,7 @@
 """In-process complete IKEv2 handshakes per second: IKE_SA_INIT + IKE_AUTH + first Child SA
 (PSK, X25519, AES-GCM-128, ESP SAs built in the C data plane), both engines in one process, no
-sockets. Target: >= 1,500 handshakes/s on this machine.
+sockets. Target (a same-run ratio, as everywhere in benchmarks/): the rate is at least 0.5 of the
+bare cryptography of a handshake measured alongside it (ike_compare.py's crypto_share).
 
     .venv/bin/python benchmarks/bench_handshake.py          # prints the rate (bounded: 2 s)
     .venv/bin/python -m pytest benchmarks/bench_handshake.py --benchmark-enable
@@ -127,6 +128,7 @@ if __name__ == "__main__":
     wall, cpu = measure()
     floor = crypto_floor()
     print(f"complete IKEv2 handshakes (SA_INIT + AUTH + Child SA, PSK, X25519, AES-GCM), in-process:")
-    print(f"  {wall:,.0f}/s wall clock, {cpu:,.0f}/s per CPU second (target >= 1,500/s)")
-    print(f"  cryptography alone: {floor:,.0f}/s per CPU second; engine/crypto ratio {cpu / floor:.2f}")
+    print(f"  {wall:,.0f}/s wall clock, {cpu:,.0f}/s per CPU second")
+    print(f"  cryptography alone: {floor:,.0f}/s per CPU second; engine/crypto ratio {cpu / floor:.2f} "
+          "(target >= 0.5: ike_compare.py's crypto_share)")
     sys.exit(0)

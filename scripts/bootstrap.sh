@@ -33,7 +33,10 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 # pip's output goes to a log and is shown only when it fails (the build's warnings are noise otherwise).
 log=.venv/bootstrap-pip.log
-if ! { .venv/bin/python -m pip install -q --upgrade pip setuptools wheel 'Cython>=3.0' &&
+# The build requirements come from pyproject.toml (their floors are checked by scripts/check-floors.sh).
+mapfile -t BUILD_REQUIRES < <(.venv/bin/python -c 'import tomllib
+print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")')
+if ! { .venv/bin/python -m pip install -q --upgrade pip "${BUILD_REQUIRES[@]}" &&
        .venv/bin/python -m pip install -q --no-build-isolation -e '.[test]'; } >"$log" 2>&1; then
     grep -v '^WARNING: Location' "$log" >&2
     echo "bootstrap: pip install failed (full log: $log)" >&2

@@ -1,0 +1,65 @@
+"""Smoke runs of the comparison scripts (wire_compare, esp_compare, ike_compare): each runs with the
+smallest bounds and must end with its JSON line, whose `targets_met` holds one verdict per target
+(True/False, or None for a part that did not run). Only the shape is checked, never a rate or whether
+a target is met: speed is measured, never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+SMOKE_TIMEOUT = 180.0  # seconds for one script's smoke run
+
+
+def run_script(name: str, *args: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, str(HERE / name), *args], capture_output=True, text=True,
+                          timeout=SMOKE_TIMEOUT, cwd=HERE.parent, check=False)  # fmt: skip
+    if proc.returncode != 0:
+        pytest.fail(f"{name} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def check_verdicts(targets_met: Any, expected: set[str]) -> None:
+    if not isinstance(targets_met, dict) or set(targets_met) != expected:
+        pytest.fail(f"targets_met {targets_met!r} does not name exactly {sorted(expected)}")
+    for name, met in targets_met.items():
+        if met not in (True, False, None):
+            pytest.fail(f"targets_met[{name!r}] is {met!r}, not a verdict")
+
+
+def test_wire_compare_reports_ratios_vs_scapy() -> None:
+    result = run_script("wire_compare.py", "--seconds", "0.01")
+    check_verdicts(result["targets_met"], {"parse_vs_scapy", "serialize_vs_scapy"})
+    for name in result["targets_met"]:
+        if not result[name] > 0:
+            pytest.fail(f"{name} = {result[name]!r}")
+
+
+def test_esp_compare_reports_ratios() -> None:
+    result = run_script("esp_compare.py", "--quick", "--seconds", "0.02")
+    expected = {"batch_encap_vs_openssl", "batch_decap_vs_openssl", "single_encap_vs_pyca", "two_threads_vs_one"}
+    check_verdicts(result["targets_met"], expected)
+    for name in expected:
+        if not result[name] > 0:
+            pytest.fail(f"{name} = {result[name]!r}")
+
+
+def test_ike_compare_reports_ratio_targets() -> None:
+    # in-process part only: the UDP part needs root and strongSwan, the scale part about a minute
+    result = run_script("ike_compare.py", "--quick", "--skip-udp", "--skip-scale", "--skip-profile",
+                        "--seconds", "0.1")  # fmt: skip
+    expected = {"crypto_share", "udp_per_responder_cpu_vs_strongswan", "bytes_per_sa", "timer_growth"}
+    check_verdicts(result["targets_met"], expected)
+    if result["targets_met"]["crypto_share"] is None or not result["inprocess"]["crypto_share"] > 0:
+        pytest.fail(f"crypto_share not measured: {result['inprocess']!r}")
+    for name in expected - {"crypto_share"}:
+        if result["targets_met"][name] is not None:
+            pytest.fail(f"{name} has a verdict although its part was skipped")
