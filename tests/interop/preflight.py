@@ -68,6 +68,7 @@ TOOL_PACKAGES = {
     # not a program: the protocol names charon resolves in traffic selectors ("[udp/5001]")
     "/etc/protocols": (("/etc/protocols",), "netbase"),
     "tshark": (("/usr/bin/tshark",), "tshark"),
+    "openssl": (("/usr/bin/openssl",), "openssl"),
     "clang": (("/usr/bin/clang",), "clang"),
     "llvm-symbolizer": (("/usr/bin/llvm-symbolizer",), "llvm"),
 }
