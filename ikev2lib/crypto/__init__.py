@@ -1,5 +1,6 @@
 """IKE-side cryptography on `cryptography` (hazmat): prf/prf+, SKEYSEED/SK_*/KEYMAT, key exchange
-groups, SK payload protection and shared-key AUTH. Transform IDs are IANA numbers (plain ints or
+groups, SK payload protection, shared-key AUTH and public-key signature AUTH data (signature.py:
+`signature.sign` / `signature.verify`). Transform IDs are IANA numbers (plain ints or
 the `ikev2lib.wire` IntEnums). Keys are never logged: reprs show lengths only. `IKE_TRANSFORMS`
 is what all of it can run, as one table (capabilities.py)."""
 
@@ -22,6 +23,17 @@ from .keys import (
     split_child_keymat,
 )
 from .prf import PRF_PLUS_MAX_ITERATIONS, SUPPORTED_PRFS, Prf
+from .signature import (
+    MAX_SIGNATURE_HASHES,
+    MIN_RSA_BITS,
+    SIGNATURE_METHODS,
+    SIGNATURE_SCHEMES,
+    SignatureScheme,
+    decode_signature_hashes,
+    encode_signature_hashes,
+    method_for_key,
+    split_signature_auth_data,
+)
 from .sk import AEAD_IV_LIMIT, MAX_SK_BODY, SKCipher, sk_cipher
 
 __all__ = [
@@ -52,4 +64,14 @@ __all__ = [
     "sk_cipher",
     "split_child_keymat",
     "verify_psk_auth",
+    # public-key AUTH (signature.py; sign/verify stay module-qualified: `signature.sign`)
+    "MAX_SIGNATURE_HASHES",
+    "MIN_RSA_BITS",
+    "SIGNATURE_METHODS",
+    "SIGNATURE_SCHEMES",
+    "SignatureScheme",
+    "decode_signature_hashes",
+    "encode_signature_hashes",
+    "method_for_key",
+    "split_signature_auth_data",
 ]
