@@ -43,6 +43,7 @@ __all__ = [
     "SignatureScheme",
     "decode_signature_hashes",
     "encode_signature_hashes",
+    "key_description",
     "method_for_key",
     "sign",
     "split_signature_auth_data",
@@ -211,24 +212,24 @@ def _key_kind(key: _AnyKey) -> KeyKind | None:
     return None
 
 
-def _describe(key: _AnyKey) -> str:
-    """A key's type and size for error messages; never any key material."""
+def key_description(key: object) -> str:
+    """A short name for a key's type and size, for messages (never any key material)."""
     if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
-        return f"a {key.key_size}-bit RSA key"
+        return f"RSA-{key.key_size}"
     if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
-        return f"an ECDSA key on {key.curve.name}"
+        return f"ECDSA-{key.curve.name}"
     if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)):
-        return "an Ed25519 key"
+        return "Ed25519"
     if isinstance(key, (ed448.Ed448PrivateKey, ed448.Ed448PublicKey)):
-        return "an Ed448 key"
-    return f"a key of type {type(key).__name__}"
+        return "Ed448"
+    return type(key).__name__
 
 
 def _usable_key(key: PrivateKeyTypes) -> KeyKind:
     kind = None if isinstance(key, _PUBLIC_KEYS) else _key_kind(key)
     if kind is None:
         raise LocalProtocolError(
-            f"cannot sign AUTH data with {_describe(key)} (needs a private key: RSA of at least {MIN_RSA_BITS} "
+            f"cannot sign AUTH data with {key_description(key)} (needs a private key: RSA of at least {MIN_RSA_BITS} "
             "bits, ECDSA on P-256/P-384/P-521, Ed25519 or Ed448)"
         )
     return kind
@@ -246,7 +247,7 @@ def method_for_key(private_key: PrivateKeyTypes, peer_supports_rfc7427: bool) ->
     if isinstance(private_key, ec.EllipticCurvePrivateKey):
         return _METHOD_FOR_CURVE[private_key.curve.name]
     raise LocalProtocolError(
-        f"{_describe(private_key)} needs RFC 7427 Digital Signature authentication (14), "
+        f"{key_description(private_key)} needs RFC 7427 Digital Signature authentication (14), "
         "which the peer does not support"
     )
 
@@ -259,7 +260,7 @@ def _choose_scheme(kind: KeyKind, key: PrivateKeyTypes, hashes_peer_accepts: Col
     wanted = ", ".join(h.name for h in _HASH_PREFERENCE[kind])
     sent = ", ".join(str(h) for h in sorted(accepted)) or "none"
     raise LocalProtocolError(
-        f"the peer's SIGNATURE_HASH_ALGORITHMS ({sent}) has no hash usable with {_describe(key)} "
+        f"the peer's SIGNATURE_HASH_ALGORITHMS ({sent}) has no hash usable with {key_description(key)} "
         f"(needs one of {wanted})"
     )
 
@@ -288,14 +289,14 @@ def sign(
         return bytes([len(der)]) + der + _sign_scheme(scheme, private_key, octets)
     if method == AuthMethod.RSA_SIG:
         if not isinstance(private_key, rsa.RSAPrivateKey):
-            raise LocalProtocolError(f"RSA Digital Signature (1) cannot be made with {_describe(private_key)}")
+            raise LocalProtocolError(f"RSA Digital Signature (1) cannot be made with {key_description(private_key)}")
         # RFC 7296 3.8: RSASSA-PKCS1-v1_5; SHA-1 is the only hash method 1 has (RFC 7427 section 1)
         return private_key.sign(octets, padding.PKCS1v15(), hashes.SHA1())
     if method in _ECDSA_METHODS:
         curve, hash_id, size = _ECDSA_METHODS[method]
         if not isinstance(private_key, ec.EllipticCurvePrivateKey) or private_key.curve.name != curve:
             raise LocalProtocolError(
-                f"ECDSA method {int(method)} needs a key on {curve}, not {_describe(private_key)}"
+                f"ECDSA method {int(method)} needs a key on {curve}, not {key_description(private_key)}"
             )
         r, s = decode_dss_signature(private_key.sign(octets, ec.ECDSA(_HASHES[hash_id]())))
         return r.to_bytes(size, "big") + s.to_bytes(size, "big")
@@ -312,7 +313,7 @@ def _sign_scheme(scheme: SignatureScheme, key: PrivateKeyTypes, octets: bytes) -
         return key.sign(octets)
     if scheme.key == "ed448" and isinstance(key, ed448.Ed448PrivateKey):
         return key.sign(octets)
-    raise LocalProtocolError(f"scheme {scheme.name} cannot be used with {_describe(key)}")
+    raise LocalProtocolError(f"scheme {scheme.name} cannot be used with {key_description(key)}")
 
 
 def _rsa_padding(scheme: SignatureScheme) -> padding.AsymmetricPadding:

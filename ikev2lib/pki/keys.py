@@ -11,6 +11,9 @@ from typing import TypeAlias
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+# one RSA floor and one way to name a key, shared with the signatures that use these keys
+from ..crypto.signature import MIN_RSA_BITS, key_description
+
 __all__ = [
     "CURVES",
     "MIN_RSA_BITS",
@@ -22,9 +25,6 @@ __all__ = [
     "key_problem",
 ]
 
-# RSA below 2048 bits is deprecated for signatures (NIST SP 800-131A Rev. 2; RFC 8247 section 3.1
-# lists only RSA with at least 2048 bits as a SHOULD for IKEv2 authentication).
-MIN_RSA_BITS = 2048
 # The curves with an IKEv2 ECDSA method (RFC 4754): anything else is unsupported rather than weak.
 CURVES: tuple[type[ec.EllipticCurve], ...] = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 
@@ -52,19 +52,6 @@ def key_problem(key: object) -> tuple[bool, str] | None:
     if isinstance(key, (ed448.Ed448PrivateKey, ed448.Ed448PublicKey)):
         return None
     return False, f"{key_description(key)} keys are not supported (RSA, ECDSA, Ed25519 or Ed448)"
-
-
-def key_description(key: object) -> str:
-    """A short name for a key's type and size, for messages (never any key material)."""
-    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
-        return f"RSA-{key.key_size}"
-    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
-        return f"ECDSA-{key.curve.name}"
-    if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)):
-        return "Ed25519"
-    if isinstance(key, (ed448.Ed448PrivateKey, ed448.Ed448PublicKey)):
-        return "Ed448"
-    return type(key).__name__
 
 
 def as_private_key(key: object) -> PrivateKey | None:
