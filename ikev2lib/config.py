@@ -13,10 +13,12 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from .exceptions import LocalProtocolError
+from .identities import parse_identity
+from .pki import Credential, TrustStore
 from .suites import check_proposals
 from .wire.enums import ProtocolId
 
-__all__ = ["RetransmitConfig", "ChildConfig", "IkeConfig"]
+__all__ = ["AUTH_CLASSES", "SEND_CERT_POLICIES", "RetransmitConfig", "ChildConfig", "IkeConfig"]
 
 # strongSwan defaults (strongswan.conf: charon.retransmit_timeout/base/tries)
 DEFAULT_RETRANSMIT_TIMEOUT = 4.0
@@ -31,6 +33,12 @@ MAX_RETRANSMIT_TRIES = 20
 MAX_SA_VOLUME = 2**64 - 1
 # strongSwan's default hard limit is the soft one plus 10% (life_* = rekey_* + 10%).
 _LIFE_FACTOR = 1.1
+# How a side authenticates (strongSwan's local/remote `auth`): a pre-shared key, or a signature by the
+# key of an X.509 certificate (RSA, ECDSA or EdDSA; AUTH methods 1, 9-11 and 14)
+AUTH_CLASSES = ("psk", "pubkey")
+# When we send our certificate (strongSwan's `send_cert`): always, only to a peer that sent a CERTREQ
+# (any CERTREQ, as strongSwan), or never (the peer holds it already)
+SEND_CERT_POLICIES = ("always", "ifasked", "never")
 
 
 def _hard_volume(soft: int, hard: int | None) -> int:
@@ -144,6 +152,12 @@ class IkeConfig:
     encapsulation of ESP (strongSwan `encap=yes`): this side (either role) fakes its NAT_DETECTION_SOURCE_IP
     hash so that both sides see a NAT. Without it ESP is UDP-encapsulated only when a NAT is detected
     (RFC 7296 2.23, RFC 3948) and is raw ESP (IP protocol 50) otherwise (`ChildSaCreated.udp_encap`).
+
+    Certificates: `local_auth="pubkey"` signs with a `credentials` entry (the one that chains to a CA
+    the peer's CERTREQ names, else the first) and sends its certificates per `send_cert`;
+    `remote_auth="pubkey"` requires the peer to sign with a certificate that validates against
+    `trust` (anchors and CRLs) at the engine's wall-clock time and carries the peer's identity.
+    Identities may then also be distinguished names ("C=CH, O=Example, CN=gw", see identities.py).
     """
 
     ike_proposals: str = "aes128gcm16-prfsha256-x25519"
@@ -161,13 +175,33 @@ class IkeConfig:
     encap: bool = False
     remote_natt_port: int = 4500  # the peer's NAT-T port (not 4500 only in tests/demos)
     fragment_size: int = DEFAULT_FRAGMENT_SIZE  # RFC 7383: larger protected messages go out in SKF fragments
+    local_auth: str = "psk"
+    remote_auth: str = "psk"
+    credentials: tuple[Credential, ...] = ()  # our keys and certificates (local_auth="pubkey")
+    trust: TrustStore | None = None  # what vouches for the peer's certificate (remote_auth="pubkey")
+    send_cert: str = "ifasked"
+    send_certreq: bool = True  # ask for certificates from our trust anchors (remote_auth="pubkey")
+    rsa_pss: bool = False  # RSA keys sign with RSASSA-PSS under RFC 7427 (PKCS#1 v1.5 otherwise)
 
     def __post_init__(self) -> None:
         check_proposals(self.ike_proposals, ProtocolId.IKE, "ike_proposals")
-        if not self.local_id:
-            raise LocalProtocolError("local_id must not be empty")
-        if not self.psk and not self.peer_psks:
+        parse_identity(self.local_id)  # raises LocalProtocolError naming a malformed identity
+        if self.remote_id is not None:
+            parse_identity(self.remote_id)
+        for name in ("local_auth", "remote_auth"):
+            if getattr(self, name) not in AUTH_CLASSES:
+                raise LocalProtocolError(f"{name} must be one of {', '.join(AUTH_CLASSES)}")
+        if self.send_cert not in SEND_CERT_POLICIES:
+            raise LocalProtocolError(f"send_cert must be one of {', '.join(SEND_CERT_POLICIES)}")
+        uses_psk = "psk" in (self.local_auth, self.remote_auth)
+        if uses_psk and not self.psk and not self.peer_psks:
             raise LocalProtocolError("psk (or peer_psks) must be given")
+        if self.local_auth == "pubkey" and not self.credentials:
+            raise LocalProtocolError('local_auth="pubkey" needs credentials (a key and its certificate)')
+        if any(not isinstance(c, Credential) for c in self.credentials):
+            raise LocalProtocolError("credentials must be pki.Credential objects")
+        if self.remote_auth == "pubkey" and not isinstance(self.trust, TrustStore):
+            raise LocalProtocolError('remote_auth="pubkey" needs trust (a pki.TrustStore of CA certificates)')
         for identity, key in self.peer_psks:
             if not identity or not key:
                 raise LocalProtocolError("peer_psks entries need an identity and a non-empty key")

@@ -7,7 +7,9 @@ it. SPIs are chosen here and nowhere else, so the collision checks cannot be for
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -36,6 +38,9 @@ UNAUTHENTICATED_EVENT_SHARE = 0.5
 class EngineContext(Generic[SA]):
     local_addr: Address
     esp_factory: EspFactory
+    # Seconds since the epoch, for certificate validity and CRLs only: every timer runs on the `now`
+    # the caller passes (any monotonic origin). Injected so that tests can move a certificate's clock.
+    wall_clock: Callable[[], float] = time.time
     events: deque[Event] = field(default_factory=deque)
     outbox: list[tuple[bytes, Address]] = field(default_factory=list)
     esp_spis: set[bytes] = field(default_factory=set)  # our live (or offered) inbound ESP SPIs

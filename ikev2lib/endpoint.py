@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -62,7 +63,8 @@ _ZERO_SPI = bytes(8)
 
 class IkeEndpoint:
     """Many IKE SAs behind one local address. `config` answers incoming IKE_SA_INIT requests
-    (None: initiator only). All methods take `now` (seconds, any monotonic origin) where time matters."""
+    (None: initiator only). All methods take `now` (seconds, any monotonic origin) where time matters;
+    `wall_clock` (seconds since the epoch) is read only to check certificates and CRLs."""
 
     def __init__(
         self,
@@ -72,9 +74,12 @@ class IkeEndpoint:
         esp_factory: EspFactory = default_esp_factory,
         cookie_threshold: int = COOKIE_THRESHOLD,
         allow_key_export: bool = False,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self.ctx: EngineContext[IkeSa] = EngineContext(local_addr=local_addr, esp_factory=esp_factory)
+        self.ctx: EngineContext[IkeSa] = EngineContext(
+            local_addr=local_addr, esp_factory=esp_factory, wall_clock=wall_clock
+        )
         self.cookie_threshold = cookie_threshold
         self.allow_key_export = allow_key_export
         self._by_spi: dict[bytes, IkeSa] = {}  # our SPI -> IKE SA (old and new during a rekey)

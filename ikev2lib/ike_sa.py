@@ -14,6 +14,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cryptography import x509
+
 from .child_sa import ChildSa
 from .config import ChildConfig, IkeConfig
 from .context import EngineContext
@@ -103,6 +105,7 @@ class IkeSa:
         "selected", "proposal_text", "keys", "_in", "_out", "children", "init", "rekey_at", "init_key",
         "scheduled_at", "peer_fragmentation", "peer_deleted", "response_data", "_send_mid", "_recv_mid",
         "_outstanding", "_queue", "_cached_response", "_reassembly", "_last_invalid_mid_report",
+        "peer_signature_hashes", "peer_certreq", "peer_certificate",
     )  # fmt: skip
 
     def __init__(
@@ -155,6 +158,11 @@ class IkeSa:
         self._cached_response: tuple[int, bytes, list[bytes]] | None = None  # (mid, request digest, datagrams)
         self._reassembly: Reassembly | None = None  # created at the first SKF fragment
         self._last_invalid_mid_report: float | None = None
+        # RFC 7427: the hash IDs of the peer's SIGNATURE_HASH_ALGORITHMS (empty: it sent none)
+        self.peer_signature_hashes: tuple[int, ...] = ()
+        # the CA key hashes of the peer's CERTREQ payloads; None: it sent no CERTREQ
+        self.peer_certreq: tuple[bytes, ...] | None = None
+        self.peer_certificate: x509.Certificate | None = None  # validated, when the peer used one
 
     # ---- identity and state ------------------------------------------------------------------------
 
@@ -243,6 +251,13 @@ class IkeSa:
         self._outstanding = _InFlight(request, mid, datagrams, now + self.config.retransmit.delay(0))
         self.transmit(datagrams)
         return datagrams[0]
+
+    def send_final_notice(self, payloads: list[Payload]) -> None:
+        """One INFORMATIONAL request sent once and never retransmitted, by an SA about to fail: how an
+        initiator tells the responder it failed to authenticate it (RFC 7296 2.21.2)."""
+        mid = self._send_mid
+        self._send_mid += 1
+        self.transmit(self._build(ExchangeType.INFORMATIONAL, mid, False, payloads))
 
     def restart_sa_init(self, request: Request, payloads: list[Payload], now: float) -> bytes:
         """A new IKE_SA_INIT request with message ID 0 (after COOKIE or INVALID_KE_PAYLOAD)."""

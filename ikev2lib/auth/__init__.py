@@ -1,34 +1,59 @@
 """Authentication methods of IKE_AUTH (RFC 7296 2.15/2.16), one module each.
 
-IKE_AUTH computes the signed octets (the same for every method) and hands them to an `Authenticator`:
-ours builds the AUTH payload we send, the peer's (chosen by the AUTH method it used) verifies what it
-sent. Adding a method (public key signatures, EAP) is a new module and a registry entry here; IKE_AUTH
-does not change.
+IKE_AUTH computes the signed octets (the same for every method) and hands them to an `Authenticator`
+(ours: builds the AUTH payload and any CERT payloads we send) or a `Verifier` (the peer's, chosen by
+the AUTH method it used and allowed by the configuration's `remote_auth`). Adding a method (EAP) is a
+new module and an entry here; IKE_AUTH does not change.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Collection
 
 from ..config import IkeConfig
+from ..exceptions import LocalProtocolError
+from ..pki import select_credential
 from ..wire import AuthMethod
-from .base import Authenticator, Peer
+from .base import Authenticator, Peer, PeerProof, Verified, Verifier
 from .psk import PskAuthenticator
+from .pubkey import SIGNATURE_METHODS, PubkeyAuthenticator, PubkeyVerifier
 
-__all__ = ["Authenticator", "Peer", "PskAuthenticator", "local_authenticator", "peer_authenticator"]
+__all__ = [
+    "Authenticator",
+    "Peer",
+    "PeerProof",
+    "PskAuthenticator",
+    "PubkeyAuthenticator",
+    "PubkeyVerifier",
+    "SIGNATURE_METHODS",
+    "Verified",
+    "Verifier",
+    "local_authenticator",
+    "peer_verifier",
+]
 
-# AUTH method -> how to verify a peer that used it, for a given configuration
-_VERIFIERS: dict[int, Callable[[IkeConfig], Authenticator]] = {
-    AuthMethod.SHARED_KEY_MIC: PskAuthenticator,
-}
+
+def local_authenticator(
+    config: IkeConfig, *, peer_hashes: Collection[int], peer_certreq: Collection[bytes] | None
+) -> Authenticator:
+    """How we authenticate ourselves under `config`, given the peer's SIGNATURE_HASH_ALGORITHMS and
+    CERTREQ hashes (None: it sent no CERTREQ)."""
+    if config.local_auth == "psk":
+        return PskAuthenticator(config)
+    anchors = config.trust.anchors if config.trust is not None else ()
+    credential = select_credential(config.credentials, peer_certreq or (), anchors)
+    send = config.send_cert == "always" or (config.send_cert == "ifasked" and peer_certreq is not None)
+    return PubkeyAuthenticator(credential, peer_hashes=peer_hashes, send_certs=send, rsa_pss=config.rsa_pss)
 
 
-def local_authenticator(config: IkeConfig) -> Authenticator:
-    """How we authenticate ourselves under `config`."""
-    return PskAuthenticator(config)
-
-
-def peer_authenticator(config: IkeConfig, method: int) -> Authenticator | None:
-    """How to verify a peer that authenticated with `method` (None: a method we do not accept)."""
-    make = _VERIFIERS.get(method)
-    return None if make is None else make(config)
+def peer_verifier(
+    config: IkeConfig, method: int, *, wall_time: float, announced_hashes: Collection[int]
+) -> Verifier | None:
+    """How to check a peer that authenticated with `method` (None: `config` does not accept it)."""
+    if config.remote_auth == "psk":
+        return PskAuthenticator(config) if method == AuthMethod.SHARED_KEY_MIC else None
+    if method not in SIGNATURE_METHODS:
+        return None
+    if config.trust is None:  # IkeConfig refuses this; kept for type narrowing
+        raise LocalProtocolError('remote_auth="pubkey" without a trust store')
+    return PubkeyVerifier(config.trust, wall_time=wall_time, accepted_hashes=announced_hashes)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from ..config import IkeConfig
 from ..crypto import psk_auth_data, verify_psk_auth
-from ..exceptions import LocalProtocolError
+from ..exceptions import LocalProtocolError, RemoteProtocolError
 from ..identities import id_matches, own_id
-from ..wire import IDi, IDr, AuthMethod
-from .base import Authenticator, Peer
+from ..wire import AuthMethod, IDi, NotifyType
+from .base import Authenticator, Peer, PeerProof, Verified, Verifier
 
 __all__ = ["PskAuthenticator"]
 
 
-class PskAuthenticator(Authenticator):
+class PskAuthenticator(Authenticator, Verifier):
     """The key shared with a peer is its `peer_psks` entry (a gateway's secrets, by identity), else
-    the configuration's general `psk`."""
+    the configuration's general `psk`. The same object signs and verifies: the key is symmetric."""
 
     __slots__ = ("_config",)
     method = int(AuthMethod.SHARED_KEY_MIC)
@@ -36,6 +36,10 @@ class PskAuthenticator(Authenticator):
             raise LocalProtocolError("no pre-shared key for this peer")
         return psk_auth_data(prf_id, key, octets)
 
-    def verify(self, prf_id: int, octets: bytes, peer: IDi | IDr, data: bytes) -> bool:
-        key = self._key_for(peer)
-        return key is not None and verify_psk_auth(prf_id, key, octets, data)
+    def verify(self, prf_id: int, octets: bytes, proof: PeerProof) -> Verified:
+        key = self._key_for(proof.id_payload)
+        if key is None:
+            raise RemoteProtocolError("no pre-shared key for this peer", notify=NotifyType.AUTHENTICATION_FAILED)
+        if not verify_psk_auth(prf_id, key, octets, bytes(proof.auth.data)):
+            raise RemoteProtocolError("pre-shared key AUTH does not verify", notify=NotifyType.AUTHENTICATION_FAILED)
+        return Verified()

@@ -7,17 +7,18 @@ is up and the user hears of the child's failure as an event).
 
 from __future__ import annotations
 
-from ..auth import local_authenticator, peer_authenticator
+from ..auth import Authenticator, PeerProof, Verified, local_authenticator, peer_verifier
 from ..crypto import signed_octets
 from ..events import IkeSaEstablished
 from ..exceptions import LocalProtocolError, PeerNotifyError, RemoteProtocolError
-from ..identities import id_body, id_matches, own_id
+from ..identities import id_body, id_matches, id_text, own_id
 from ..ike_sa import IkeSa, InitExchange, Request
 from ..state import IkeInput
-from ..wire import SA, Auth, ExchangeType, IDi, IDr, NotifyType, Payload
+from ..wire import SA, Auth, Cert, ExchangeType, IDi, IDr, Notify, NotifyType, Payload
 from . import child_create
 from .child_create import ChildOffer
 from .common import error_answer, find, find_notify, need, refusal, report_error
+from .ike_init import SIGNATURE_HASHES, our_certreq, record_certreq
 
 __all__ = ["start", "respond", "AuthRequest"]
 
@@ -34,20 +35,48 @@ def _octets(sa: IkeSa, init: InitExchange, *, ours: bool, id_payload: IDi | IDr)
     return signed_octets(selected.prf_id, keys.sk_pr, init.response, init.ni, id_body(id_payload))
 
 
-def _verify(sa: IkeSa, init: InitExchange, id_payload: IDi | IDr, auth: Auth) -> bool:
-    verifier = peer_authenticator(sa.config, int(auth.method))
-    if verifier is None or sa.selected is None or sa.selected.prf_id is None:
-        return False
+def _authenticated_peer(sa: IkeSa, init: InitExchange, id_payload: IDi | IDr, payloads: list[Payload]) -> Verified:
+    """Check the peer's AUTH (and its certificates) and that it is who `remote_id` says. Raises
+    RemoteProtocolError with AUTHENTICATION_FAILED, saying why."""
+    auth = need(payloads, Auth, "AUTH")
+    verifier = peer_verifier(
+        sa.config, int(auth.method), wall_time=sa.ctx.wall_clock(), announced_hashes=SIGNATURE_HASHES
+    )
+    if verifier is None:
+        raise RemoteProtocolError(
+            f"AUTH method {int(auth.method)} is not allowed (remote_auth={sa.config.remote_auth})",
+            notify=NotifyType.AUTHENTICATION_FAILED,
+        )
+    if sa.selected is None or sa.selected.prf_id is None:
+        raise LocalProtocolError("no IKE keys")
+    certificates = tuple(p for p in payloads if isinstance(p, Cert))
     octets = _octets(sa, init, ours=False, id_payload=id_payload)
-    return verifier.verify(sa.selected.prf_id, octets, id_payload, bytes(auth.data))
+    verified = verifier.verify(sa.selected.prf_id, octets, PeerProof(id_payload, auth, certificates))
+    expected = sa.config.remote_id
+    if expected is not None and not id_matches(id_payload, expected, verified.certificate):
+        raise RemoteProtocolError(
+            f"peer identity {id_text(id_payload, verified.certificate)!r} is not remote_id {expected!r}",
+            notify=NotifyType.AUTHENTICATION_FAILED,
+        )
+    return verified
 
 
-def _own_auth(sa: IkeSa, init: InitExchange, id_payload: IDi | IDr, peer: IDi | IDr | str | None) -> Auth:
-    authenticator = local_authenticator(sa.config)
+def _authenticator(sa: IkeSa) -> Authenticator:
+    return local_authenticator(sa.config, peer_hashes=sa.peer_signature_hashes, peer_certreq=sa.peer_certreq)
+
+
+def _own_auth(
+    sa: IkeSa, init: InitExchange, authenticator: Authenticator, id_payload: IDi | IDr, peer: IDi | IDr | str | None
+) -> Auth:
     if sa.selected is None or sa.selected.prf_id is None:
         raise LocalProtocolError("no IKE keys")
     octets = _octets(sa, init, ours=True, id_payload=id_payload)
     return Auth(authenticator.method, authenticator.sign(sa.selected.prf_id, octets, peer))
+
+
+def _peer_authenticated(sa: IkeSa, id_payload: IDi | IDr, verified: Verified) -> None:
+    sa.peer_certificate = verified.certificate
+    sa.remote_id_text = id_text(id_payload, verified.certificate)
 
 
 def _mark_established(sa: IkeSa, now: float) -> None:
@@ -88,17 +117,18 @@ class AuthRequest(Request):
             if find_notify(payloads, NotifyType.AUTHENTICATION_FAILED) is not None:
                 raise PeerNotifyError("peer rejected our authentication", notify=NotifyType.AUTHENTICATION_FAILED)
             idr = find(payloads, IDr)
-            auth = find(payloads, Auth)
-            if idr is None or auth is None:
+            if idr is None or find(payloads, Auth) is None:
                 raise refusal(payloads, "IKE_AUTH") or RemoteProtocolError("IKE_AUTH response without IDr/AUTH")
-            if sa.config.remote_id is not None and not id_matches(idr, sa.config.remote_id):
-                raise RemoteProtocolError("peer identity does not match remote_id", notify=NotifyType.AUTHENTICATION_FAILED)
-            if not _verify(sa, init, idr, auth):
-                raise RemoteProtocolError("peer AUTH payload does not verify", notify=NotifyType.AUTHENTICATION_FAILED)
+            try:
+                verified = _authenticated_peer(sa, init, idr, payloads)
+            except RemoteProtocolError:
+                sa.ctx.count("authentication_failed")
+                sa.send_final_notice([Notify(NotifyType.AUTHENTICATION_FAILED)])
+                raise
         except (RemoteProtocolError, LocalProtocolError):
             child_create.release(sa, offer)
             raise  # the IKE SA fails
-        sa.remote_id_text = idr.display()
+        _peer_authenticated(sa, idr, verified)
         ni, nr = init.ni, init.nr
         sa.apply(IkeInput.RECV_AUTH_RESPONSE)
         _mark_established(sa, now)
@@ -126,17 +156,28 @@ def start(sa: IkeSa, now: float, *, natt: bool) -> None:
         # RFC 7296 2.23: switch to port 4500 as soon as a NAT is seen (libipsec peers always fake one)
         sa.natt = True
         sa.remote_addr = (sa.remote_addr[0], config.remote_natt_port)
-    idi = own_id(IDi, config.local_id)
-    payloads: list[Payload] = [idi]
+    authenticator = _authenticator(sa)
+    idi = own_id(IDi, config.local_id, authenticator.certificate)
+    # RFC 7296 1.2: IDi, [CERT,] [CERTREQ,] [IDr,] AUTH, SAi2, TSi, TSr
+    payloads: list[Payload] = [idi, *authenticator.cert_payloads(), *our_certreq(sa)]
     if config.remote_id is not None:
         payloads.append(own_id(IDr, config.remote_id))
-    payloads.append(_own_auth(sa, init, idi, config.remote_id))
+    payloads.append(_own_auth(sa, init, authenticator, idi, config.remote_id))
     offer = child_create.make_offer(sa, config.children[0], for_auth=True, rekey_of=None)
     payloads += offer.payloads
     sa.send_request(AuthRequest(offer), payloads, now)
 
 
 # ---- responder ---------------------------------------------------------------------------------
+
+
+def _refuse(sa: IkeSa, why: str, counter: str) -> list[Payload]:
+    """End the half-open IKE SA with AUTHENTICATION_FAILED (RFC 7296 2.21.2) and say why in an event."""
+    failure = RemoteProtocolError(why, notify=NotifyType.AUTHENTICATION_FAILED)
+    sa.ctx.count(counter)
+    report_error(sa, why, failure)
+    sa.apply(IkeInput.AUTH_FAILED)
+    return [error_answer(failure)]
 
 
 def respond(sa: IkeSa, payloads: list[Payload], now: float) -> list[Payload]:
@@ -146,23 +187,27 @@ def respond(sa: IkeSa, payloads: list[Payload], now: float) -> list[Payload]:
     if init is None:
         raise LocalProtocolError("IKE_SA_INIT state is gone")
     idi = need(payloads, IDi, "IDi")
-    auth = need(payloads, Auth, "AUTH")
+    need(payloads, Auth, "AUTH")
     wanted_idr = find(payloads, IDr)
-    ok = _verify(sa, init, idi, auth)
-    if sa.config.remote_id is not None and not id_matches(idi, sa.config.remote_id):
-        ok = False
-    if wanted_idr is not None and not id_matches(wanted_idr, sa.config.local_id):
-        ok = False
-    if not ok:
-        failure = RemoteProtocolError("peer authentication failed", notify=NotifyType.AUTHENTICATION_FAILED)
-        sa.ctx.count("authentication_failed")
-        report_error(sa, str(failure), failure)
-        sa.apply(IkeInput.AUTH_FAILED)
-        return [error_answer(failure)]
-    sa.remote_id_text = idi.display()
+    record_certreq(sa, payloads)
+    try:
+        verified = _authenticated_peer(sa, init, idi, payloads)
+        if wanted_idr is not None and not id_matches(wanted_idr, sa.config.local_id):
+            raise RemoteProtocolError(
+                f"the peer asked for identity {wanted_idr.display()!r}, we are {sa.config.local_id!r}",
+                notify=NotifyType.AUTHENTICATION_FAILED,
+            )
+    except RemoteProtocolError as exc:
+        return _refuse(sa, f"peer authentication failed: {exc}", "authentication_failed")
+    try:
+        authenticator = _authenticator(sa)
+    except LocalProtocolError as exc:  # e.g. an Ed25519 key and a peer without RFC 7427
+        return _refuse(sa, f"cannot authenticate ourselves to this peer: {exc}", "local_authentication_impossible")
+    _peer_authenticated(sa, idi, verified)
     sa.apply(IkeInput.RECV_AUTH_REQUEST)
-    idr = own_id(IDr, sa.config.local_id)
-    response: list[Payload] = [idr, _own_auth(sa, init, idr, idi)]
+    idr = own_id(IDr, sa.config.local_id, authenticator.certificate)
+    # RFC 7296 1.2: IDr, [CERT,] AUTH, SAr2, TSi, TSr
+    response: list[Payload] = [idr, *authenticator.cert_payloads(), _own_auth(sa, init, authenticator, idr, idi)]
     ni, nr = init.ni, init.nr
     _mark_established(sa, now)
     if find(payloads, SA) is None:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import os
 
-from ..crypto import KeyExchange, derive_ike_keys
-from ..exceptions import LocalProtocolError, PeerNotifyError, RemoteProtocolError
+from ..crypto import KeyExchange, decode_signature_hashes, derive_ike_keys
+from ..exceptions import LocalProtocolError, ParseError, PeerNotifyError, RemoteProtocolError
 from ..ike_sa import IkeSa, InitExchange, Request
 from ..natt import natd_hash
 from ..negotiation import SelectedProposal, ke_groups, select_proposal, validate_chosen_proposal
+from ..pki import certreq_data, certreq_hashes
 from ..state import IkeInput
-from ..wire import KE, SA, ExchangeType, Message, Nonce, Notify, NotifyType, Payload, Proposal, ProtocolId
+from ..wire import (
+    KE, SA, CertEncoding, CertReq, ExchangeType, Message, Nonce, Notify, NotifyType, Payload, Proposal, ProtocolId,
+)  # fmt: skip
 from . import ike_auth
 from .common import (
     new_nonce,
@@ -34,7 +37,8 @@ __all__ = ["start", "accept_request", "SaInitRequest", "MAX_SA_INIT_RETRIES", "M
 
 MAX_SA_INIT_RETRIES = 3  # COOKIE / INVALID_KE_PAYLOAD round trips an initiator follows
 MAX_COOKIE_SIZE = 64  # RFC 7296 2.6: a cookie is 1..64 octets
-SIGNATURE_HASHES = (2, 3, 4)  # RFC 7427 SHA2-256/384/512, advertised as strongSwan does
+# RFC 7427 hashes we verify: SHA2-256/384/512 (as strongSwan) and Identity (8420: Ed25519/Ed448)
+SIGNATURE_HASHES = (2, 3, 4, 5)
 _SIGNATURE_HASHES_DATA = Notify.signature_hash_algorithms(list(SIGNATURE_HASHES)).data  # built once
 _NATD_SOURCE = int(NotifyType.NAT_DETECTION_SOURCE_IP)
 _NATD_DESTINATION = int(NotifyType.NAT_DETECTION_DESTINATION_IP)
@@ -77,6 +81,35 @@ def _capabilities(*, fragmentation: bool = True) -> list[Payload]:
         payloads.append(Notify(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED))
     payloads.append(Notify(NotifyType.SIGNATURE_HASH_ALGORITHMS, data=_SIGNATURE_HASHES_DATA))
     return payloads
+
+
+def peer_capabilities(sa: IkeSa, payloads: list[Payload]) -> None:
+    """Record the peer's IKEV2_FRAGMENTATION_SUPPORTED, SIGNATURE_HASH_ALGORITHMS and CERTREQs."""
+    sa.peer_fragmentation = find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
+    hashes = find_notify(payloads, NotifyType.SIGNATURE_HASH_ALGORITHMS)
+    if hashes is not None:
+        try:
+            sa.peer_signature_hashes = decode_signature_hashes(bytes(hashes.data))
+        except ParseError:  # unusable, as if not sent: we fall back to the classic signature methods
+            sa.ctx.count("malformed_signature_hashes")
+    record_certreq(sa, payloads)
+
+
+def record_certreq(sa: IkeSa, payloads: list[Payload]) -> None:
+    """Keep the CA hashes of the peer's CERTREQs (IKE_SA_INIT response or IKE_AUTH request): our
+    certificate is chosen by them. A malformed one is the peer's error (ParseError, INVALID_SYNTAX)."""
+    requests = [p for p in payloads if isinstance(p, CertReq)]
+    if requests:
+        sa.peer_certreq = certreq_hashes(requests)
+
+
+def our_certreq(sa: IkeSa) -> list[Payload]:
+    """A CERTREQ naming our trust anchors, when we want the peer's certificate (RFC 7296 3.7)."""
+    config = sa.config
+    if config.remote_auth != "pubkey" or not config.send_certreq or config.trust is None:
+        return []
+    data = certreq_data(config.trust.anchors)
+    return [CertReq(CertEncoding.X509_SIGNATURE, data)] if data else []
 
 
 def _derive_keys(sa: IkeSa, init: InitExchange, selected: SelectedProposal, shared: bytes) -> None:
@@ -158,7 +191,7 @@ class SaInitRequest(Request):
         nat = _nat_seen(sa, payloads, sa.spi_r)
         # a peer that sent no NAT_DETECTION notifies (nat is None) does no NAT-T: nothing to force
         sa.nat_detected = bool(nat) or (nat is not None and sa.config.encap)
-        sa.peer_fragmentation = find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
+        peer_capabilities(sa, payloads)
         sa.apply(IkeInput.RECV_SA_INIT_RESPONSE)
         init.response = sa.response_data
         ike_auth.start(sa, now, natt=nat is not None and sa.nat_detected)
@@ -207,10 +240,11 @@ def accept_request(sa: IkeSa, message: Message, data: bytes, now: float) -> None
     sa.nat_detected = bool(nat) or (nat is not None and sa.config.encap)
     sa.apply(IkeInput.RECV_SA_INIT_REQUEST)
     sa.init = init
+    peer_capabilities(sa, payloads)
     response: list[Payload] = [SA([selected.to_wire(b"")]), KE(group, ours.public_bytes()), Nonce(init.nr)]
+    response += our_certreq(sa)
     if nat is not None:
         response += _natd(sa, sa.spi_r)
-    sa.peer_fragmentation = find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
     response += _capabilities(fragmentation=sa.peer_fragmentation)
     sa.send_response(ExchangeType.IKE_SA_INIT, 0, response, data)
     sa.expect_request(1)

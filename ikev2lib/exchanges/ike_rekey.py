@@ -65,6 +65,7 @@ def _new_ike_sa(
     new.nat_detected = old.nat_detected
     new.peer_fragmentation = old.peer_fragmentation
     new.remote_id_text = old.remote_id_text
+    new.peer_certificate = old.peer_certificate
     new.hidden = True
     new.install_keys(selected, new_keys, describe(selected))
     new.apply(IkeInput.CREATED_BY_REKEY)

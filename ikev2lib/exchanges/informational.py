@@ -5,10 +5,12 @@ and reports of refused message IDs (3.10.1).
 from __future__ import annotations
 
 from ..child_sa import ChildSa
+from ..exceptions import PeerNotifyError
 from ..ike_sa import IkeSa, Request
 from ..state import ChildInput, ChildState, IkeInput, IkeState
 from ..wire import Delete, ExchangeType, Notify, NotifyType, Payload, ProtocolId
 from . import ike_rekey
+from .common import find_notify, report_error
 
 __all__ = ["start_child_delete", "start_ike_delete", "start_dpd", "start_invalid_mid_report", "respond"]
 
@@ -74,6 +76,12 @@ def respond(sa: IkeSa, payloads: list[Payload], now: float) -> list[Payload]:
     """Our answer to the peer's INFORMATIONAL request."""
     sa.check(IkeInput.RECV_INFORMATIONAL_REQUEST)
     deletes = [p for p in payloads if isinstance(p, Delete)]
+    if find_notify(payloads, NotifyType.AUTHENTICATION_FAILED) is not None:
+        # RFC 7296 2.21.2: the initiator could not authenticate us; the IKE SA is dead on its side
+        refused = PeerNotifyError("the peer failed to authenticate us", notify=NotifyType.AUTHENTICATION_FAILED)
+        report_error(sa, str(refused), refused)
+        sa.peer_deleted = True
+        return []
     if any(int(d.protocol_id) == ProtocolId.IKE for d in deletes):
         # closed once the (empty) answer is out, so that the answer goes under this SA's keys
         ike_rekey.conclude_before_delete(sa, now)

@@ -31,6 +31,7 @@ DECODE_ERRORS = (
 
 
 class CertFailure(Enum):
+    NO_CERTIFICATE = "no_certificate"  # no X.509 CERT payload to verify a signature with
     MALFORMED = "malformed"  # not DER X.509, or an extension that does not decode
     TOO_LARGE = "too_large"  # a certificate, or the number of them, over the named limits
     UNTRUSTED = "untrusted"  # no path to a configured trust anchor
