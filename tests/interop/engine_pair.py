@@ -81,13 +81,15 @@ def make_pair(netns_pair: NamespacePair, charon_factory: CharonFactory, peers: l
              charon_ike: str | None = None, charon_esp: str | None = None,
              settings: CharonSettings | None = None, cookie_threshold: int = 1_000,
              ikev2lib_options: dict[str, Any] | None = None, esp_factory: EspFactory | None = None,
-             **conn_kwargs: Any) -> Pair:
+             before_load: Callable[[Charon], None] | None = None, **conn_kwargs: Any) -> Pair:
         _, right_cfg = psk_connection_pair(
             netns_pair.left_addr, netns_pair.right_addr, conn=CONN, child=CHILD,
             proposals=[charon_ike or ike], esp_proposals=[charon_esp or esp], psk=PSK,
             left_ts=(LEFT_TS,), right_ts=(RIGHT_TS,), **conn_kwargs)
         charon = charon_factory(netns_pair.right, "right",
                                 settings or CharonSettings(log_levels={"default": 1, "ike": 2, "cfg": 2}))
+        if before_load is not None:  # e.g. certificates and keys into charon's swanctl directory
+            before_load(charon)
         charon.load(right_cfg)
         config = IkeConfig(
             ike_proposals=ike, local_id="left", remote_id="right", psk=PSK.encode(), **(ikev2lib_options or {}),

@@ -122,6 +122,8 @@ class ConnectionConfig:
     local_port: int | None = None
     remote_port: int | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    local_extra: Mapping[str, str] = field(default_factory=dict)  # more of `local { }` (certs, ...)
+    remote_extra: Mapping[str, str] = field(default_factory=dict)  # more of `remote { }` (cacerts, ...)
 
 
 @dataclass
@@ -176,8 +178,8 @@ def render_swanctl_conf(config: SwanctlConfig) -> str:
             "proposals": list(c.proposals), "rekey_time": c.rekey_time, "reauth_time": c.reauth_time,
             "dpd_delay": c.dpd_delay, "fragmentation": c.fragmentation, "mobike": c.mobike,
             "encap": c.encap, **c.extra,
-            "local": {"auth": c.auth, "id": c.local_id},
-            "remote": {"auth": c.auth, "id": c.remote_id},
+            "local": {"auth": c.auth, "id": c.local_id, **c.local_extra},
+            "remote": {"auth": c.auth, "id": c.remote_id, **c.remote_extra},
             "children": children,
         }
     secrets: dict[str, Any] = {}
