@@ -63,3 +63,12 @@ def test_ike_compare_reports_ratio_targets() -> None:
     for name in expected - {"crypto_share"}:
         if result["targets_met"][name] is not None:
             pytest.fail(f"{name} has a verdict although its part was skipped")
+
+
+def test_connections_compare_reports_ratios() -> None:
+    result = run_script("connections_compare.py", "--connections", "20", "--seconds", "0.05")
+    expected = {"by_identity_vs_one", "by_address_vs_one", "by_subnet_vs_one"}
+    check_verdicts(result["targets_met"], expected)
+    for name in expected:
+        if not result[name] > 0:
+            pytest.fail(f"{name} = {result[name]!r}")

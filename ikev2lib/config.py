@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from .addresses import parse_selector
 from .exceptions import LocalProtocolError
 from .identities import parse_identity
 from .pki import Credential, TrustStore
@@ -162,6 +163,11 @@ class IkeConfig:
 
     ike_proposals: str = "aes128gcm16-prfsha256-x25519"
     local_id: str
+    # A responder's connection: chosen for a peer by these addresses (IP, subnet, range, %any; empty:
+    # any), then by identities (connections.py). `name` identifies it in a ConnectionTable and events.
+    name: str = ""
+    local_addrs: tuple[str, ...] = ()
+    remote_addrs: tuple[str, ...] = ()
     remote_id: str | None = None
     psk: bytes = field(default=b"", repr=False)
     # per-peer PSKs for a gateway serving many peers: (peer identity, key); used before `psk`
@@ -186,6 +192,8 @@ class IkeConfig:
     def __post_init__(self) -> None:
         check_proposals(self.ike_proposals, ProtocolId.IKE, "ike_proposals")
         parse_identity(self.local_id)  # raises LocalProtocolError naming a malformed identity
+        for selector in self.local_addrs + self.remote_addrs:
+            parse_selector(selector)
         if self.remote_id is not None:
             parse_identity(self.remote_id)
         for name in ("local_auth", "remote_auth"):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from .child_sa import EspFactory, random_esp_spi
+from .connections import ConnectionTable
 from .events import Address, Event
 from .natt import NON_ESP_MARKER
 
@@ -41,6 +42,7 @@ class EngineContext(Generic[SA]):
     # Seconds since the epoch, for certificate validity and CRLs only: every timer runs on the `now`
     # the caller passes (any monotonic origin). Injected so that tests can move a certificate's clock.
     wall_clock: Callable[[], float] = time.time
+    connections: ConnectionTable = field(default_factory=ConnectionTable)  # what a responder serves
     events: deque[Event] = field(default_factory=deque)
     outbox: list[tuple[bytes, Address]] = field(default_factory=list)
     esp_spis: set[bytes] = field(default_factory=set)  # our live (or offered) inbound ESP SPIs

@@ -18,11 +18,12 @@ import heapq
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from . import exchanges
 from .child_sa import EspFactory, default_esp_factory
 from .config import ChildConfig, IkeConfig
+from .connections import ConnectionTable
 from .context import EngineContext
 from .cookies import CookieJar
 from .events import Address, Event, ProtocolErrorEvent
@@ -33,7 +34,7 @@ from .natt import NON_ESP_MARKER, UdpKind, classify_udp4500
 from .operations import CreateChild, DeleteChild, DeleteIke, Operation, RekeyChild, RekeyIke, SendDpd
 from .ratelimit import PerSecondBudget
 from .state import IkeState
-from .wire import ExchangeType, Header, Message, Nonce, Notify, NotifyType
+from .wire import SA, ExchangeType, Header, Message, Nonce, Notify, NotifyType
 
 __all__ = [
     "IkeEndpoint",
@@ -62,13 +63,15 @@ _ZERO_SPI = bytes(8)
 
 
 class IkeEndpoint:
-    """Many IKE SAs behind one local address. `config` answers incoming IKE_SA_INIT requests
-    (None: initiator only). All methods take `now` (seconds, any monotonic origin) where time matters;
+    """Many IKE SAs behind one local address. `config` (one `IkeConfig`, or several connections with
+    distinct names) answers incoming IKE_SA_INIT requests (None: initiator only); each peer gets the
+    connection that matches its addresses and identity best (connections.py), and connections can be
+    added, replaced and removed at run time without touching established SAs. All methods take `now` (seconds, any monotonic origin) where time matters;
     `wall_clock` (seconds since the epoch) is read only to check certificates and CRLs."""
 
     def __init__(
         self,
-        config: IkeConfig | None = None,
+        config: IkeConfig | Iterable[IkeConfig] | None = None,
         *,
         local_addr: Address,
         esp_factory: EspFactory = default_esp_factory,
@@ -76,9 +79,13 @@ class IkeEndpoint:
         allow_key_export: bool = False,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self.config = config
+        configs = () if config is None else (config,) if isinstance(config, IkeConfig) else tuple(config)
+        names = [c.name for c in configs]
+        if len(set(names)) != len(names):
+            raise LocalProtocolError("connections need distinct names")
         self.ctx: EngineContext[IkeSa] = EngineContext(
-            local_addr=local_addr, esp_factory=esp_factory, wall_clock=wall_clock
+            local_addr=local_addr, esp_factory=esp_factory, wall_clock=wall_clock,
+            connections=ConnectionTable(configs),
         )
         self.cookie_threshold = cookie_threshold
         self.allow_key_export = allow_key_export
@@ -125,6 +132,33 @@ class IkeEndpoint:
 
     def __len__(self) -> int:
         return len(self._by_spi)
+
+    # ---- connections (what a responder serves) ------------------------------------------------------
+
+    @property
+    def config(self) -> IkeConfig | None:
+        """The responder's connection when it has exactly one (the single-connection API)."""
+        configs = list(self.ctx.connections)
+        return configs[0] if len(configs) == 1 else None
+
+    @config.setter
+    def config(self, config: IkeConfig | None) -> None:
+        """Answer new peers with exactly `config` from now on (None: with nothing)."""
+        self.ctx.connections = ConnectionTable(() if config is None else (config,))
+
+    @property
+    def configs(self) -> ConnectionTable:
+        """The connections this endpoint answers for."""
+        return self.ctx.connections
+
+    def add_connection(self, config: IkeConfig) -> None:
+        """Serve `config` from now on (replacing the connection of the same name). IKE SAs already
+        set up keep the definition they were made with."""
+        self.ctx.connections.add(config)
+
+    def remove_connection(self, name: str) -> IkeConfig:
+        """Stop answering new peers for connection `name`; its established SAs stay up."""
+        return self.ctx.connections.remove(name)
 
     # ---- the sans-IO surface -----------------------------------------------------------------------
 
@@ -403,7 +437,7 @@ class IkeEndpoint:
     def _on_sa_init_request(
         self, data: bytes, spi_i: bytes, message_id: int, addr: Address, natt: bool, now: float
     ) -> None:
-        if self.config is None:
+        if not self.ctx.connections:
             self.ctx.count("unexpected_sa_init")
             return
         if message_id != 0:
@@ -431,9 +465,15 @@ class IkeEndpoint:
                 made = self._cookies.make(bytes(nonce.data), addr[0], spi_i, now)
                 self._reply_stateless(spi_i, Notify(NotifyType.COOKIE, data=made), addr, natt)
                 return
+        config = self._connection_for(message, addr)
+        if config is None:
+            self.ctx.count("no_matching_connection")
+            refusal = RemoteProtocolError(f"no connection for a peer at {addr[0]}", notify=NotifyType.NO_PROPOSAL_CHOSEN)
+            self._refuse_sa_init(refusal, spi_i, addr, natt, now)
+            return
         spi_r = self.ctx.new_ike_spi()
         sa = IkeSa(
-            ctx=self.ctx, ike_sa_id=self._take_id(), config=self.config, is_initiator=False, remote_addr=addr,
+            ctx=self.ctx, ike_sa_id=self._take_id(), config=config, is_initiator=False, remote_addr=addr,
             spi_i=spi_i, spi_r=spi_r, now=now,
         )  # fmt: skip
         sa.natt = natt
@@ -449,6 +489,16 @@ class IkeEndpoint:
         sa.init_key = (spi_i, addr)
         self._by_init[sa.init_key] = sa
         self._half_open.add(sa)
+
+    def _connection_for(self, message: Message, addr: Address) -> IkeConfig | None:
+        """The best connection by addresses whose IKE proposals accept the offer; if none accepts it,
+        the best by addresses (which refuses it with the right notify)."""
+        candidates = self.ctx.connections.for_addresses(self.ctx.local_addr[0], addr[0])
+        first = next(candidates, None)
+        offer = message.find(SA)
+        if first is None or offer is None or exchanges.accepts_ike_offer(first, offer):
+            return first
+        return next((c for c in candidates if exchanges.accepts_ike_offer(c, offer)), first)
 
     # ---- iteration helpers for drivers and tests ---------------------------------------------------
 

@@ -45,6 +45,7 @@ class IkeSaEstablished(Event):
     remote_id: str
     proposal: str  # strongSwan keywords of the selected transforms
     udp_encap: bool  # NAT-T (port 4500, non-ESP marker) in use
+    connection: str = ""  # the name of the IkeConfig the SA runs under (a responder chose it)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +77,7 @@ class ChildSaCreated(Event):
     udp_encap: bool
     local_ts: tuple[str, ...]
     remote_ts: tuple[str, ...]
+    name: str = ""  # the ChildConfig's name
     # ready-to-use ESP SA objects (ikev2lib.esp.EspSA, or what the endpoint's esp factory built)
     inbound: DataPlaneSA = field(repr=False, compare=False)
     outbound: DataPlaneSA = field(repr=False, compare=False)

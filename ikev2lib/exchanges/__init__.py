@@ -38,6 +38,7 @@ from .common import error_answer, need
 __all__ = [
     "initiate",
     "accept_sa_init",
+    "accepts_ike_offer",
     "receive",
     "pump",
     "start_operation",
@@ -49,6 +50,9 @@ __all__ = [
 def initiate(sa: IkeSa, now: float) -> None:
     """Start a new IKE SA as initiator (IKE_SA_INIT, then IKE_AUTH with the first Child SA)."""
     ike_init.start(sa, now)
+
+
+accepts_ike_offer = ike_init.accepts_ike_offer
 
 
 def accept_sa_init(sa: IkeSa, message: Message, data: bytes, now: float) -> None:

@@ -284,7 +284,7 @@ def emit_created(sa: IkeSa, child: ChildSa) -> None:
         ChildSaCreated(
             ike_sa_id=sa.ike_sa_id, child_id=child.child_id, spi_in=child.spi_in, spi_out=child.spi_out,
             proposal=child.proposal_text, mode=child.mode, udp_encap=child.udp_encap, local_ts=child.local_ts,
-            remote_ts=child.remote_ts, inbound=inbound, outbound=outbound,
+            remote_ts=child.remote_ts, name=child.config_name, inbound=inbound, outbound=outbound,
         )
     )  # fmt: skip
 

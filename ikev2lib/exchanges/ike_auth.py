@@ -8,6 +8,7 @@ is up and the user hears of the child's failure as an event).
 from __future__ import annotations
 
 from ..auth import Authenticator, PeerProof, Verified, local_authenticator, peer_verifier
+from ..config import IkeConfig
 from ..crypto import signed_octets
 from ..events import IkeSaEstablished
 from ..exceptions import LocalProtocolError, PeerNotifyError, RemoteProtocolError
@@ -18,7 +19,7 @@ from ..wire import SA, Auth, Cert, ExchangeType, IDi, IDr, Notify, NotifyType, P
 from . import child_create
 from .child_create import ChildOffer
 from .common import error_answer, find, find_notify, need, refusal, report_error
-from .ike_init import SIGNATURE_HASHES, our_certreq, record_certreq
+from .ike_init import SIGNATURE_HASHES, accepts_ike_offer, our_certreq, record_certreq
 
 __all__ = ["start", "respond", "AuthRequest"]
 
@@ -88,7 +89,7 @@ def _mark_established(sa: IkeSa, now: float) -> None:
         IkeSaEstablished(
             ike_sa_id=sa.ike_sa_id, spi_i=sa.spi_i, spi_r=sa.spi_r, is_initiator=sa.is_initiator,
             remote_addr=sa.remote_addr, local_id=sa.config.local_id, remote_id=sa.remote_id_text,
-            proposal=sa.proposal_text, udp_encap=sa.natt or sa.nat_detected,
+            proposal=sa.proposal_text, udp_encap=sa.natt or sa.nat_detected, connection=sa.config.name,
         )
     )  # fmt: skip
 
@@ -171,6 +172,17 @@ def start(sa: IkeSa, now: float, *, natt: bool) -> None:
 # ---- responder ---------------------------------------------------------------------------------
 
 
+def _connection_for(sa: IkeSa, idi: IDi, idr: IDr | None, method: int) -> IkeConfig | None:
+    """The connection an authenticating peer is for (connections.py): the best by identities among
+    those that match its addresses and accept the IKE proposal IKE_SA_INIT chose."""
+    selected = sa.selected
+    if selected is None:
+        raise LocalProtocolError("no IKE proposal selected")
+    chosen = SA([selected.to_wire(b"")])
+    found = sa.ctx.connections.for_identity(sa.ctx.local_addr[0], sa.remote_addr[0], idi, idr, method)
+    return next((c for c in found if c is sa.config or accepts_ike_offer(c, chosen)), None)
+
+
 def _refuse(sa: IkeSa, why: str, counter: str) -> list[Payload]:
     """End the half-open IKE SA with AUTHENTICATION_FAILED (RFC 7296 2.21.2) and say why in an event."""
     failure = RemoteProtocolError(why, notify=NotifyType.AUTHENTICATION_FAILED)
@@ -187,16 +199,17 @@ def respond(sa: IkeSa, payloads: list[Payload], now: float) -> list[Payload]:
     if init is None:
         raise LocalProtocolError("IKE_SA_INIT state is gone")
     idi = need(payloads, IDi, "IDi")
-    need(payloads, Auth, "AUTH")
+    auth = need(payloads, Auth, "AUTH")
     wanted_idr = find(payloads, IDr)
     record_certreq(sa, payloads)
+    config = _connection_for(sa, idi, wanted_idr, int(auth.method))
+    if config is None:
+        hint = f", IDr {wanted_idr.display()!r}" if wanted_idr is not None else ""
+        why = f"no connection for peer {idi.display()!r}{hint} with AUTH method {int(auth.method)}"
+        return _refuse(sa, why, "no_matching_connection")
+    sa.config = config
     try:
         verified = _authenticated_peer(sa, init, idi, payloads)
-        if wanted_idr is not None and not id_matches(wanted_idr, sa.config.local_id):
-            raise RemoteProtocolError(
-                f"the peer asked for identity {wanted_idr.display()!r}, we are {sa.config.local_id!r}",
-                notify=NotifyType.AUTHENTICATION_FAILED,
-            )
     except RemoteProtocolError as exc:
         return _refuse(sa, f"peer authentication failed: {exc}", "authentication_failed")
     try:

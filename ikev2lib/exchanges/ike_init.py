@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from ..config import IkeConfig
 from ..crypto import KeyExchange, decode_signature_hashes, derive_ike_keys
 from ..exceptions import LocalProtocolError, ParseError, PeerNotifyError, RemoteProtocolError
 from ..ike_sa import IkeSa, InitExchange, Request
@@ -33,7 +34,7 @@ from .common import (
     requested_group,
 )
 
-__all__ = ["start", "accept_request", "SaInitRequest", "MAX_SA_INIT_RETRIES", "MAX_COOKIE_SIZE"]
+__all__ = ["start", "accept_request", "accepts_ike_offer", "SaInitRequest", "MAX_SA_INIT_RETRIES", "MAX_COOKIE_SIZE"]
 
 MAX_SA_INIT_RETRIES = 3  # COOKIE / INVALID_KE_PAYLOAD round trips an initiator follows
 MAX_COOKIE_SIZE = 64  # RFC 7296 2.6: a cookie is 1..64 octets
@@ -83,6 +84,15 @@ def _capabilities(*, fragmentation: bool = True) -> list[Payload]:
     return payloads
 
 
+def accepts_ike_offer(config: IkeConfig, offer: SA) -> bool:
+    """Whether `config`'s IKE proposals accept one of the peer's (choosing among connections)."""
+    try:
+        select_proposal(offer.proposals, parsed_proposals(config.ike_proposals, ProtocolId.IKE))
+    except RemoteProtocolError:
+        return False
+    return True
+
+
 def peer_capabilities(sa: IkeSa, payloads: list[Payload]) -> None:
     """Record the peer's IKEV2_FRAGMENTATION_SUPPORTED, SIGNATURE_HASH_ALGORITHMS and CERTREQs."""
     sa.peer_fragmentation = find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
@@ -104,11 +114,16 @@ def record_certreq(sa: IkeSa, payloads: list[Payload]) -> None:
 
 
 def our_certreq(sa: IkeSa) -> list[Payload]:
-    """A CERTREQ naming our trust anchors, when we want the peer's certificate (RFC 7296 3.7)."""
+    """A CERTREQ naming our trust anchors, when we want the peer's certificate (RFC 7296 3.7). A
+    responder does not know the peer's connection yet: it names the anchors of all of them."""
     config = sa.config
-    if config.remote_auth != "pubkey" or not config.send_certreq or config.trust is None:
+    if not sa.is_initiator and config.name in sa.ctx.connections:
+        anchors = sa.ctx.connections.certreq_anchors()
+    elif config.remote_auth == "pubkey" and config.send_certreq and config.trust is not None:
+        anchors = config.trust.anchors
+    else:
         return []
-    data = certreq_data(config.trust.anchors)
+    data = certreq_data(anchors)
     return [CertReq(CertEncoding.X509_SIGNATURE, data)] if data else []
 
 
