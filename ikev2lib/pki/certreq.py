@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 
 from ..exceptions import LocalProtocolError, ParseError
 from ..wire import CertEncoding, CertReq
 from .credentials import Credential
 from .limits import MAX_CERTREQ_HASHES, MAX_CHAIN_DEPTH
+from .parsed import issued_by
 
 __all__ = [
     "CERTREQ_HASH_SIZE",
@@ -82,12 +82,6 @@ def certreq_data(cas: Iterable[x509.Certificate]) -> bytes:
     return b"".join(ours[:MAX_CERTREQ_HASHES])
 
 
-def _issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-        return False
-    return True
 
 
 def chain_ca_hashes(credential: Credential, cas: Sequence[x509.Certificate] = ()) -> frozenset[bytes]:
@@ -97,7 +91,7 @@ def chain_ca_hashes(credential: Credential, cas: Sequence[x509.Certificate] = ()
     found: set[bytes] = set()
     current = credential.certificate
     for _ in range(MAX_CHAIN_DEPTH):
-        issuer = next((ca for ca in pool if ca.subject == current.issuer and _issued(current, ca)), None)
+        issuer = next((ca for ca in pool if ca.subject == current.issuer and issued_by(current, ca)), None)
         if issuer is None:
             break
         digest = ca_key_hash(issuer)

@@ -7,11 +7,12 @@ only when that field is first read. Reading everything here, once, turns every s
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtensionOID, ObjectIdentifier
 
@@ -19,7 +20,9 @@ from .errors import DECODE_ERRORS, CertFailure, CertificateError
 from .keys import PublicKey, as_public_key, key_problem
 from .limits import MAX_CERT_SIZE
 
-__all__ = ["HANDLED_EXTENSIONS", "LABEL_LIMIT", "ParsedCert", "decode_cert", "parse_der"]
+__all__ = ["HANDLED_EXTENSIONS", "LABEL_LIMIT", "ParsedCert", "decode_cert", "issued_by", "parse_der"]
+
+_SIGNATURE_ERRORS = (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError)
 
 # Certificate extensions the checks of trust.py process; any other one marked critical refuses the
 # certificate (RFC 5280 4.2), so nameConstraints and policy extensions are refused, not ignored.
@@ -106,7 +109,29 @@ def parse_der(der: bytes, position: int) -> ParsedCert:
     if len(der) > MAX_CERT_SIZE:
         raise CertificateError(CertFailure.TOO_LARGE, f"{role} of {len(der)} octets exceeds {MAX_CERT_SIZE}")
     try:
-        return decode_cert(x509.load_der_x509_certificate(bytes(der)), role)
+        return _decoded(bytes(der), role)
     except DECODE_ERRORS as exc:
         why = f"{role} does not decode as DER X.509 ({exc})"
         raise CertificateError(CertFailure.MALFORMED, why) from None
+
+
+# Peers present the same certificates at every handshake: decoding is kept for the most recent ones
+# (the result depends on the bytes alone; failures are not kept). Bounded, so that a peer sending new
+# certificates each time only evicts.
+DECODED_CACHE = 1024
+
+
+@functools.lru_cache(maxsize=DECODED_CACHE)
+def _decoded(der: bytes, role: str) -> ParsedCert:
+    return decode_cert(x509.load_der_x509_certificate(der), role)
+
+
+@functools.lru_cache(maxsize=DECODED_CACHE)
+def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether `issuer`'s key made `cert`'s signature (and the names chain). Certificates hash and
+    compare by their DER, so a pair seen before is answered without a signature check."""
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except _SIGNATURE_ERRORS:
+        return False
+    return True

@@ -50,7 +50,7 @@ from .errors import CertFailure, CertificateError
 from .identity import cert_matches_id
 from .keys import PublicKey
 from .limits import MAX_CERT_PAYLOADS, MAX_CERT_SIZE, MAX_CHAIN_DEPTH
-from .parsed import LABEL_LIMIT, ParsedCert, parse_der
+from .parsed import LABEL_LIMIT, ParsedCert, issued_by, parse_der
 from .store import CrlRecord, Revocation, TrustStore
 
 __all__ = [
@@ -118,11 +118,7 @@ def to_datetime(now: datetime | float) -> datetime:
 
 
 def _signed_by(cert: ParsedCert, issuer: ParsedCert) -> bool:
-    try:
-        cert.cert.verify_directly_issued_by(issuer.cert)
-    except _SIGNATURE_ERRORS:
-        return False
-    return True
+    return issued_by(cert.cert, issuer.cert)
 
 
 def _build_path(store: TrustStore, ee: ParsedCert, pool: Sequence[ParsedCert]) -> list[ParsedCert]:
