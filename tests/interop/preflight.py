@@ -69,6 +69,8 @@ TOOL_PACKAGES = {
     "/etc/protocols": (("/etc/protocols",), "netbase"),
     "tshark": (("/usr/bin/tshark",), "tshark"),
     "openssl": (("/usr/bin/openssl",), "openssl"),
+    # not a program: strongSwan's settings parser, called by tests/gateway/test_swanctl_syntax.py
+    "libstrongswan": (("/usr/lib/ipsec/libstrongswan.so.0",), "libstrongswan"),
     "clang": (("/usr/bin/clang",), "clang"),
     "llvm-symbolizer": (("/usr/bin/llvm-symbolizer",), "llvm"),
 }

@@ -1,0 +1,1 @@
+"""Running a gateway: configuration files (swanctl.conf syntax, ...)."""
