@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Targets (speed is reported, never asserted in tests). Speed targets are same-run ratios only.
 TARGET_CRYPTO_SHARE = 0.5  # in-process engine handshakes/s / bare-crypto handshakes/s
 TARGET_UDP_PER_CPU_VS_STRONGSWAN = 1.5  # handshakes per responder CPU-second, ikev2lib / strongSwan
+TARGET_ECDSA_PER_CPU_VS_STRONGSWAN = 1.0  # the same with ECDSA P-256 certificates on both sides
 TARGET_BYTES_PER_SA = 16 * 1024  # per established IKE SA with its Child SA
 TARGET_TIMER_GROWTH = 3.0  # timer cost at N SAs / at 100 SAs: "flat" means a heap/wheel, not a scan
 
@@ -103,14 +104,21 @@ _FAMILIES = (
 # configs and in-process wiring
 
 
-def initiator_config() -> IkeConfig:
+def initiator_config(**auth: Any) -> IkeConfig:
+    """`auth`: IkeConfig fields for certificates (`cert_auth`); PSK without."""
     return IkeConfig(
         ike_proposals=IKE_PROPOSAL, local_id="left", remote_id="right", psk=PSK,
         children=(ChildConfig(esp_proposals=ESP_PROPOSAL, local_ts=("10.1.0.0/16",), remote_ts=("10.2.0.0/16",)),),
+        **auth,
     )  # fmt: skip
 
 
-def responder_config(*, timers: bool = False) -> IkeConfig:
+def cert_auth(pki: Any, name: str) -> dict[str, Any]:
+    """IkeConfig fields for ECDSA P-256 certificate authentication both ways (a pki_files test PKI)."""
+    return {"local_auth": "pubkey", "remote_auth": "pubkey", "credentials": (pki.leaf(name),), "trust": pki.trust()}
+
+
+def responder_config(*, timers: bool = False, **auth: Any) -> IkeConfig:
     # timers=True: DPD and IKE/Child rekeying armed on every SA (the scale part)
     child = ChildConfig(
         esp_proposals=ESP_PROPOSAL, local_ts=("10.2.0.0/16",), remote_ts=("10.1.0.0/16",),
@@ -118,7 +126,7 @@ def responder_config(*, timers: bool = False) -> IkeConfig:
     )  # fmt: skip
     return IkeConfig(
         ike_proposals=IKE_PROPOSAL, local_id="right", remote_id=None, psk=PSK, children=(child,),
-        dpd_delay=300.0 if timers else None, rekey_time=3600.0 if timers else None,
+        dpd_delay=300.0 if timers else None, rekey_time=3600.0 if timers else None, **auth,
     )  # fmt: skip
 
 
@@ -530,7 +538,8 @@ def measure_scale(n: int) -> dict[str, Any]:
 # 2. handshakes over UDP between network namespaces
 
 
-def udp_initiator(local: str, remote: str, total: int, seconds: float, inflight: int) -> dict[str, Any]:
+def udp_initiator(local: str, remote: str, total: int, seconds: float, inflight: int,
+                  cfg: IkeConfig | None = None) -> dict[str, Any]:
     """Runs inside the left namespace: a plain select() loop around one initiator endpoint. Each IKE SA
     is deleted as soon as it is established; at most `inflight` exist at once. Bounded by `total`
     handshakes and `seconds`."""
@@ -543,7 +552,7 @@ def udp_initiator(local: str, remote: str, total: int, seconds: float, inflight:
     for s in (ike, natt):
         s.setblocking(False)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-    cfg = initiator_config()
+    cfg = cfg or initiator_config()
     clock = time.monotonic
     started_at: dict[int, float] = {}
     open_sas: set[int] = set()
@@ -613,7 +622,8 @@ def udp_initiator(local: str, remote: str, total: int, seconds: float, inflight:
     }
 
 
-def ikev2lib_responder(local: str, ready_path: str, stop_path: str, seconds: float) -> dict[str, Any]:
+def ikev2lib_responder(local: str, ready_path: str, stop_path: str, seconds: float,
+                       rcfg: IkeConfig | None = None) -> dict[str, Any]:
     """Runs inside the right namespace: the ikev2lib responder on its asyncio driver until
     `stop_path` exists (or `seconds` pass)."""
     import asyncio
@@ -623,9 +633,9 @@ def ikev2lib_responder(local: str, ready_path: str, stop_path: str, seconds: flo
     _pin(RESPONDER_CPU)
 
     async def main() -> dict[str, Any]:
-        rcfg = responder_config()
+        config = rcfg or responder_config()
         driver = await AsyncioIkeDriver.create(
-            lambda addr: IkeEndpoint(rcfg, local_addr=addr, cookie_threshold=MAX_IKE_SAS), host=local
+            lambda addr: IkeEndpoint(config, local_addr=addr, cookie_threshold=MAX_IKE_SAS), host=local
         )
         counts = {"established": 0, "deleted": 0}
 
@@ -682,12 +692,22 @@ def _annotate(run: dict[str, Any]) -> dict[str, Any]:
     return run
 
 
-def measure_udp(total: int, seconds: float, inflight: int, rounds: int) -> dict[str, Any]:
+def measure_udp(total: int, seconds: float, inflight: int, rounds: int, *, certificates: bool = False) -> dict[str, Any]:
     """`rounds` alternating runs against each responder (each in its own namespace pair, both up for
-    the whole measurement); the best run of each is kept, as other load on the machine only slows."""
+    the whole measurement); the best run of each is kept, as other load on the machine only slows.
+    `certificates`: ECDSA P-256 certificates with an intermediate CA on every side instead of a PSK."""
     sys.path.insert(0, str(ROOT / "tests"))
     from interop.netns import NamespacePair, require_root
+    from interop.pki_files import build_pki, write_swanctl_credentials
     from interop.strongswan import CHARON, Charon, CharonSettings, psk_connection_pair
+
+    icfg = rcfg = None
+    conn_options: dict[str, Any] = {}
+    if certificates:
+        pki = build_pki("p256")
+        icfg, rcfg = initiator_config(**cert_auth(pki, "left")), responder_config(**cert_auth(pki, "right"))
+        charon_credential = pki.leaf("right")
+        conn_options = {"auth": "pubkey", "local_extra": {"certs": "own.pem"}}
 
     require_root()
     if not os.path.exists(CHARON):
@@ -699,15 +719,17 @@ def measure_udp(total: int, seconds: float, inflight: int, rounds: int) -> dict[
             # (a) the ikev2lib responder on its asyncio driver
             ready, stop = work / "ready", work / "stop"
             budget = rounds * (seconds + 10) + 30
-            responder = ours.right.start(ikev2lib_responder, ours.right_addr, str(ready), str(stop), budget)
+            responder = ours.right.start(ikev2lib_responder, ours.right_addr, str(ready), str(stop), budget, rcfg)
             _wait_for(ready.exists, UDP_START_TIMEOUT, "the ikev2lib responder")
             # (b) strongSwan's charon, same proposals, no DoS protection (COOKIEs) on either side
             _, right_cfg = psk_connection_pair(
                 theirs.left_addr, theirs.right_addr, proposals=[IKE_PROPOSAL], esp_proposals=[ESP_PROPOSAL],
-                left_id="left", right_id="right", psk=PSK.decode(),
+                left_id="left", right_id="right", psk=PSK.decode(), **conn_options,
             )  # fmt: skip
             settings = CharonSettings(log_levels={"default": 0}, dos_protection=False)
             with Charon(theirs.right, work / "charon", settings, name="right") as charon:
+                if certificates:
+                    write_swanctl_credentials(charon.swanctl_dir, charon_credential, [pki.root])
                 charon.load(right_cfg)
                 charon_pid = _charon_pid(theirs.right.name)
                 _pin(RESPONDER_CPU, charon_pid)
@@ -716,7 +738,7 @@ def measure_udp(total: int, seconds: float, inflight: int, rounds: int) -> dict[
                     for name, (pair, pid) in sides.items():
                         cpu0 = _cpu_seconds(pid)
                         run = pair.left.call(udp_initiator, pair.left_addr, pair.right_addr, total, seconds,
-                                             inflight, timeout=seconds + 30)  # fmt: skip
+                                             inflight, icfg, timeout=seconds + 30)  # fmt: skip
                         run["responder_cpu_s"] = _cpu_seconds(pid) - cpu0
                         runs[name].append(_annotate(run))
             stop.touch()
@@ -740,7 +762,8 @@ def measure_udp(total: int, seconds: float, inflight: int, rounds: int) -> dict[
         results["ratio_per_cpu_ikev2lib_vs_strongswan"] = (
             a["best_handshakes_per_responder_cpu_s"] / b["best_handshakes_per_responder_cpu_s"]
         )
-    results.update(handshakes_requested=total, inflight=inflight, rounds=rounds)
+    results.update(handshakes_requested=total, inflight=inflight, rounds=rounds,
+                   auth="ECDSA P-256 certificates" if certificates else "PSK")
     return results
 
 
@@ -764,12 +787,15 @@ def check_targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     that did not run. Speed targets compare two rates of this run, never an absolute rate."""
     ip, udp, sc = report.get("inprocess"), report.get("udp") or {}, report.get("scale")
     per_cpu = udp.get("ratio_per_cpu_ikev2lib_vs_strongswan")
+    ecdsa_per_cpu = (report.get("udp_ecdsa") or {}).get("ratio_per_cpu_ikev2lib_vs_strongswan")
     growth = max(sc["timer_growth_vs_smallest"].values()) if sc else None
     rows = {
         "crypto_share": (ip["crypto_share"] if ip else None, ">=", TARGET_CRYPTO_SHARE,
                          "bare-crypto handshakes/s, same run (interleaved rounds)"),
         "udp_per_responder_cpu_vs_strongswan": (per_cpu, ">=", TARGET_UDP_PER_CPU_VS_STRONGSWAN,
                                                 "strongSwan responder, same run (alternating rounds)"),
+        "ecdsa_udp_per_responder_cpu_vs_strongswan": (ecdsa_per_cpu, ">=", TARGET_ECDSA_PER_CPU_VS_STRONGSWAN,
+                                                      "strongSwan responder with ECDSA P-256 certificates, same run"),
         "bytes_per_sa": (sc["bytes_per_sa"] if sc else None, "<=", TARGET_BYTES_PER_SA,
                          "none: a size, not a rate (max of RSS delta and tracemalloc)"),
         "timer_growth": (growth, "<=", TARGET_TIMER_GROWTH, "timer cost at the smallest N of the same run"),
@@ -780,6 +806,22 @@ def check_targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
         out[name] = {"measured": measured, "target": f"{op} {target}", "baseline": baseline, "met": met}
     return out
 
+
+
+def _print_udp(udp: dict[str, Any] | None) -> None:
+    if udp and "error" not in udp:
+        print(f"== UDP between namespaces, {udp['auth']}: {udp['handshakes_requested']} handshakes, "
+              f"{udp['inflight']} in flight, delete after establish; best of {udp['rounds']} alternating runs")
+        for name in ("ikev2lib", "strongswan"):
+            r = udp[name]
+            print(f"  {name:10} responder  {r['handshakes_per_s']:6.0f} /s  (runs: "
+                  + ", ".join(f"{x:.0f}" for x in r["all_rates"]) + f"), completed {r['completed']}, failed "
+                  f"{r['failed']}, median {r['median_latency_ms'] or 0:.1f} ms, "
+                  f"{r['best_handshakes_per_responder_cpu_s'] or 0:.0f} per responder CPU-s; limited by {r['limited_by']}")
+        print(f"  ratio ikev2lib / strongSwan: {udp['ratio_ikev2lib_vs_strongswan']:.2f} (wall), "
+              f"{udp.get('ratio_per_cpu_ikev2lib_vs_strongswan', 0):.2f} (per responder CPU second)")
+    elif udp:
+        print(f"== UDP part not run: {udp['error']}")
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -802,20 +844,10 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"  ikev2lib functions by inclusive time (those under {INCLUSIVE_CUTOFF:.0%}):")
         for row in prof["top_inclusive"]:
             print(f"  {row['share'] * 100:5.1f}% {row['calls_per_handshake']:6.1f}x  {row['function']}")
-    udp = report.get("udp")
-    if udp and "error" not in udp:
-        print(f"== UDP between namespaces: {udp['handshakes_requested']} handshakes, {udp['inflight']} in flight, "
-              f"delete after establish; best of {udp['rounds']} alternating runs")
-        for name in ("ikev2lib", "strongswan"):
-            r = udp[name]
-            print(f"  {name:10} responder  {r['handshakes_per_s']:6.0f} /s  (runs: "
-                  + ", ".join(f"{x:.0f}" for x in r["all_rates"]) + f"), completed {r['completed']}, failed "
-                  f"{r['failed']}, median {r['median_latency_ms'] or 0:.1f} ms, "
-                  f"{r['best_handshakes_per_responder_cpu_s'] or 0:.0f} per responder CPU-s; limited by {r['limited_by']}")
-        print(f"  ratio ikev2lib / strongSwan: {udp['ratio_ikev2lib_vs_strongswan']:.2f} (wall), "
-              f"{udp.get('ratio_per_cpu_ikev2lib_vs_strongswan', 0):.2f} (per responder CPU second)")
-    elif udp:
-        print(f"== UDP part not run: {udp['error']}")
+    for key in ("udp", "udp_ecdsa"):
+        _print_udp(report.get(key))
+    sc = report.get("scale")
+
     sc = report.get("scale")
     if sc:
         print(f"== scale: one responder holding {sc['n']} IKE SAs + Child SAs, DPD and rekey timers armed")
@@ -873,6 +905,11 @@ def main() -> None:
             report["udp"] = measure_udp(args.udp_handshakes, args.udp_seconds, args.inflight, args.udp_rounds)
         except Exception as exc:  # no root / no charon: the other parts still report
             report["udp"] = {"error": f"{type(exc).__name__}: {exc}"}
+        try:
+            report["udp_ecdsa"] = measure_udp(args.udp_handshakes, args.udp_seconds, args.inflight, args.udp_rounds,
+                                              certificates=True)
+        except Exception as exc:
+            report["udp_ecdsa"] = {"error": f"{type(exc).__name__}: {exc}"}
     if not args.skip_scale:
         report["scale"] = measure_scale(args.scale_n)
     report["targets"] = check_targets(report)
