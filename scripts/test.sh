@@ -49,6 +49,7 @@ run_atheris "IKE engine receive path" fuzz/fuzz_engine.py -rss_limit_mb=2048
 run_atheris "IKE engine past the ICV" fuzz/fuzz_engine_authenticated.py -rss_limit_mb=2048
 run_atheris "Child SA lifetimes" fuzz/fuzz_lifetimes.py -rss_limit_mb=2048
 run_atheris "swanctl.conf syntax" fuzz/fuzz_swanctl_syntax.py -rss_limit_mb=1024
+run_atheris "TOML configuration" fuzz/fuzz_toml_config.py -rss_limit_mb=1024
 
 echo "== all stages passed (mypy, pytest, python -O, sanitizers, fuzzers)"
 echo "suite: ${passed:-0} passed, 0 failed"

@@ -1,0 +1,118 @@
+"""What a gateway runs, whatever file it came from: connections (an `IkeConfig` each, plus what the
+running gateway does with it) and the errors configuration loaders raise.
+
+Both loaders (`toml_config.py`, the native format with templates, and `swanctl.py`, strongSwan's
+swanctl.conf) produce a `GatewayConfig`; `run.py` runs one. Every error names the file, the key (a
+dotted path such as `connections.hub.children.net.esp_proposals`) and what was wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+
+from ..config import IkeConfig
+from ..exceptions import LocalProtocolError
+
+__all__ = [
+    "ConfigError",
+    "Connection",
+    "GatewayConfig",
+    "START_ACTIONS",
+    "decode_secret",
+    "parse_duration",
+]
+
+# what a connection does when the gateway starts (strongSwan's child start_action; trap needs kernel
+# policies, which this userland gateway does not install)
+START_ACTIONS = ("none", "start")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ConfigError(LocalProtocolError):
+    """A configuration file is wrong: `path` (the file), `key` (dotted), and what was wrong."""
+
+    def __init__(self, path: str, key: str, message: str, line: int | None = None) -> None:
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+        self.path = path
+        self.key = key
+        self.line = line
+        self.detail = message
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        return (type(self), (self.path, self.key, self.detail, self.line))
+
+
+def parse_duration(value: object, *, path: str, key: str, line: int | None = None) -> float:
+    """Seconds from strongSwan's time notation ("90", "30s", "10m", "4h", "1d") or a number."""
+    if isinstance(value, bool):
+        raise ConfigError(path, key, f"{value!r} is not a duration", line)
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if match is None:
+            raise ConfigError(path, key, f"{value!r} is not a duration (a number with s, m, h or d)", line)
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < 0:
+        raise ConfigError(path, key, "a duration cannot be negative", line)
+    return seconds
+
+
+def decode_secret(raw: bytes) -> bytes:
+    """strongSwan's notation for secrets: 0x... hex, 0s... base64, else the bytes themselves.
+    ValueError (saying which) when what follows 0x or 0s does not decode."""
+    if raw.startswith(b"0x"):
+        try:
+            return bytes.fromhex(raw[2:].decode("ascii"))
+        except ValueError:  # UnicodeDecodeError is one
+            raise ValueError("not hexadecimal after 0x") from None
+    if raw.startswith(b"0s"):
+        try:
+            return base64.b64decode(raw[2:], validate=True)
+        except binascii.Error:
+            raise ValueError("not base64 after 0s") from None
+    return raw
+
+
+@dataclass(frozen=True, kw_only=True)
+class Connection:
+    """One connection of a gateway: the engine's `IkeConfig` (name, addresses, identities,
+    authentication, children) and how the gateway uses it."""
+
+    config: IkeConfig
+    start_action: str = "none"  # "start": initiate when the gateway starts (and after a reload adds it)
+    # where to initiate to: the first exact address of remote_addrs (None: responder only)
+    remote_host: str | None = None
+    remote_port: int = 500
+    source: str = ""  # the file that defined it, for messages
+
+    def __post_init__(self) -> None:
+        if self.start_action not in START_ACTIONS:
+            raise LocalProtocolError(f"start_action must be one of {', '.join(START_ACTIONS)}")
+        if self.start_action == "start" and self.remote_host is None:
+            raise LocalProtocolError(f"connection {self.config.name!r}: start_action=start needs a remote address")
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayConfig:
+    connections: tuple[Connection, ...]
+    listen: tuple[str, ...] = ()  # local addresses to bind (from local_addrs unless given)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.connections]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise LocalProtocolError(f"connection names must be distinct: {', '.join(duplicates)}")
+
+    def connection(self, name: str) -> Connection | None:
+        return next((c for c in self.connections if c.name == name), None)
