@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 from .exceptions import LocalProtocolError
 from .wire import IDi, IDr, IdType
 
-__all__ = ["dn_from_text", "id_body", "id_matches", "id_text", "own_id", "parse_identity"]
+__all__ = ["dn_from_text", "dn_text", "id_body", "id_matches", "id_text", "own_id", "parse_identity"]
 
 IDENTITY_CACHE = 1024  # configured identity strings kept parsed
 
