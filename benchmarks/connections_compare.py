@@ -21,23 +21,15 @@ import json
 import time
 from collections.abc import Callable
 
+from bench_handshake import INITIATOR, PSK, RESPONDER, handshake  # the same one-handshake loop
 from ikev2lib.config import ChildConfig, IkeConfig
 from ikev2lib.endpoint import IkeEndpoint
-from ikev2lib.events import ChildSaCreated
 from ikev2lib.wire import AuthMethod, IDi
 
-INITIATOR = ("192.0.2.1", 500)
-RESPONDER = ("192.0.2.2", 500)
-PSK = b"benchmark pre-shared key"
-PEER_ID = "alice@example.org"
+PEER_ID = "alice@example.org"  # bench_handshake's initiator
 TARGET_RATIO = 0.95  # handshakes/s with N connections / with one
 MAX_ROUNDS = 200  # bound on measurement rounds whatever the clock does
 LOOKUPS = 2_000  # bare lookups timed per layout
-
-INITIATOR_CFG = IkeConfig(
-    local_id=PEER_ID, remote_id="gw.example.org", psk=PSK,
-    children=(ChildConfig(local_ts=("10.1.0.0/16",), remote_ts=("10.2.0.0/16",)),),
-)  # fmt: skip
 RESPONDER_CHILD = (ChildConfig(local_ts=("10.2.0.0/16",), remote_ts=("10.1.0.0/16",)),)
 
 
@@ -57,28 +49,6 @@ def layouts(n: int) -> dict[str, list[IkeConfig]]:
         "by_subnet": [connection(i, remote_id=f"spoke{i}@example.org", remote_addrs=(f"10.{i // 250}.{i % 250}.0/24",))
                       for i in range(n - 1)] + [connection(n, remote_id=PEER_ID, remote_addrs=("192.0.2.0/24",))],
     }
-
-
-def handshake(initiator: IkeEndpoint, responder: IkeEndpoint, now: float) -> None:
-    sa_id = initiator.initiate(INITIATOR_CFG, RESPONDER, now)
-    for _ in range(10):  # IKE_SA_INIT + IKE_AUTH: two round trips
-        moved = False
-        for src, dst, addr in ((initiator, responder, INITIATOR), (responder, initiator, RESPONDER)):
-            for data, _ in src.datagrams_to_send(now):
-                moved = True
-                dst.receive_datagram(data, addr, now)
-        if not moved:
-            break
-    created = False
-    while (event := initiator.next_event()) is not None:
-        created = created or isinstance(event, ChildSaCreated)
-    if not created:
-        raise RuntimeError("handshake did not complete")
-    initiator.abandon_ike_sa(sa_id, now)
-    for other in responder.ike_sa_ids():
-        responder.abandon_ike_sa(other, now)
-    while initiator.next_event() is not None or responder.next_event() is not None:
-        pass
 
 
 def rates(configs: dict[str, list[IkeConfig]], seconds: float) -> dict[str, float]:

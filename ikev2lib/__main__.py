@@ -3,6 +3,9 @@
 `demo` (the README's main job) runs two ikev2lib endpoints on loopback: IKE SA, Child SA, real traffic
 through the C ESP data plane, rekeys, deletes, and a summary.
 
+`run` runs a gateway from a TOML file or a strongSwan swanctl directory; `status`, `initiate`,
+`terminate` and `reload` control it (ikev2lib/gateway/).
+
 `messages` shows the codec: it builds a realistic IKE_SA_INIT request from strongSwan proposal
 keywords, encodes it, decodes it back, prints it as a tree, and decodes one captured strongSwan
 datagram when the test corpus is present.
@@ -17,6 +20,7 @@ from pathlib import Path
 
 from ikev2lib.demo import run_demo
 from ikev2lib.exceptions import LocalProtocolError
+from ikev2lib.gateway.cli import add_commands
 from ikev2lib.proposals import parse_proposals, proposal_to_keywords
 from ikev2lib.wire import (
     KE,
@@ -109,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p_msgs.add_argument("--proposals", default=DEFAULT_PROPOSALS, help="IKE proposals in strongSwan keyword syntax")
     p_msgs.add_argument("--corpus", default=str(DEFAULT_CORPUS), help="folder of captured strongSwan datagrams")
     p_msgs.set_defaults(func=messages)
+    add_commands(commands)
     args = parser.parse_args(argv)
     try:
         result: int = args.func(args)

@@ -1,0 +1,119 @@
+"""The gateway commands of `ikev2lib`: `run` (the gateway in the foreground) and the control
+commands `status`, `initiate`, `terminate`, `reload` that talk to it over its control socket."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ..exceptions import LocalProtocolError
+from .control import DEFAULT_CONTROL_PATH, ControlServer, request
+from .model import GatewayConfig
+from .run import IKE_PORT, NATT_PORT, Gateway
+
+__all__ = ["add_commands"]
+
+log = logging.getLogger("ikev2lib.gateway")
+
+
+def _loader(args: argparse.Namespace) -> Callable[[], GatewayConfig]:
+    if args.config is not None:
+        from .toml_config import load_toml
+
+        return lambda: load_toml(args.config)
+    from .swanctl import load_swanctl
+
+    return lambda: load_swanctl(args.swanctl)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    gateway = Gateway(_loader(args), listen=tuple(args.listen or ()), ike_port=args.ike_port,
+                      natt_port=args.natt_port)
+    await gateway.start()
+    control = ControlServer(gateway, args.control)
+    await control.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def reload() -> None:
+        try:
+            gateway.reload()
+        except LocalProtocolError as exc:  # the old configuration stays in force
+            log.error("reload failed, configuration unchanged: %s", exc)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    log.info("running; control socket %s", args.control)
+    await stop.wait()
+    await control.close()
+    await gateway.shutdown()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s")
+    return asyncio.run(_serve(args))
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    print(f"{len(status['connections'])} connections, listening on {', '.join(status['listen'])}")
+    for ike in status["ike_sas"]:
+        star_i, star_r = ("*", "") if ike["initiator"] else ("", "*")
+        print(f"{ike['name']}: #{ike['ike_sa_id']}, {ike['state'].upper()}, IKEv2, "
+              f"{ike['spi_i']}_i{star_i} {ike['spi_r']}_r{star_r}")
+        print(f"  local  '{ike['local_id']}' @ {ike['local']}")
+        cert = f" [{ike['remote_certificate']}]" if ike["remote_certificate"] else ""
+        print(f"  remote '{ike['remote_id']}' @ {ike['remote']}{cert}")
+        print(f"  {ike['proposal']}{', NAT-T' if ike['udp_encap'] else ''}")
+        rekey = f", rekeying in {ike['rekey_in_s']}s" if ike["rekey_in_s"] is not None else ""
+        print(f"  established {ike['established_s']}s ago{rekey}")
+        for child in ike["children"]:
+            encap = "-in-UDP" if child["udp_encap"] else ""
+            print(f"  {child['name']}: #{child['child_id']}, {child['state'].upper()}, {child['mode'].upper()}{encap}, "
+                  f"ESP SPIs: {child['spi_in']}_i {child['spi_out']}_o")
+            rekey = f", rekeying in {child['rekey_in_s']}s" if child["rekey_in_s"] is not None else ""
+            print(f"    {child['proposal']}, {child['bytes_in']} bytes_i ({child['packets_in']} pkts), "
+                  f"{child['bytes_out']} bytes_o ({child['packets_out']} pkts){rekey}")
+            print(f"    local  {' '.join(child['local_ts'])}")
+            print(f"    remote {' '.join(child['remote_ts'])}")
+
+
+def control(args: argparse.Namespace) -> int:
+    answer = request(args.control, args.command, getattr(args, "name", None))
+    if not answer.get("ok"):
+        print(f"error: {answer.get('error', 'no answer')}", file=sys.stderr)
+        return 1
+    if args.command == "status" and not args.json:
+        _print_status(answer["status"])
+    else:
+        print(json.dumps(answer.get("status", answer), indent=2))
+    return 0
+
+
+def add_commands(commands: Any) -> None:
+    """Add `run`, `status`, `initiate`, `terminate` and `reload` to an argparse subparsers object."""
+    p_run = commands.add_parser("run", help="run a gateway in the foreground (SIGHUP reloads, SIGTERM stops)")
+    source = p_run.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="the native TOML configuration file")
+    source.add_argument("--swanctl", help="a strongSwan swanctl directory (swanctl.conf, x509/, x509ca/, ...)")
+    p_run.add_argument("--control", default=DEFAULT_CONTROL_PATH, help="control socket path")
+    p_run.add_argument("--listen", action="append", help="address to bind (default: the connections' local_addrs)")
+    p_run.add_argument("--ike-port", type=int, default=IKE_PORT)
+    p_run.add_argument("--natt-port", type=int, default=NATT_PORT)
+    p_run.set_defaults(func=run)
+    for name, text in (("status", "IKE and Child SAs of a running gateway"), ("reload", "reload the configuration"),
+                       ("initiate", "initiate a connection"), ("terminate", "delete a connection's IKE SAs")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--control", default=DEFAULT_CONTROL_PATH, help="control socket path")
+        if name in ("initiate", "terminate"):
+            sub.add_argument("name")
+        if name == "status":
+            sub.add_argument("--json", action="store_true", help="print the status as JSON")
+        sub.set_defaults(func=control)

@@ -1,0 +1,302 @@
+"""`ikev2lib run`: a gateway process running a `GatewayConfig` in the foreground on asyncio.
+
+One `AsyncioIkeDriver` (UDP 500 and 4500, raw ESP when no NAT) per listen address, each with an
+`IkeEndpoint` serving the connections whose `local_addrs` hold that address. At start the gateway
+initiates the connections with `start_action = start` and answers the others. `reload()` (SIGHUP)
+loads the configuration again: new and changed connections serve new peers, removed ones stop
+answering, and no established SA is touched (new `start` connections are initiated).
+`shutdown()` (SIGTERM/SIGINT) deletes every IKE SA, waits a bounded time for the answers, and
+returns. ESP is decapsulated by the C data plane and counted; carrying it to a TUN device is the
+data-path work, not this module's.
+
+`status()` describes every IKE and Child SA like `swanctl --list-sas` (names, states, SPIs,
+algorithms, identities, selectors, rekey times, packet and byte counters) as plain data for JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..addresses import EXACT_RANK, parse_address, parse_selector, selectors_rank
+from ..child_sa import ChildSa
+from ..config import IkeConfig
+from ..drivers.asyncio_udp import AsyncioIkeDriver, RawEspUnavailable
+from ..endpoint import IkeEndpoint
+from ..events import (
+    ChildSaCreated,
+    ChildSaDeleted,
+    ChildSaRekeyed,
+    Event,
+    IkeSaDeleted,
+    IkeSaEstablished,
+    IkeSaRekeyed,
+    PeerDead,
+    ProtocolErrorEvent,
+)
+from ..exceptions import LocalProtocolError
+from ..ike_sa import IkeSa
+from ..state import IkeState
+from .model import Connection, GatewayConfig
+
+__all__ = ["Gateway", "SHUTDOWN_WAIT"]
+
+log = logging.getLogger("ikev2lib.gateway")
+
+SHUTDOWN_WAIT = 5.0  # seconds to wait for the peers to answer our Deletes at shutdown
+IKE_PORT = 500
+NATT_PORT = 4500
+
+
+@dataclass
+class _Listener:
+    address: str
+    driver: AsyncioIkeDriver
+    pump: asyncio.Task[None] | None = None
+    established: dict[int, str] = field(default_factory=dict)  # ike_sa_id -> connection name
+
+
+def _serves(connection: Connection, address: str) -> bool:
+    return selectors_rank(connection.config.local_addrs, parse_address(address)) > 0
+
+
+class Gateway:
+    """Build with the function that loads the configuration (called again by `reload`)."""
+
+    def __init__(self, load: Callable[[], GatewayConfig], *, listen: tuple[str, ...] = (),
+                 ike_port: int = IKE_PORT, natt_port: int = NATT_PORT,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self._load = load
+        self._listen_override = listen
+        self._ike_port = ike_port
+        self._natt_port = natt_port
+        self._wall_clock = wall_clock
+        self.config: GatewayConfig | None = None
+        self.listeners: list[_Listener] = []
+        self.started_at = 0.0
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+
+    def listen_addresses(self, config: GatewayConfig) -> tuple[str, ...]:
+        addresses = self._listen_override or config.listen
+        if not addresses:
+            exact = [s for c in config.connections for s in c.config.local_addrs if parse_selector(s).rank == EXACT_RANK]
+            addresses = tuple(dict.fromkeys(exact))
+        if not addresses:
+            raise LocalProtocolError("no address to listen on: give connections local_addrs, `listen`, or --listen")
+        return addresses
+
+    async def start(self) -> None:
+        config = self._load()
+        for address in self.listen_addresses(config):
+            served = [c.config for c in config.connections if _serves(c, address)]
+
+            def factory(addr: tuple[str, int], served: list[IkeConfig] = served) -> IkeEndpoint:
+                return IkeEndpoint(served, local_addr=addr, wall_clock=self._wall_clock)
+
+            driver = await AsyncioIkeDriver.create(factory, host=address, ike_port=self._ike_port,
+                                                   natt_port=self._natt_port)
+            listener = _Listener(address, driver)
+            listener.pump = asyncio.get_running_loop().create_task(self._pump(listener))
+            self.listeners.append(listener)
+            log.info("listening on %s (IKE %d, NAT-T %d): %d connections", address, driver.ike_port,
+                     driver.natt_port, len(served))
+        self.config = config
+        self.started_at = time.monotonic()
+        for connection in config.connections:
+            if connection.start_action == "start":
+                self.initiate(connection.name)
+
+    async def shutdown(self, wait: float = SHUTDOWN_WAIT) -> None:
+        """Delete every IKE SA (the peers hear of it), wait up to `wait` seconds, close the sockets."""
+        for listener in self.listeners:
+            for sa in list(listener.driver.endpoint.connections()):
+                _end(listener, sa)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(lst.driver.endpoint.ike_sa_ids() for lst in self.listeners):
+            await asyncio.sleep(0.05)
+        for listener in self.listeners:
+            if listener.pump is not None:
+                listener.pump.cancel()
+            listener.driver.close()
+        self.listeners = []
+        log.info("stopped")
+
+    # ---- control -----------------------------------------------------------------------------------
+
+    def _listener_for(self, connection: Connection) -> _Listener:
+        for listener in self.listeners:
+            if _serves(connection, listener.address):
+                return listener
+        raise LocalProtocolError(f"connection {connection.name!r}: no listen address is one of its local_addrs")
+
+    def _connection(self, name: str) -> Connection:
+        connection = self.config.connection(name) if self.config is not None else None
+        if connection is None:
+            raise LocalProtocolError(f"no connection named {name!r}")
+        return connection
+
+    def initiate(self, name: str) -> int:
+        """Start an IKE SA (and its first Child SA) for connection `name`; returns its ike_sa_id."""
+        connection = self._connection(name)
+        if connection.remote_host is None:
+            raise LocalProtocolError(f"connection {name!r} has no remote address to initiate to")
+        listener = self._listener_for(connection)
+        ike_sa_id = listener.driver.initiate(connection.config, (connection.remote_host, connection.remote_port))
+        log.info("%s: initiating to %s", name, connection.remote_host)
+        return ike_sa_id
+
+    def terminate(self, name: str) -> int:
+        """Delete the IKE SAs of connection `name`; returns how many."""
+        self._connection(name)
+        count = 0
+        for listener in self.listeners:
+            for sa in list(listener.driver.endpoint.connections()):
+                if sa.config.name == name and not sa.hidden and _end(listener, sa):
+                    count += 1
+        log.info("%s: terminating %d IKE SAs", name, count)
+        return count
+
+    def reload(self) -> dict[str, list[str]]:
+        """Load the configuration again and apply it to new peers; established SAs stay as they are.
+        Returns the names added, changed and removed. A configuration that does not load changes nothing."""
+        new = self._load()
+        old = self.config or GatewayConfig(connections=())
+        if self.listeners and self.listen_addresses(new) != tuple(lst.address for lst in self.listeners):
+            log.warning("reload: listen addresses changed; restart the gateway to rebind")
+        before = {c.name: c for c in old.connections}
+        after = {c.name: c for c in new.connections}
+        removed = [n for n in before if n not in after]
+        added = [n for n in after if n not in before]
+        changed = [n for n in after if n in before and after[n] != before[n]]
+        for listener in self.listeners:
+            endpoint = listener.driver.endpoint
+            for name in removed:
+                if name in endpoint.configs:
+                    endpoint.remove_connection(name)
+            for name in added + changed:
+                if _serves(after[name], listener.address):
+                    endpoint.add_connection(after[name].config)
+                elif name in endpoint.configs:
+                    endpoint.remove_connection(name)
+        self.config = new
+        for name in added:
+            if after[name].start_action == "start":
+                self.initiate(name)
+        log.info("reloaded: %d added, %d changed, %d removed", len(added), len(changed), len(removed))
+        return {"added": added, "changed": changed, "removed": removed}
+
+    # ---- events and status -------------------------------------------------------------------------
+
+    async def _pump(self, listener: _Listener) -> None:
+        while True:
+            try:
+                event = await listener.driver.next_event()
+            except RawEspUnavailable as exc:
+                log.error("%s: %s", listener.address, exc)
+                continue
+            self._log_event(listener, event)
+
+    def _log_event(self, listener: _Listener, event: Event) -> None:
+        if isinstance(event, IkeSaEstablished):
+            listener.established[event.ike_sa_id or 0] = event.connection
+            log.info("%s: IKE SA %d established with %s[%s] (%s)", event.connection, event.ike_sa_id,
+                     event.remote_addr[0], event.remote_id, event.proposal)
+        elif isinstance(event, ChildSaCreated):
+            log.info("IKE SA %s: Child SA %s (%d) installed, SPIs %s_i %s_o, %s === %s", event.ike_sa_id,
+                     event.name, event.child_id, event.spi_in.hex(), event.spi_out.hex(),
+                     ",".join(event.local_ts), ",".join(event.remote_ts))
+        elif isinstance(event, (ChildSaRekeyed, IkeSaRekeyed)):
+            log.info("IKE SA %s: %s", event.ike_sa_id, type(event).__name__)
+        elif isinstance(event, ChildSaDeleted):
+            log.info("IKE SA %s: Child SA %d deleted", event.ike_sa_id, event.child_id)
+        elif isinstance(event, IkeSaDeleted):
+            name = listener.established.pop(event.ike_sa_id or 0, "?")
+            log.info("%s: IKE SA %s deleted (%s)", name, event.ike_sa_id, event.reason)
+        elif isinstance(event, (ProtocolErrorEvent, PeerDead)):
+            log.warning("%s: %s", listener.address, event)
+
+    def status(self) -> dict[str, Any]:
+        ike_sas = []
+        for listener in self.listeners:
+            now = listener.driver.loop.time()
+            for sa in listener.driver.endpoint.connections():
+                if not sa.hidden and not sa.finished:
+                    ike_sas.append(_ike_sa_status(sa, listener.address, now))
+        connections = [c.name for c in self.config.connections] if self.config is not None else []
+        return {
+            "connections": connections,
+            "listen": [lst.address for lst in self.listeners],
+            "ike_sas": ike_sas,
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+        }
+
+
+def _end(listener: _Listener, sa: IkeSa) -> bool:
+    """Delete an established IKE SA (the peer is told) or forget one still being set up."""
+    if sa.finished:
+        return False
+    endpoint = listener.driver.endpoint
+    if sa.state == IkeState.ESTABLISHED:
+        listener.driver.request(endpoint.delete_ike_sa, sa.ike_sa_id)
+    elif sa.state != IkeState.DELETING:
+        listener.driver.request(endpoint.abandon_ike_sa, sa.ike_sa_id, listener.driver.loop.time())
+    return True
+
+
+def _in(deadline: float | None, now: float) -> float | None:
+    return None if deadline is None else round(max(deadline - now, 0.0), 1)
+
+
+def _counters(child: ChildSa) -> dict[str, int]:
+    found = {}
+    for direction, sa in (("in", child.inbound), ("out", child.outbound)):
+        stats = getattr(sa, "stats", None)
+        found[f"packets_{direction}"] = int(getattr(stats, "packets", 0))
+        found[f"bytes_{direction}"] = int(getattr(stats, "bytes", 0))
+    return found
+
+
+def _ike_sa_status(sa: IkeSa, local: str, now: float) -> dict[str, Any]:
+    config = sa.config
+    certificate = sa.peer_certificate
+    return {
+        "name": config.name,
+        "ike_sa_id": sa.ike_sa_id,
+        "state": sa.state.value,
+        "initiator": sa.is_initiator,
+        "local": f"{local}",
+        "remote": f"{sa.remote_addr[0]}[{sa.remote_addr[1]}]",
+        "local_id": config.local_id,
+        "remote_id": sa.remote_id_text,
+        "remote_certificate": certificate.subject.rfc4514_string() if certificate is not None else None,
+        "spi_i": sa.spi_i.hex(),
+        "spi_r": sa.spi_r.hex(),
+        "proposal": sa.proposal_text,
+        "udp_encap": sa.natt or sa.nat_detected,
+        "established_s": None if sa.established_at is None else round(now - sa.established_at, 1),
+        "rekey_in_s": _in(sa.rekey_at, now),
+        "children": [
+            {
+                "name": child.config_name,
+                "child_id": child.child_id,
+                "state": child.state.value,
+                "mode": child.mode,
+                "spi_in": child.spi_in.hex(),
+                "spi_out": child.spi_out.hex(),
+                "proposal": child.proposal_text,
+                "udp_encap": child.udp_encap,
+                "local_ts": list(child.local_ts),
+                "remote_ts": list(child.remote_ts),
+                "rekey_in_s": _in(child.rekey_at, now),
+                "expire_in_s": _in(child.expire_at, now),
+                **_counters(child),
+            }
+            for child in sa.children.values()
+        ],
+    }
+
