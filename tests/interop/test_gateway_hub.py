@@ -1,6 +1,7 @@
 """A hub: one `ikev2lib run` gateway with 50 connections (every other one PSK, the rest certificates;
-distinct identities, addresses and subnets; the shared policy in one referenced section) and 50
-initiators, each on its own address, each landing on its own connection."""
+distinct identities, addresses and subnets; the shared policy written once: a referenced section of
+swanctl.conf, or templates of the TOML format) and 50 initiators, each on its own address, each
+landing on its own connection."""
 
 from __future__ import annotations
 
@@ -70,6 +71,45 @@ def _hub_directory(root: Path, ns: NamespacePair, pki: InteropPki) -> Path:
     return root
 
 
+def _hub_toml(root: Path, ns: NamespacePair, pki: InteropPki) -> Path:
+    """The same hub in the native format: the shared policy and the certificate setup as templates."""
+    for sub in ("x509", "x509ca", "private"):
+        (root / sub).mkdir(parents=True)
+    hub = pki.leaf(HUB_ID)
+    (root / "x509" / "hub.pem").write_bytes(pem(hub.certificate))
+    (root / "x509" / "inter.pem").write_bytes(pem(pki.inter))
+    (root / "private" / "hub.pem").write_bytes(key_pem(hub.key))
+    (root / "x509ca" / "root.pem").write_bytes(pem(pki.root))
+    lines = [
+        "[templates.policy]",
+        f'local_addrs = ["{ns.right_addr}"]',
+        f'local_id = "{HUB_ID}"',
+        'ike_proposals = "aes128gcm16-prfsha256-x25519"',
+        'rekey_time = "4h"',
+        'dpd_delay = "30s"',
+        "[templates.policy.child]",
+        'local_ts = ["10.0.0.0/16"]',
+        'esp_proposals = "aes128gcm16"',
+        "[templates.certificates]",
+        'template = "policy"',
+        'local_auth = "pubkey"',
+        'remote_auth = "pubkey"',
+        'cert = "x509/hub.pem"',
+        'key = "private/hub.pem"',
+        'chain = ["x509/inter.pem"]',
+        'cacerts = ["x509ca"]',
+    ]
+    for i in range(SPOKES):
+        lines += [f"[connections.spoke{i}]", f'template = "{"certificates" if i % 2 else "policy"}"',
+                  f'remote_addrs = ["{spoke_addr(i)}"]', f'remote_id = "spoke{i}.example.org"']
+        if not i % 2:
+            lines.append(f'psk = "{psk(i)}"')
+        lines += [f"[connections.spoke{i}.children.net{i}]", f'remote_ts = ["{spoke_net(i)}"]']
+    path = root / "hub.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def _spoke_config(i: int, pki: InteropPki) -> IkeConfig:
     child = ChildConfig(name=f"net{i}", local_ts=(spoke_net(i),), remote_ts=("10.0.0.0/16",))
     if i % 2:
@@ -111,13 +151,17 @@ def run_spokes(configs: list[IkeConfig], hub: str, timeout: float) -> dict[int, 
     return asyncio.run(main())
 
 
-def test_hub_of_fifty_connections(netns_pair: NamespacePair, tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", ["swanctl", "toml"])
+def test_hub_of_fifty_connections(netns_pair: NamespacePair, tmp_path: Path, source: str) -> None:
     pki = build_pki("p256")
     ifname = netns_pair.left_if
     for i in range(SPOKES):
         netns_pair.left.ip("addr", "add", f"{spoke_addr(i)}/24", "dev", ifname)
-    directory = _hub_directory(tmp_path / "hub-swanctl", netns_pair, pki)
-    gateway = RunningGateway(netns_pair.right, ["--swanctl", str(directory)], tmp_path)
+    if source == "swanctl":
+        args = ["--swanctl", str(_hub_directory(tmp_path / "hub-swanctl", netns_pair, pki))]
+    else:
+        args = ["--config", str(_hub_toml(tmp_path / "hub-toml", netns_pair, pki))]
+    gateway = RunningGateway(netns_pair.right, args, tmp_path)
     try:
         gateway.wait(lambda s: len(s["connections"]) == SPOKES, "the hub to start")
         configs = [_spoke_config(i, pki) for i in range(SPOKES)]
