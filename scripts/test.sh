@@ -35,7 +35,7 @@ passed=$(grep -Eo '^[0-9]+ passed' "$pytest_log" | tail -n 1 | cut -d' ' -f1 || 
 rm -f "$pytest_log"
 
 echo "== pytest under python -O (validation never relies on assert)"
-$PY -O -m pytest -q -p no:cacheprovider -W ignore::pytest.PytestConfigWarning tests/wire tests/crypto tests/pki tests/esp tests/test_proposals.py
+$PY -O -m pytest -q -p no:cacheprovider -W ignore::pytest.PytestConfigWarning tests/wire tests/crypto tests/pki tests/esp tests/gateway tests/test_identities.py tests/test_proposals.py
 
 echo "== C ESP core: unit tests under ASan+UBSan, libFuzzer over decap (${FUZZ_SECONDS}s)"
 scripts/test-esp-core.sh
