@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ikev2lib.pki import Credential, PrivateKey, TrustStore
 
@@ -21,7 +22,15 @@ from pki.certs import KeyPool, issue, make_crl, name
 
 UTC = dt.timezone.utc
 VALIDITY = dt.timedelta(days=30)
-_KEYS = KeyPool(rsa_count=3)  # RSA keys are slow to make; three cover a root, an intermediate and a leaf
+_KEYS = KeyPool(rsa_count=1)  # for its other key types, which it makes fresh each time
+
+
+def _new_key(kind: str) -> PrivateKey:
+    """A fresh key: never one a CA of the PKI holds too. (A leaf with its issuer's key makes
+    strongSwan take the leaf for the issuer when it builds its own chain, and not send the real one.)"""
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return _KEYS.new(kind)
 
 
 def pem(cert: x509.Certificate) -> bytes:
@@ -46,7 +55,7 @@ class InteropPki:
     def leaf(self, dns: str, *, kind: str | None = None, start: dt.timedelta = -VALIDITY,
              end: dt.timedelta = VALIDITY) -> Credential:
         """An end-entity credential for FQDN `dns` (its only subjectAltName), valid from now+start to now+end."""
-        key = _KEYS.new(kind or self.kind)
+        key = _new_key(kind or self.kind)
         now = dt.datetime.now(UTC)
         cert = issue(name(dns), key, self.inter, self.inter_key, ca=False,
                      san=x509.SubjectAlternativeName([x509.DNSName(dns)]),
@@ -64,7 +73,7 @@ class InteropPki:
 
 def build_pki(kind: str, tag: str = "") -> InteropPki:
     now = dt.datetime.now(UTC)
-    root_key, inter_key = _KEYS.new(kind), _KEYS.new(kind)
+    root_key, inter_key = _new_key(kind), _new_key(kind)
     root = issue(name(f"Interop Root {kind}{tag}"), root_key, None, root_key, ca=True,
                  not_before=now - VALIDITY, not_after=now + 10 * VALIDITY)
     inter = issue(name(f"Interop Intermediate {kind}{tag}"), inter_key, root, root_key, ca=True, path_len=0,
