@@ -28,21 +28,15 @@ from collections.abc import Iterable, Iterator
 from cryptography import x509
 
 from .addresses import ANY_RANK, EXACT_RANK, IpAddress, parse_address, parse_selector, selectors_rank
-from .auth import SIGNATURE_METHODS
+from .auth import accepts_method
 from .config import IkeConfig
 from .exceptions import LocalProtocolError
 from .identities import id_matches, parse_identity
-from .wire import AuthMethod, IDi, IDr, IdType
+from .wire import IDi, IDr, IdType
 
 __all__ = ["ConnectionTable"]
 
 _OPEN_RANK = ANY_RANK * 2 * EXACT_RANK + ANY_RANK  # what `_rank` gives a connection open to all
-
-
-def _auth_allows(config: IkeConfig, method: int) -> bool:
-    if config.remote_auth == "psk":
-        return method == AuthMethod.SHARED_KEY_MIC
-    return method in SIGNATURE_METHODS
 
 
 def _open_to_all(config: IkeConfig) -> bool:
@@ -202,5 +196,5 @@ class ConnectionTable:
             for config in self._best_first(group, local_ip, remote_ip):
                 if idr is not None and not id_matches(idr, config.local_id):
                     continue
-                if _auth_allows(config, method):
+                if accepts_method(config, method):
                     yield config

@@ -28,6 +28,7 @@ __all__ = [
     "SIGNATURE_METHODS",
     "Verified",
     "Verifier",
+    "accepts_method",
     "local_authenticator",
     "peer_verifier",
 ]
@@ -46,14 +47,21 @@ def local_authenticator(
     return PubkeyAuthenticator(credential, peer_hashes=peer_hashes, send_certs=send, rsa_pss=config.rsa_pss)
 
 
+def accepts_method(config: IkeConfig, method: int) -> bool:
+    """Whether `config`'s `remote_auth` lets a peer authenticate with AUTH method `method`."""
+    if config.remote_auth == "psk":
+        return method == AuthMethod.SHARED_KEY_MIC
+    return method in SIGNATURE_METHODS
+
+
 def peer_verifier(
     config: IkeConfig, method: int, *, wall_time: float, announced_hashes: Collection[int]
 ) -> Verifier | None:
     """How to check a peer that authenticated with `method` (None: `config` does not accept it)."""
-    if config.remote_auth == "psk":
-        return PskAuthenticator(config) if method == AuthMethod.SHARED_KEY_MIC else None
-    if method not in SIGNATURE_METHODS:
+    if not accepts_method(config, method):
         return None
+    if config.remote_auth == "psk":
+        return PskAuthenticator(config)
     if config.trust is None:  # IkeConfig refuses this; kept for type narrowing
         raise LocalProtocolError('remote_auth="pubkey" without a trust store')
     return PubkeyVerifier(config.trust, wall_time=wall_time, accepted_hashes=announced_hashes)

@@ -49,6 +49,7 @@ from ..config import ChildConfig, IkeConfig
 from ..exceptions import LocalProtocolError
 from ..identities import dn_text
 from ..pki import (
+    MAX_CHAIN_DEPTH,
     Credential,
     PrivateKey,
     Revocation,
@@ -58,6 +59,7 @@ from ..pki import (
     load_crl_dir,
     parse_private_key,
 )
+from ..pki.parsed import issued_by
 from .model import ConfigError, Connection, GatewayConfig, decode_secret, parse_duration
 from .swanctl_syntax import Section, Setting, parse_file, resolve_references
 
@@ -249,8 +251,9 @@ class _Directory:
         pool = self.ca_certificates + self.other_certificates
         chain: list[x509.Certificate] = []
         current = cert
-        while current.issuer != current.subject and len(chain) < 8:  # pki.MAX_CHAIN_DEPTH
-            issuer = next((c for c in pool if c.subject == current.issuer and c not in chain and c != current), None)
+        while current.issuer != current.subject and len(chain) < MAX_CHAIN_DEPTH:
+            issuer = next((c for c in pool if c.subject == current.issuer and c not in chain and c != current
+                           and issued_by(current, c)), None)
             if issuer is None:
                 break
             chain.append(issuer)

@@ -20,7 +20,7 @@ from ikev2lib.events import ChildSaCreated, ProtocolErrorEvent
 
 from .gateway_process import RunningGateway
 from .netns import NamespacePair
-from .pki_files import InteropPki, build_pki, key_pem, pem
+from .pki_files import InteropPki, build_pki, write_swanctl_credentials
 
 pytestmark = pytest.mark.interop
 
@@ -43,13 +43,7 @@ def psk(i: int) -> str:
 
 
 def _hub_directory(root: Path, ns: NamespacePair, pki: InteropPki) -> Path:
-    for sub in ("x509", "x509ca", "private"):
-        (root / sub).mkdir(parents=True)
-    hub = pki.leaf(HUB_ID)
-    (root / "x509" / "hub.pem").write_bytes(pem(hub.certificate))
-    (root / "x509" / "inter.pem").write_bytes(pem(pki.inter))
-    (root / "private" / "hub.pem").write_bytes(key_pem(hub.key))
-    (root / "x509ca" / "root.pem").write_bytes(pem(pki.root))
+    write_swanctl_credentials(root, pki.leaf(HUB_ID), [pki.root], stem="hub")  # x509/hub.pem, private/hub.pem
     # the policy every spoke shares, referenced by each (strongSwan's `conn : template`)
     lines = [f"policy {{ local_addrs = {ns.right_addr}\n"
              "    proposals = aes128gcm16-prfsha256-x25519\n    rekey_time = 4h\n    dpd_delay = 30s }",
@@ -73,13 +67,7 @@ def _hub_directory(root: Path, ns: NamespacePair, pki: InteropPki) -> Path:
 
 def _hub_toml(root: Path, ns: NamespacePair, pki: InteropPki) -> Path:
     """The same hub in the native format: the shared policy and the certificate setup as templates."""
-    for sub in ("x509", "x509ca", "private"):
-        (root / sub).mkdir(parents=True)
-    hub = pki.leaf(HUB_ID)
-    (root / "x509" / "hub.pem").write_bytes(pem(hub.certificate))
-    (root / "x509" / "inter.pem").write_bytes(pem(pki.inter))
-    (root / "private" / "hub.pem").write_bytes(key_pem(hub.key))
-    (root / "x509ca" / "root.pem").write_bytes(pem(pki.root))
+    write_swanctl_credentials(root, pki.leaf(HUB_ID), [pki.root], stem="hub")  # x509/hub.pem, private/hub.pem
     lines = [
         "[templates.policy]",
         f'local_addrs = ["{ns.right_addr}"]',
@@ -96,7 +84,7 @@ def _hub_toml(root: Path, ns: NamespacePair, pki: InteropPki) -> Path:
         'remote_auth = "pubkey"',
         'cert = "x509/hub.pem"',
         'key = "private/hub.pem"',
-        'chain = ["x509/inter.pem"]',
+        'chain = ["x509/hub-chain-0.pem"]',
         'cacerts = ["x509ca"]',
     ]
     for i in range(SPOKES):
