@@ -72,6 +72,9 @@ TOOL_PACKAGES = {
     # not a program: strongSwan's settings parser, called by tests/gateway/test_swanctl_syntax.py
     "libstrongswan": (("/usr/lib/ipsec/libstrongswan.so.0",), "libstrongswan"),
     "clang": (("/usr/bin/clang",), "clang"),
+    "iperf3": (("/usr/bin/iperf3",), "iperf3"),
+    "prometheus": (("/usr/bin/prometheus",), "prometheus"),
+    "ping": (("/usr/bin/ping", "/bin/ping"), "iputils-ping"),
     "llvm-symbolizer": (("/usr/bin/llvm-symbolizer",), "llvm"),
 }
 
