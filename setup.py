@@ -49,7 +49,8 @@ def extensions() -> list[Extension]:
     flags = openssl_flags()
     esp = Extension(
         "ikev2lib._esp_fast",
-        sources=["_esp_fast/_esp_fast.pyx", "_esp_fast/esp_core.c", "_esp_fast/esp_sock.c"],
+        sources=["_esp_fast/_esp_fast.pyx", "_esp_fast/esp_core.c", "_esp_fast/esp_sock.c", "_esp_fast/esp_inner.c",
+                 "_esp_fast/esp_fwd.c"],
         include_dirs=["_esp_fast", *flags["include_dirs"]],
         library_dirs=flags["library_dirs"],
         libraries=flags["libraries"],

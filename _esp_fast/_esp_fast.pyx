@@ -13,8 +13,9 @@ C pointers into buffers whose exports (or bytes objects) the call holds.
 
 from cpython.ref cimport PyObject, Py_DECREF
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.errno cimport errno
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy, memset
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 
@@ -668,3 +669,250 @@ def recv_batch(int fd, unsigned char[::1] buf not None, Py_ssize_t slot_size, ui
             return 0
         raise OSError(err, os.strerror(err))
     return got
+
+
+# ---- the gateway's packet path (esp_fwd.c, esp_inner.c) ------------------------------------------
+
+cdef extern from "esp_inner.h" nogil:
+    ctypedef struct inner_info_t:
+        uint8_t family
+        uint8_t proto
+        uint8_t ports_known
+        uint8_t df
+        uint8_t fragment
+        uint16_t sport
+        uint16_t dport
+        uint16_t l4_offset
+        uint16_t length
+        uint8_t src[16]
+        uint8_t dst[16]
+    ctypedef struct inner_selector_t:
+        uint8_t family
+        uint8_t proto
+        uint16_t port_lo
+        uint16_t port_hi
+        uint8_t lo[16]
+        uint8_t hi[16]
+    int inner_parse(const uint8_t *pkt, size_t len, inner_info_t *info)
+    int inner_clamp_mss(uint8_t *pkt, const inner_info_t *info, uint16_t mss)
+    size_t inner_too_big(const uint8_t *pkt, const inner_info_t *info, uint16_t mtu, const uint8_t *src,
+                         uint8_t *out, size_t out_cap)
+
+
+cdef extern from "esp_fwd.h" nogil:
+    enum:
+        FWD_BATCH
+        FWD_MAX_INNER
+        FWD_MAX_SLOTS
+        FWD_MAX_SELECTORS
+        FWD_DROP_COUNT
+        FWD_COUNTERS
+    ctypedef struct esp_fwd_t:
+        pass
+    ctypedef struct esp_fwd_tunnel_t:
+        uint32_t slot
+        esp_sa_t *in_sa
+        esp_sa_t *out_sa
+        uint32_t spi_in
+        int udp_encap
+        uint8_t peer_family
+        uint8_t peer_addr[16]
+        uint16_t peer_port
+        uint16_t mtu
+        uint16_t mss
+        uint32_t sel_offset
+        uint32_t n_local
+        uint32_t n_remote
+    ctypedef struct esp_fwd_io_t:
+        int tun_fd
+        int udp_fd
+        int raw_fd
+        int raw_rx
+        int stop_fd
+    esp_fwd_t *esp_fwd_new(uint32_t max_slots)
+    void esp_fwd_free(esp_fwd_t *dp)
+    int esp_fwd_set_tables(esp_fwd_t *dp, const esp_fwd_tunnel_t *tunnels, size_t n, const inner_selector_t *sels,
+                           size_t n_sels, const uint8_t *icmp_src4, const uint8_t *icmp_src6)
+    int esp_fwd_run(esp_fwd_t *dp, const esp_fwd_io_t *io)
+    int esp_fwd_poll_once(esp_fwd_t *dp, const esp_fwd_io_t *io)
+    void esp_fwd_slot_counters(esp_fwd_t *dp, uint32_t slot, uint64_t *out)
+    void esp_fwd_global_drops(esp_fwd_t *dp, uint64_t *out)
+    int esp_fwd_attach_steering(int fd, uint32_t workers)
+
+
+def _forwarder_limits():
+    return {"batch": FWD_BATCH, "max_inner": FWD_MAX_INNER, "max_slots": FWD_MAX_SLOTS,
+            "max_selectors": FWD_MAX_SELECTORS, "drop_count": FWD_DROP_COUNT}
+
+
+cdef int _fill_selector(inner_selector_t *s, tuple ts) except -1:
+    """(family, protocol, port_lo, port_hi, low address bytes, high address bytes) -> s."""
+    cdef bytes lo = ts[4], hi = ts[5]
+    cdef size_t alen = 4 if ts[0] == 4 else 16
+    if ts[0] not in (4, 6) or len(lo) != alen or len(hi) != alen:
+        _raise_for_status(ESP_ERR_INVALID, "selector: family 4 or 6 with addresses of that length")
+    memset(s, 0, sizeof(inner_selector_t))
+    s.family = <uint8_t>ts[0]
+    s.proto = <uint8_t>ts[1]
+    s.port_lo = <uint16_t>ts[2]
+    s.port_hi = <uint16_t>ts[3]
+    memcpy(s.lo, <const char *>lo, alen)
+    memcpy(s.hi, <const char *>hi, alen)
+    return 0
+
+
+cdef class CoreForwarder:
+    """The C packet path: tunnels in one immutable table, workers that run it without the GIL."""
+
+    cdef esp_fwd_t *dp
+    cdef list _held  # the SAs the current table points at: alive until the next table replaces it
+    cdef readonly uint32_t max_slots
+
+    def __cinit__(self, uint32_t max_slots):
+        self.dp = esp_fwd_new(max_slots)
+        if self.dp is NULL:
+            _raise_for_status(ESP_ERR_INVALID, f"max_slots must be 1..{FWD_MAX_SLOTS}")
+        self.max_slots = max_slots
+        self._held = []
+
+    def __dealloc__(self):
+        esp_fwd_free(self.dp)  # the owner joins every worker first
+
+    def set_tunnels(self, list tunnels, icmp_src4=None, icmp_src6=None) -> None:
+        """Replace every tunnel. Each is (slot, inbound CoreSA or None, outbound CoreSA or None, inbound SPI,
+        udp_encap, peer IPv4 address (4 bytes), peer UDP port, MTU, MSS clamp (0 off), local selectors,
+        remote selectors); outbound policy order is the list order (most specific first)."""
+        cdef size_t n = len(tunnels), n_sels = 0, i, k
+        cdef CoreSA sa
+        cdef bytes peer
+        cdef const uint8_t *src4 = NULL
+        cdef const uint8_t *src6 = NULL
+        cdef int rc
+        for tunnel in tunnels:
+            if len(tunnel[9]) > FWD_MAX_SELECTORS or len(tunnel[10]) > FWD_MAX_SELECTORS:
+                _raise_for_status(ESP_ERR_INVALID, f"at most {FWD_MAX_SELECTORS} traffic selectors per side")
+            n_sels += len(tunnel[9]) + len(tunnel[10])
+        cdef esp_fwd_tunnel_t *ts = <esp_fwd_tunnel_t *>calloc(n if n else 1, sizeof(esp_fwd_tunnel_t))
+        cdef inner_selector_t *sels = <inner_selector_t *>calloc(n_sels if n_sels else 1, sizeof(inner_selector_t))
+        held = []
+        try:
+            if ts is NULL or sels is NULL:
+                raise MemoryError()
+            k = 0
+            for i in range(n):
+                tunnel = tunnels[i]
+                ts[i].slot = <uint32_t>tunnel[0]
+                if tunnel[1] is not None:
+                    sa = <CoreSA?>tunnel[1]
+                    if sa.sa is NULL or sa.outbound or sa.udp_encap:
+                        _raise_for_status(ESP_ERR_INVALID, "inbound SA: a configured inbound SA without UDP header")
+                    ts[i].in_sa = sa.sa
+                    held.append(sa)
+                if tunnel[2] is not None:
+                    sa = <CoreSA?>tunnel[2]
+                    if sa.sa is NULL or not sa.outbound or sa.udp_encap or not sa.tunnel:
+                        _raise_for_status(ESP_ERR_INVALID, "outbound SA: a configured tunnel-mode outbound SA "
+                                                           "without UDP header")
+                    ts[i].out_sa = sa.sa
+                    held.append(sa)
+                ts[i].spi_in = <uint32_t>tunnel[3]
+                ts[i].udp_encap = 1 if tunnel[4] else 0
+                peer = tunnel[5]
+                if len(peer) != 4:
+                    _raise_for_status(ESP_ERR_INVALID, "peer address: IPv4 (4 bytes)")
+                ts[i].peer_family = 4
+                memcpy(ts[i].peer_addr, <const char *>peer, 4)
+                ts[i].peer_port = <uint16_t>tunnel[6]
+                ts[i].mtu = <uint16_t>tunnel[7]
+                ts[i].mss = <uint16_t>tunnel[8]
+                ts[i].sel_offset = <uint32_t>k
+                ts[i].n_local = <uint32_t>len(tunnel[9])
+                ts[i].n_remote = <uint32_t>len(tunnel[10])
+                for selector in (*tunnel[9], *tunnel[10]):
+                    _fill_selector(&sels[k], selector)
+                    k += 1
+            if icmp_src4 is not None:
+                if len(icmp_src4) != 4:
+                    _raise_for_status(ESP_ERR_INVALID, "icmp_src4: 4 bytes")
+                src4 = <const uint8_t *><const char *>icmp_src4
+            if icmp_src6 is not None:
+                if len(icmp_src6) != 16:
+                    _raise_for_status(ESP_ERR_INVALID, "icmp_src6: 16 bytes")
+                src6 = <const uint8_t *><const char *>icmp_src6
+            with nogil:  # waits for the workers' current batches
+                rc = esp_fwd_set_tables(self.dp, ts, n, sels, n_sels, src4, src6)
+            if rc == -2:
+                raise MemoryError()
+            if rc != 0:
+                _raise_for_status(ESP_ERR_INVALID, "tunnel table refused (slot, MTU, duplicate inbound SPI)")
+            self._held = held  # only now may the SAs of the previous table go
+        finally:
+            free(ts)
+            free(sels)
+
+    def run(self, int tun_fd, int udp_fd, int raw_fd, int stop_fd, *, bint raw_rx=True) -> None:
+        """One worker: process packets without the GIL until `stop_fd` is readable. raw_fd (or -1) is
+        for sending raw ESP; raw_rx: this worker also reads it (give that to one worker only)."""
+        cdef esp_fwd_io_t io
+        cdef int rc
+        io.tun_fd, io.udp_fd, io.raw_fd, io.stop_fd, io.raw_rx = tun_fd, udp_fd, raw_fd, stop_fd, raw_rx
+        with nogil:
+            rc = esp_fwd_run(self.dp, &io)
+        if rc != 0:
+            import errno as _errno
+            raise OSError(_errno.EIO, "forwarding worker stopped on a poll error")
+
+    def poll_once(self, int tun_fd, int udp_fd, int raw_fd, int stop_fd, *, bint raw_rx=True) -> None:
+        """Process what is ready on the descriptors once, without waiting (tests)."""
+        cdef esp_fwd_io_t io
+        io.tun_fd, io.udp_fd, io.raw_fd, io.stop_fd, io.raw_rx = tun_fd, udp_fd, raw_fd, stop_fd, raw_rx
+        with nogil:
+            esp_fwd_poll_once(self.dp, &io)
+
+    def slot_counters(self, uint32_t slot) -> tuple:
+        """(packets in, bytes in, packets out, bytes out, [drops by reason]) of one slot."""
+        cdef uint64_t c[FWD_COUNTERS]
+        esp_fwd_slot_counters(self.dp, slot, c)
+        return c[0], c[1], c[2], c[3], [c[4 + i] for i in range(FWD_DROP_COUNT)]
+
+    def global_drops(self) -> list:
+        cdef uint64_t d[FWD_DROP_COUNT]
+        esp_fwd_global_drops(self.dp, d)
+        return [d[i] for i in range(FWD_DROP_COUNT)]
+
+
+def attach_steering(int fd, uint32_t workers) -> None:
+    """Steer a SO_REUSEPORT UDP/4500 group: IKE and keepalives to socket 0, ESP to 1 + SPI % workers."""
+    if esp_fwd_attach_steering(fd, workers) != 0:
+        err = errno
+        import os
+        raise OSError(err, os.strerror(err))
+
+
+def _inner_parse(const unsigned char[::1] pkt not None):
+    """inner_parse for tests: None, or (family, proto, ports_known, df, fragment, sport, dport, length)."""
+    cdef inner_info_t info
+    if inner_parse(_ptr(pkt), <size_t>pkt.shape[0], &info) != 0:
+        return None
+    return info.family, info.proto, info.ports_known, info.df, info.fragment, info.sport, info.dport, info.length
+
+
+def _inner_clamp_mss(unsigned char[::1] pkt not None, uint16_t mss) -> bool:
+    cdef inner_info_t info
+    if pkt.shape[0] == 0 or inner_parse(&pkt[0], <size_t>pkt.shape[0], &info) != 0:
+        return False
+    return inner_clamp_mss(&pkt[0], &info, mss) == 1
+
+
+def _inner_too_big(const unsigned char[::1] pkt not None, uint16_t mtu, src=None) -> bytes:
+    cdef inner_info_t info
+    cdef uint8_t out[1280]
+    cdef const uint8_t *s = NULL
+    if inner_parse(_ptr(pkt), <size_t>pkt.shape[0], &info) != 0:
+        return b""
+    if src is not None:
+        if len(src) != (4 if info.family == 4 else 16):
+            _raise_for_status(ESP_ERR_INVALID, "src address of the packet's family")
+        s = <const uint8_t *><const char *>src
+    cdef size_t n = inner_too_big(_ptr(pkt), &info, mtu, s, out, sizeof(out))
+    return (<char *>out)[:n]

@@ -1,0 +1,529 @@
+/* The gateway's packet path: see esp_fwd.h. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/filter.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "esp_fwd.h"
+
+#define IPV4_HDR_MIN 20
+#define IPPROTO_ESP_NUM 50
+#define KEEPALIVE_LEN 1                 /* RFC 3948 2.3: a single 0xFF octet */
+#define NON_ESP_MARKER_LEN 4            /* RFC 3948 2.2: four zero octets in front of IKE */
+#define RECV_SLOT (FWD_MAX_INNER + 256) /* an ESP packet of the largest inner packet, with any overhead */
+#define RAW_SLOT (RECV_SLOT + 60)       /* plus the IPv4 header a raw socket delivers */
+#define OUT_SLOT (FWD_MAX_INNER + 256)  /* encapsulated packet: inner + ESP overhead (at most ~90 bytes) */
+#define ICMP_BUF 1280                   /* an ICMP answer never exceeds the IPv6 minimum MTU */
+
+typedef struct {
+    uint32_t spi;
+    uint32_t tunnel;
+} spi_index_t;
+
+typedef struct {
+    uint64_t generation;
+    esp_fwd_tunnel_t *tunnels;
+    size_t n_tunnels;
+    inner_selector_t *sels;
+    esp_table_entry_t *in_table;        /* sorted by SPI, for esp_decap_batch */
+    spi_index_t *in_index;              /* the same order: SPI -> tunnel */
+    size_t n_in;
+    uint8_t icmp_src4[4], icmp_src6[16];
+    int has_src4, has_src6;
+} fwd_tables_t;
+
+struct esp_fwd {
+    pthread_rwlock_t lock;              /* writer-preferring: table swaps never wait behind busy workers */
+    fwd_tables_t *tables;
+    uint64_t next_generation;
+    uint32_t max_slots;
+    uint64_t *slots;                    /* max_slots * FWD_COUNTERS */
+    uint64_t drops[FWD_DROP_COUNT];     /* packets no tunnel owns */
+};
+
+#define IPV6_EXTRA_HDR 20               /* an IPv6 header is 20 bytes longer than IPv4's: MSS 20 lower */
+
+static void count(uint64_t *c, uint64_t v) { __atomic_fetch_add(c, v, __ATOMIC_RELAXED); }
+
+static uint32_t be32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static void tables_free(fwd_tables_t *t)
+{
+    if (t == NULL) return;
+    free(t->tunnels);
+    free(t->sels);
+    free(t->in_table);
+    free(t->in_index);
+    free(t);
+}
+
+esp_fwd_t *esp_fwd_new(uint32_t max_slots)
+{
+    if (max_slots == 0 || max_slots > FWD_MAX_SLOTS) return NULL;
+    esp_fwd_t *dp = calloc(1, sizeof(*dp));
+    if (dp == NULL) return NULL;
+    dp->slots = calloc((size_t)max_slots * FWD_COUNTERS, sizeof(uint64_t));
+    dp->tables = calloc(1, sizeof(fwd_tables_t));
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    int rc = pthread_rwlock_init(&dp->lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    if (dp->slots == NULL || dp->tables == NULL || rc != 0) {
+        free(dp->slots);
+        free(dp->tables);
+        free(dp);
+        return NULL;
+    }
+    dp->max_slots = max_slots;
+    return dp;
+}
+
+void esp_fwd_free(esp_fwd_t *dp)
+{
+    if (dp == NULL) return;
+    pthread_rwlock_destroy(&dp->lock);
+    tables_free(dp->tables);
+    free(dp->slots);
+    free(dp);
+}
+
+static int cmp_spi(const void *a, const void *b)
+{
+    uint32_t x = ((const spi_index_t *)a)->spi, y = ((const spi_index_t *)b)->spi;
+    return x < y ? -1 : x > y;
+}
+
+int esp_fwd_set_tables(esp_fwd_t *dp, const esp_fwd_tunnel_t *tunnels, size_t n, const inner_selector_t *sels,
+                       size_t n_sels, const uint8_t *icmp_src4, const uint8_t *icmp_src6)
+{
+    if (n > FWD_MAX_TUNNELS || n_sels > n * 2 * FWD_MAX_SELECTORS) return -1;
+    size_t n_in = 0;
+    for (size_t i = 0; i < n; i++) {
+        const esp_fwd_tunnel_t *t = &tunnels[i];
+        if (t->slot >= dp->max_slots || t->n_local > FWD_MAX_SELECTORS || t->n_remote > FWD_MAX_SELECTORS ||
+            t->sel_offset > n_sels || t->n_local + t->n_remote > n_sels - t->sel_offset || t->peer_family != 4 ||
+            t->mtu > FWD_MAX_INNER)
+            return -1;
+        if (t->in_sa != NULL) n_in++;
+    }
+    fwd_tables_t *nt = calloc(1, sizeof(*nt));
+    if (nt == NULL) return -2;
+    nt->tunnels = malloc((n ? n : 1) * sizeof(*nt->tunnels));
+    nt->sels = malloc((n_sels ? n_sels : 1) * sizeof(*nt->sels));
+    nt->in_table = malloc((n_in ? n_in : 1) * sizeof(*nt->in_table));
+    nt->in_index = malloc((n_in ? n_in : 1) * sizeof(*nt->in_index));
+    if (nt->tunnels == NULL || nt->sels == NULL || nt->in_table == NULL || nt->in_index == NULL) {
+        tables_free(nt);
+        return -2;
+    }
+    if (n) memcpy(nt->tunnels, tunnels, n * sizeof(*tunnels));
+    if (n_sels) memcpy(nt->sels, sels, n_sels * sizeof(*sels));
+    nt->n_tunnels = n;
+    for (size_t i = 0, k = 0; i < n; i++)
+        if (tunnels[i].in_sa != NULL) nt->in_index[k++] = (spi_index_t){tunnels[i].spi_in, (uint32_t)i};
+    qsort(nt->in_index, n_in, sizeof(*nt->in_index), cmp_spi);
+    for (size_t k = 0; k < n_in; k++) {
+        if (k && nt->in_index[k].spi == nt->in_index[k - 1].spi) { /* one SPI, one SA */
+            tables_free(nt);
+            return -1;
+        }
+        nt->in_table[k] = (esp_table_entry_t){nt->in_index[k].spi, tunnels[nt->in_index[k].tunnel].in_sa};
+    }
+    nt->n_in = n_in;
+    if (icmp_src4) { memcpy(nt->icmp_src4, icmp_src4, 4); nt->has_src4 = 1; }
+    if (icmp_src6) { memcpy(nt->icmp_src6, icmp_src6, 16); nt->has_src6 = 1; }
+    pthread_rwlock_wrlock(&dp->lock);
+    nt->generation = ++dp->next_generation;
+    fwd_tables_t *old = dp->tables;
+    dp->tables = nt;
+    pthread_rwlock_unlock(&dp->lock);
+    tables_free(old); /* no worker can hold it: they read tables only under the lock */
+    return 0;
+}
+
+void esp_fwd_slot_counters(esp_fwd_t *dp, uint32_t slot, uint64_t out[FWD_COUNTERS])
+{
+    for (int i = 0; i < FWD_COUNTERS; i++)
+        out[i] = slot < dp->max_slots ? __atomic_load_n(&dp->slots[(size_t)slot * FWD_COUNTERS + i], __ATOMIC_RELAXED)
+                                      : 0;
+}
+
+void esp_fwd_global_drops(esp_fwd_t *dp, uint64_t out[FWD_DROP_COUNT])
+{
+    for (int i = 0; i < FWD_DROP_COUNT; i++) out[i] = __atomic_load_n(&dp->drops[i], __ATOMIC_RELAXED);
+}
+
+static uint64_t *slot_counter(esp_fwd_t *dp, uint32_t slot, int which)
+{
+    return &dp->slots[(size_t)slot * FWD_COUNTERS + which];
+}
+
+static void drop(esp_fwd_t *dp, const esp_fwd_tunnel_t *t, int reason)
+{
+    count(t ? slot_counter(dp, t->slot, 4 + reason) : &dp->drops[reason], 1);
+}
+
+/* The tunnel's MSS is for inner IPv4; inner IPv6 gets 20 bytes less. 0 = no clamping. */
+static uint16_t mss_for(const esp_fwd_tunnel_t *tn, const inner_info_t *info)
+{
+    if (info->family == 4 || tn->mss <= IPV6_EXTRA_HDR) return info->family == 4 ? tn->mss : 0;
+    return (uint16_t)(tn->mss - IPV6_EXTRA_HDR);
+}
+
+static int drop_reason(int status)
+{
+    switch (status) {
+    case ESP_ERR_AUTH: return FWD_DROP_ICV;
+    case ESP_ERR_REPLAY: return FWD_DROP_REPLAY;
+    case ESP_ERR_WINDOW: return FWD_DROP_WINDOW;
+    case ESP_ERR_MALFORMED: return FWD_DROP_MALFORMED;
+    case ESP_ERR_PADDING: return FWD_DROP_PADDING;
+    case ESP_ERR_UNKNOWN_SPI: return FWD_DROP_NO_SA;
+    case ESP_ERR_NOT_ESP: return FWD_DROP_NOT_ESP;
+    case ESP_ERR_HARD_EXPIRED:
+    case ESP_ERR_SEQ_OVERFLOW: return FWD_DROP_EXPIRED;
+    default: return FWD_DROP_ERROR;
+    }
+}
+
+/* ---- per-worker state ------------------------------------------------------------------------ */
+
+typedef struct {
+    uint64_t generation;                /* 0 = empty */
+    uint8_t key[40];                    /* family, proto, ports, addresses */
+    uint32_t tunnel;
+} flow_entry_t;
+
+typedef struct {
+    uint8_t in[FWD_BATCH][RECV_SLOT > RAW_SLOT ? RECV_SLOT : RAW_SLOT];
+    uint8_t out[FWD_BATCH][OUT_SLOT];
+    uint32_t offs[FWD_BATCH], lens[FWD_BATCH], out_offs[FWD_BATCH], out_lens[FWD_BATCH];
+    uint8_t status[FWD_BATCH], nh[FWD_BATCH];
+    struct sockaddr_in from[FWD_BATCH], to[FWD_BATCH];
+    struct mmsghdr msgs[FWD_BATCH];
+    struct iovec iov[FWD_BATCH];
+    uint8_t icmp[ICMP_BUF];
+    flow_entry_t flows[FWD_FLOW_CACHE];
+    time_t icmp_second;
+    unsigned icmp_sent;
+} worker_t;
+
+static void flow_key(const inner_info_t *info, uint8_t key[40])
+{
+    size_t alen = info->family == 4 ? 4 : 16;
+    memset(key, 0, 40);
+    key[0] = info->family;
+    key[1] = info->proto;
+    key[2] = (uint8_t)(info->sport >> 8); key[3] = (uint8_t)info->sport;
+    key[4] = (uint8_t)(info->dport >> 8); key[5] = (uint8_t)info->dport;
+    key[6] = info->ports_known;
+    memcpy(key + 8, info->src, alen);
+    memcpy(key + 24, info->dst, alen);
+}
+
+static uint32_t flow_hash(const uint8_t key[40])
+{
+    uint32_t h = 2166136261u; /* FNV-1a: the key is not attacker-chosen beyond what the sender owns */
+    for (int i = 0; i < 40; i++) h = (h ^ key[i]) * 16777619u;
+    return h & (FWD_FLOW_CACHE - 1);
+}
+
+/* The first tunnel (most specific first) whose selectors hold the packet, or -1. */
+static long policy_lookup(const fwd_tables_t *t, worker_t *w, const inner_info_t *info)
+{
+    uint8_t key[40];
+    flow_key(info, key);
+    flow_entry_t *e = &w->flows[flow_hash(key)];
+    if (e->generation == t->generation && memcmp(e->key, key, sizeof(key)) == 0) return e->tunnel;
+    for (size_t i = 0; i < t->n_tunnels; i++) {
+        const esp_fwd_tunnel_t *tn = &t->tunnels[i];
+        if (tn->out_sa == NULL) continue;
+        const inner_selector_t *local = &t->sels[tn->sel_offset], *remote = local + tn->n_local;
+        if (inner_policy_match(local, tn->n_local, remote, tn->n_remote, info)) {
+            e->generation = t->generation;
+            memcpy(e->key, key, sizeof(key));
+            e->tunnel = (uint32_t)i;
+            return (long)i;
+        }
+    }
+    return -1;
+}
+
+static long inbound_tunnel(const fwd_tables_t *t, uint32_t spi)
+{
+    size_t lo = 0, hi = t->n_in;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (t->in_index[mid].spi == spi) return t->in_index[mid].tunnel;
+        if (t->in_index[mid].spi < spi) lo = mid + 1;
+        else hi = mid;
+    }
+    return -1;
+}
+
+static int icmp_allowed(worker_t *w)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec != w->icmp_second) {
+        w->icmp_second = now.tv_sec;
+        w->icmp_sent = 0;
+    }
+    return w->icmp_sent++ < FWD_ICMP_PER_SECOND;
+}
+
+/* sendmmsg msgs[0..n) on fd; what cannot be sent is counted as an error drop. */
+static void send_all(esp_fwd_t *dp, int fd, struct mmsghdr *msgs, size_t n)
+{
+    size_t sent = 0;
+    while (sent < n) {
+        int rc = sendmmsg(fd, msgs + sent, (unsigned)(n - sent), 0);
+        if (rc < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+                struct pollfd p = {fd, POLLOUT, 0};
+                if (poll(&p, 1, 100) > 0) continue;
+            }
+            count(&dp->drops[FWD_DROP_ERROR], n - sent);
+            return;
+        }
+        sent += (size_t)rc;
+    }
+}
+
+/* ---- outbound: TUN -> ESP ---------------------------------------------------------------------- */
+
+static void outbound(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io)
+{
+    size_t n = 0;
+    while (n < FWD_BATCH) {
+        ssize_t r = read(io->tun_fd, w->in[n], FWD_MAX_INNER);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            break; /* EAGAIN: the queue is empty */
+        }
+        if (r == 0) break;
+        w->lens[n++] = (uint32_t)r;
+    }
+    if (n == 0) return;
+    size_t n_udp = 0, n_raw = 0;
+    struct mmsghdr *udp = w->msgs, raw[FWD_BATCH];
+    struct iovec raw_iov[FWD_BATCH];
+    struct sockaddr_in raw_to[FWD_BATCH];
+    pthread_rwlock_rdlock(&dp->lock);
+    const fwd_tables_t *t = dp->tables;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *pkt = w->in[i];
+        inner_info_t info;
+        if (inner_parse(pkt, w->lens[i], &info) != 0) {
+            drop(dp, NULL, FWD_DROP_MALFORMED);
+            continue;
+        }
+        long ti = policy_lookup(t, w, &info);
+        if (ti < 0) {
+            drop(dp, NULL, FWD_DROP_NO_POLICY); /* never sent in clear */
+            continue;
+        }
+        const esp_fwd_tunnel_t *tn = &t->tunnels[ti];
+        if (info.length > tn->mtu && info.df) {
+            const uint8_t *src = info.family == 4 ? (t->has_src4 ? t->icmp_src4 : NULL)
+                                                  : (t->has_src6 ? t->icmp_src6 : NULL);
+            size_t m = icmp_allowed(w) ? inner_too_big(pkt, &info, tn->mtu, src, w->icmp, sizeof(w->icmp)) : 0;
+            if (m && write(io->tun_fd, w->icmp, m) < 0) count(&dp->drops[FWD_DROP_ERROR], 1);
+            drop(dp, tn, FWD_DROP_TOO_BIG);
+            continue;
+        }
+        inner_clamp_mss(pkt, &info, mss_for(tn, &info));
+        size_t olen = 0;
+        int st = esp_encap(tn->out_sa, 0, pkt, info.length, 0, w->out[i], OUT_SLOT, &olen);
+        if (st != ESP_OK) {
+            drop(dp, tn, drop_reason(st));
+            continue;
+        }
+        count(slot_counter(dp, tn->slot, FWD_PACKETS_OUT), 1);
+        count(slot_counter(dp, tn->slot, FWD_BYTES_OUT), info.length);
+        struct sockaddr_in to = {.sin_family = AF_INET};
+        memcpy(&to.sin_addr, tn->peer_addr, 4);
+        if (tn->udp_encap && io->udp_fd >= 0) {
+            to.sin_port = htons(tn->peer_port);
+            w->to[n_udp] = to;
+            w->iov[n_udp] = (struct iovec){w->out[i], olen};
+            udp[n_udp].msg_hdr = (struct msghdr){.msg_name = &w->to[n_udp], .msg_namelen = sizeof(to),
+                                                 .msg_iov = &w->iov[n_udp], .msg_iovlen = 1};
+            n_udp++;
+        } else if (!tn->udp_encap && io->raw_fd >= 0) {
+            raw_to[n_raw] = to;
+            raw_iov[n_raw] = (struct iovec){w->out[i], olen};
+            raw[n_raw].msg_hdr = (struct msghdr){.msg_name = &raw_to[n_raw], .msg_namelen = sizeof(to),
+                                                 .msg_iov = &raw_iov[n_raw], .msg_iovlen = 1};
+            n_raw++;
+        } else {
+            drop(dp, tn, FWD_DROP_ERROR); /* this worker has no socket for that path */
+        }
+    }
+    pthread_rwlock_unlock(&dp->lock);
+    if (n_udp) send_all(dp, io->udp_fd, udp, n_udp);
+    if (n_raw) send_all(dp, io->raw_fd, raw, n_raw);
+}
+
+/* ---- inbound: ESP -> TUN ----------------------------------------------------------------------- */
+
+/* Read a batch; for raw sockets strip (and check) the IPv4 header. Returns how many frames are in
+ * w->offs/lens (length 0 = skip). */
+static size_t receive(esp_fwd_t *dp, worker_t *w, int fd, int raw)
+{
+    size_t slot = raw ? RAW_SLOT : RECV_SLOT;
+    for (size_t j = 0; j < FWD_BATCH; j++) {
+        w->iov[j] = (struct iovec){w->in[j], slot};
+        w->msgs[j].msg_hdr = (struct msghdr){.msg_name = &w->from[j], .msg_namelen = sizeof(w->from[j]),
+                                             .msg_iov = &w->iov[j], .msg_iovlen = 1};
+    }
+    int rc;
+    do {
+        rc = recvmmsg(fd, w->msgs, FWD_BATCH, MSG_DONTWAIT, NULL);
+    } while (rc < 0 && errno == EINTR);
+    if (rc <= 0) return 0;
+    for (size_t j = 0; j < (size_t)rc; j++) {
+        uint8_t *p = w->in[j];
+        size_t len = w->msgs[j].msg_len, off = 0;
+        w->offs[j] = (uint32_t)((size_t)(p - &w->in[0][0]));
+        w->lens[j] = 0;
+        if (w->msgs[j].msg_hdr.msg_flags & MSG_TRUNC) {
+            drop(dp, NULL, FWD_DROP_MALFORMED);
+            continue;
+        }
+        if (raw) {
+            size_t ihl = len >= IPV4_HDR_MIN ? (size_t)(p[0] & 0x0f) * 4 : 0;
+            size_t total = len >= IPV4_HDR_MIN ? ((size_t)p[2] << 8 | p[3]) : 0;
+            if ((p[0] >> 4) != 4 || ihl < IPV4_HDR_MIN || ihl > len || total < ihl || total > len ||
+                p[9] != IPPROTO_ESP_NUM) {
+                drop(dp, NULL, FWD_DROP_MALFORMED);
+                continue;
+            }
+            off = ihl;
+            len = total - ihl;
+        } else if (len < NON_ESP_MARKER_LEN || be32(p) == 0) {
+            /* a keepalive, or IKE that the steering should have sent to socket 0 */
+            if (!(len == KEEPALIVE_LEN && p[0] == 0xff)) drop(dp, NULL, FWD_DROP_NOT_ESP);
+            continue;
+        }
+        w->offs[j] += (uint32_t)off;
+        w->lens[j] = (uint32_t)len;
+    }
+    return (size_t)rc;
+}
+
+static void inbound(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io, int fd, int raw)
+{
+    size_t n = receive(dp, w, fd, raw);
+    if (n == 0) return;
+    const uint8_t *in = &w->in[0][0];
+    size_t in_size = sizeof(w->in);
+    pthread_rwlock_rdlock(&dp->lock);
+    const fwd_tables_t *t = dp->tables;
+    /* frames skipped above have length 0: decap reports them MALFORMED, and they are not counted twice */
+    esp_decap_batch(t->in_table, t->n_in, 0, in, in_size, w->offs, w->lens, n, &w->out[0][0], sizeof(w->out),
+                    w->out_offs, w->out_lens, w->nh, w->status, NULL);
+    for (size_t i = 0; i < n; i++) {
+        if (w->lens[i] == 0) continue;
+        uint32_t spi = w->lens[i] >= 4 ? be32(in + w->offs[i]) : 0;
+        long ti = inbound_tunnel(t, spi);
+        const esp_fwd_tunnel_t *tn = ti >= 0 ? &t->tunnels[ti] : NULL;
+        if (w->status[i] != ESP_OK) {
+            if (w->status[i] != ESP_ERR_DUMMY) drop(dp, tn, drop_reason(w->status[i]));
+            continue;
+        }
+        if (tn == NULL) { /* cannot happen: decap found the SA by this SPI */
+            drop(dp, NULL, FWD_DROP_ERROR);
+            continue;
+        }
+        /* an authentic packet on the wrong path or, raw, from another address: not this SA's peer */
+        if (tn->udp_encap == raw || (raw && memcmp(&w->from[i].sin_addr, tn->peer_addr, 4) != 0)) {
+            drop(dp, tn, FWD_DROP_POLICY);
+            continue;
+        }
+        uint8_t *pkt = &w->out[0][0] + w->out_offs[i];
+        inner_info_t info;
+        if (inner_parse(pkt, w->out_lens[i], &info) != 0) {
+            drop(dp, tn, FWD_DROP_MALFORMED);
+            continue;
+        }
+        const inner_selector_t *local = &t->sels[tn->sel_offset], *remote = local + tn->n_local;
+        if (!inner_policy_match(remote, tn->n_remote, local, tn->n_local, &info)) {
+            drop(dp, tn, FWD_DROP_POLICY); /* RFC 4301 5.2: outside the SA's selectors */
+            continue;
+        }
+        inner_clamp_mss(pkt, &info, mss_for(tn, &info));
+        if (write(io->tun_fd, pkt, info.length) < 0) {
+            drop(dp, tn, FWD_DROP_ERROR);
+            continue;
+        }
+        count(slot_counter(dp, tn->slot, FWD_PACKETS_IN), 1);
+        count(slot_counter(dp, tn->slot, FWD_BYTES_IN), info.length);
+    }
+    pthread_rwlock_unlock(&dp->lock);
+}
+
+/* ---- the loop ---------------------------------------------------------------------------------- */
+
+static int poll_io(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io, int timeout_ms)
+{
+    struct pollfd p[4] = {{io->stop_fd, POLLIN, 0}, {io->tun_fd, POLLIN, 0}, {io->udp_fd, POLLIN, 0},
+                          {io->raw_rx ? io->raw_fd : -1, POLLIN, 0}};
+    int rc = poll(p, 4, timeout_ms); /* negative fds are ignored by poll */
+    if (rc < 0) return errno == EINTR ? 0 : -1;
+    if (p[0].revents) return 1;
+    if (p[1].revents & POLLIN) outbound(dp, w, io);
+    if (p[2].revents & POLLIN) inbound(dp, w, io, io->udp_fd, 0);
+    if (p[3].revents & POLLIN) inbound(dp, w, io, io->raw_fd, 1);
+    return 0;
+}
+
+int esp_fwd_poll_once(esp_fwd_t *dp, const esp_fwd_io_t *io)
+{
+    worker_t *w = calloc(1, sizeof(*w));
+    if (w == NULL) return -1;
+    int rc = poll_io(dp, w, io, 0);
+    free(w);
+    return rc < 0 ? -1 : 0;
+}
+
+int esp_fwd_run(esp_fwd_t *dp, const esp_fwd_io_t *io)
+{
+    worker_t *w = calloc(1, sizeof(*w)); /* ~1.3 MB of batch buffers: on the heap, not the stack */
+    if (w == NULL) return -1;
+    int rc;
+    while ((rc = poll_io(dp, w, io, -1)) == 0) {
+    }
+    free(w);
+    return rc > 0 ? 0 : -1;
+}
+
+int esp_fwd_attach_steering(int fd, uint32_t workers)
+{
+    if (workers == 0) { errno = EINVAL; return -1; }
+    /* Classic BPF run by the reuseport group with the data at the UDP payload: returns the socket index. */
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, NON_ESP_MARKER_LEN, 0, 5), /* shorter: keepalive -> 0 */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0),                          /* the SPI, or the marker */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 3, 0),                   /* non-ESP marker: IKE -> 0 */
+        BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, workers),
+        BPF_STMT(BPF_ALU | BPF_ADD | BPF_K, 1),
+        BPF_STMT(BPF_RET | BPF_A, 0),
+        BPF_STMT(BPF_RET | BPF_K, 0),
+    };
+    struct sock_fprog prog = {(unsigned short)(sizeof(code) / sizeof(code[0])), code};
+    return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog));
+}

@@ -1,0 +1,101 @@
+/* The gateway's packet path in C: TUN <-> policy <-> ESP <-> UDP/raw sockets, with no Python per packet.
+ *
+ * An esp_fwd_t holds the tunnels (Child SAs) as an immutable snapshot that the control plane replaces
+ * as a whole (esp_fwd_set_tables) and the workers read under a writer-preferring read lock, one batch
+ * at a time. Each worker (esp_fwd_run, one thread each, the GIL released by the binding) owns one TUN
+ * queue and one UDP/4500 socket (SO_REUSEPORT; esp_fwd_attach_steering sends every SPI to one
+ * worker, IKE to socket 0) and optionally the raw ESP socket:
+ *
+ *   outbound: TUN read (batch) -> parse -> policy (most specific first, flow cache) -> MTU check /
+ *             ICMP too big -> MSS clamp -> esp_encap -> sendmmsg (UDP/4500 or raw ESP)
+ *   inbound:  recvmmsg -> esp_decap_batch -> outer source check (raw) -> inbound policy (RFC 4301
+ *             5.2: the decrypted packet must lie inside the Child SA's selectors) -> MSS clamp -> TUN write
+ *
+ * Counters are per slot (the control plane gives one slot per connection, so a rekey's new Child SA
+ * adds to the same counters) plus gateway-wide drops for packets no tunnel owns.
+ */
+#ifndef ESP_FWD_H
+#define ESP_FWD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "esp_core.h"
+#include "esp_inner.h"
+
+#define FWD_BATCH 64            /* packets per system call batch */
+#define FWD_MAX_INNER 9000      /* largest inner packet (and TUN MTU) the workers handle */
+#define FWD_MAX_SLOTS 65536     /* counter slots (connections) */
+#define FWD_MAX_TUNNELS 262144  /* Child SAs in one table */
+#define FWD_MAX_SELECTORS 16    /* traffic selectors per side of one Child SA */
+#define FWD_ICMP_PER_SECOND 100 /* "too big" answers per worker and second (RFC 4443 2.4 f: rate-limit) */
+#define FWD_FLOW_CACHE 1024     /* outbound flow cache entries per worker (power of two) */
+
+/* Why a packet was dropped: the order of ikev2lib.gateway.counters.DROP_REASONS. */
+enum fwd_drop {
+    FWD_DROP_ICV = 0,
+    FWD_DROP_REPLAY,
+    FWD_DROP_WINDOW,
+    FWD_DROP_PADDING,
+    FWD_DROP_MALFORMED,
+    FWD_DROP_NO_SA,
+    FWD_DROP_NO_POLICY,
+    FWD_DROP_POLICY,
+    FWD_DROP_NOT_ESP,
+    FWD_DROP_TOO_BIG,
+    FWD_DROP_EXPIRED,
+    FWD_DROP_ERROR,
+    FWD_DROP_COUNT,
+};
+
+/* Per slot: packets and inner bytes each way, then drops by reason. */
+enum { FWD_PACKETS_IN = 0, FWD_BYTES_IN, FWD_PACKETS_OUT, FWD_BYTES_OUT, FWD_COUNTERS = 4 + FWD_DROP_COUNT };
+
+typedef struct {
+    uint32_t slot;              /* counter slot, < the max_slots given to esp_fwd_new */
+    esp_sa_t *in_sa;            /* NULL: no inbound (never for a live Child SA) */
+    esp_sa_t *out_sa;           /* NULL: inbound only (a rekeyed SA draining) */
+    uint32_t spi_in;            /* the SPI of in_sa (host order) */
+    int udp_encap;              /* 1: ESP in UDP/4500 (RFC 3948), 0: raw IP protocol 50 */
+    uint8_t peer_family;        /* 4 (IPv4 outer only for now) */
+    uint8_t peer_addr[16];
+    uint16_t peer_port;         /* UDP port of the peer when udp_encap */
+    uint16_t mtu;               /* largest inner packet sent through this tunnel */
+    uint16_t mss;               /* TCP MSS clamp for SYNs both ways (inner IPv4; IPv6 gets 20 less), 0 = off */
+    uint32_t sel_offset;        /* selectors: n_local ours, then n_remote the peer's, from here */
+    uint32_t n_local, n_remote;
+} esp_fwd_tunnel_t;
+
+typedef struct {
+    int tun_fd;                 /* this worker's TUN queue (non-blocking) */
+    int udp_fd;                 /* this worker's UDP/4500 socket, or -1 */
+    int raw_fd;                 /* the raw ESP socket (shared by every worker for sending), or -1 */
+    int raw_rx;                 /* 1: this worker also reads raw_fd (one worker only: raw sockets each get a copy) */
+    int stop_fd;                /* readable = stop (an eventfd shared by all workers) */
+} esp_fwd_io_t;
+
+typedef struct esp_fwd esp_fwd_t;
+
+esp_fwd_t *esp_fwd_new(uint32_t max_slots);
+void esp_fwd_free(esp_fwd_t *dp);
+
+/* Replace every tunnel at once (copied; the SAs must stay alive until the next call returns).
+ * Outbound policy order is the array order: put the most specific first. icmp_src4/6 (may be NULL):
+ * the source of our ICMP answers. Returns 0, -1 for invalid input, -2 when out of memory. */
+int esp_fwd_set_tables(esp_fwd_t *dp, const esp_fwd_tunnel_t *tunnels, size_t n, const inner_selector_t *sels,
+                       size_t n_sels, const uint8_t *icmp_src4, const uint8_t *icmp_src6);
+
+/* Run a worker until io->stop_fd becomes readable (returns 0) or a fatal poll error (-1, errno set). */
+int esp_fwd_run(esp_fwd_t *dp, const esp_fwd_io_t *io);
+
+/* Process what is ready on the worker's descriptors once, without waiting (for tests). */
+int esp_fwd_poll_once(esp_fwd_t *dp, const esp_fwd_io_t *io);
+
+void esp_fwd_slot_counters(esp_fwd_t *dp, uint32_t slot, uint64_t out[FWD_COUNTERS]);
+void esp_fwd_global_drops(esp_fwd_t *dp, uint64_t out[FWD_DROP_COUNT]);
+
+/* On a bound SO_REUSEPORT UDP socket: steer datagrams whose first word is zero (IKE, RFC 3948) and
+ * shorter ones (keepalives) to socket 0 of the group, ESP to socket 1 + SPI % workers. 0 or -1 (errno). */
+int esp_fwd_attach_steering(int fd, uint32_t workers);
+
+#endif
