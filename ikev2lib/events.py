@@ -86,7 +86,12 @@ class ChildSaCreated(Event):
 @dataclass(frozen=True, kw_only=True)
 class ChildSaRekeyed(Event):
     """A Child SA replaced `old_child_id`. The old ESP SAs stay usable (inbound) until the matching
-    ChildSaDeleted event for `old_child_id`, which follows when the delete exchange completes."""
+    ChildSaDeleted event for `old_child_id`, which follows when the delete exchange completes.
+
+    `initiator`: we started the rekey, so the peer had the new inbound SA before we did and we can send
+    on the new SA at once. As the responder, the peer installs the new SA only when our answer arrives:
+    a data path keeps sending on the old SA until the peer uses the new one or deletes the old one
+    (RFC 7296 2.8, what strongSwan does too), so that nothing is sent to an SA the peer lacks."""
 
     old_child_id: int
     child_id: int
@@ -94,6 +99,7 @@ class ChildSaRekeyed(Event):
     spi_out: bytes
     proposal: str
     udp_encap: bool  # as ChildSaCreated.udp_encap
+    initiator: bool
     inbound: DataPlaneSA = field(repr=False, compare=False)
     outbound: DataPlaneSA = field(repr=False, compare=False)
 

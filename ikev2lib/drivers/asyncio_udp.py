@@ -37,6 +37,7 @@ __all__ = ["AsyncioIkeDriver", "MAX_QUEUED_EVENTS", "RawEspUnavailable"]
 MAX_QUEUED_EVENTS = 10_000  # events kept for `next_event` callers; beyond that the oldest are dropped
 
 EspHandler = Callable[[int, int, bytes], None]  # (child_id, next_header, inner packet)
+EventHook = Callable[[IkeEndpoint, Event], None]  # called for every event before the datagrams go out
 
 
 class _Socket(asyncio.DatagramProtocol):
@@ -69,6 +70,10 @@ class AsyncioIkeDriver:
         self._inbound: dict[bytes, tuple[int, int, Any, bool]] = {}
         self._outbound: dict[int, tuple[int, Any, bool]] = {}
         self.esp_handler: EspHandler | None = None
+        # a data path of its own (the gateway's): this driver then moves IKE only, and the hook sees
+        # every event before the message that completes a Child SA leaves
+        self.esp_elsewhere = False
+        self.event_hook: EventHook | None = None
         self.socket_errors = 0
         self.esp_drops: dict[str, int] = {}  # refused inbound ESP by reason
         self.esp_received = 0
@@ -82,16 +87,21 @@ class AsyncioIkeDriver:
         host: str = "127.0.0.1",
         ike_port: int = 500,
         natt_port: int = 4500,
+        esp_elsewhere: bool = False,
     ) -> AsyncioIkeDriver:
-        """Bind both sockets (port 0 = any free port), then build the endpoint for the bound address."""
+        """Bind both sockets (port 0 = any free port), then build the endpoint for the bound address.
+        esp_elsewhere: ESP is a data path's (`ikev2lib.gateway.datapath`): the NAT-T socket is opened
+        with SO_REUSEPORT as the first of its group, so the data path's sockets can join it."""
         loop = asyncio.get_running_loop()
         driver = cls(loop)
         driver._host = host
+        driver.esp_elsewhere = esp_elsewhere
         ike, _ = await loop.create_datagram_endpoint(
             lambda: _Socket(driver, False), local_addr=(host, ike_port), family=socket.AF_INET
         )
         natt, _ = await loop.create_datagram_endpoint(
-            lambda: _Socket(driver, True), local_addr=(host, natt_port), family=socket.AF_INET
+            lambda: _Socket(driver, True), local_addr=(host, natt_port), family=socket.AF_INET,
+            reuse_port=esp_elsewhere,
         )
         driver._ike, driver._natt = ike, natt
         bound = ike.get_extra_info("sockname")
@@ -193,7 +203,10 @@ class AsyncioIkeDriver:
         if natt:
             kind = classify_udp4500(data)
             if kind is UdpKind.ESP:
-                self._esp(data)
+                if self.esp_elsewhere:  # the data path's steering sends ESP past this socket
+                    self._drop("esp_on_ike_socket")
+                else:
+                    self._esp(data)
                 return
             if kind is not UdpKind.IKE:
                 return  # a NAT-keepalive, or too short to be anything
@@ -227,7 +240,10 @@ class AsyncioIkeDriver:
             if self._events.qsize() >= MAX_QUEUED_EVENTS:
                 self._events.get_nowait()
             self._events.put_nowait(event)
-            self._track(event)
+            if self.event_hook is not None:
+                self.event_hook(self.endpoint, event)
+            if not self.esp_elsewhere:
+                self._track(event)
         for data, addr in self.endpoint.datagrams_to_send(now):
             transport = self._natt if data[:4] == NON_ESP_MARKER else self._ike
             if transport is not None:

@@ -289,13 +289,13 @@ def emit_created(sa: IkeSa, child: ChildSa) -> None:
     )  # fmt: skip
 
 
-def _emit_rekeyed(sa: IkeSa, old: ChildSa, child: ChildSa) -> None:
+def _emit_rekeyed(sa: IkeSa, old: ChildSa, child: ChildSa, *, initiator: bool) -> None:
     inbound, outbound = child.esp_sas()
     sa.ctx.emit(
         ChildSaRekeyed(
             ike_sa_id=sa.ike_sa_id, old_child_id=old.child_id, child_id=child.child_id, spi_in=child.spi_in,
-            spi_out=child.spi_out, proposal=child.proposal_text, udp_encap=child.udp_encap, inbound=inbound,
-            outbound=outbound,
+            spi_out=child.spi_out, proposal=child.proposal_text, udp_encap=child.udp_encap, initiator=initiator,
+            inbound=inbound, outbound=outbound,
         )
     )  # fmt: skip
 
@@ -344,7 +344,7 @@ class ChildRequest(Request):
             return
         if old is not None and old.state == ChildState.REKEYING:
             old.apply(ChildInput.RECV_REKEY_DONE)
-            _emit_rekeyed(sa, old, child)
+            _emit_rekeyed(sa, old, child, initiator=True)
             sa.enqueue_front(DeleteChild(old.child_id))  # the rekey initiator deletes the old SA (2.8)
             return
         # the old SA went away meanwhile, or the peer rekeyed it at the same time: a new SA of its own
@@ -390,7 +390,7 @@ def respond(sa: IkeSa, payloads: list[Payload], ni: bytes, now: float) -> list[P
         if old.state == ChildState.REKEYING:  # we are rekeying it too: settle it by nonces later
             old.collision = (child.child_id, ni, nr)
         old.apply(ChildInput.RECV_REKEY_REQUEST)
-        _emit_rekeyed(sa, old, child)
+        _emit_rekeyed(sa, old, child, initiator=False)
     else:
         emit_created(sa, child)
     return answer

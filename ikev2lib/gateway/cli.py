@@ -1,5 +1,8 @@
 """The gateway commands of `ikev2lib`: `run` (the gateway in the foreground) and the control
-commands `status`, `initiate`, `terminate`, `reload` that talk to it over its control socket."""
+commands `status`, `initiate`, `terminate`, `reload` that talk to it over its control socket.
+
+`run --metrics ADDR:PORT` serves Prometheus metrics (metrics.py); `run --log-format json` writes one
+JSON object per log line (logs.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from typing import Any
 
 from ..exceptions import LocalProtocolError
 from .control import DEFAULT_CONTROL_PATH, ControlServer, request
+from .logs import LOG_FORMATS, setup_logging
+from .metrics import ListenAddressError, MetricsServer, format_listen, parse_listen
 from .model import GatewayConfig
 from .run import IKE_PORT, NATT_PORT, Gateway
 
@@ -32,9 +37,23 @@ def _loader(args: argparse.Namespace) -> Callable[[], GatewayConfig]:
     return lambda: load_swanctl(args.swanctl)
 
 
+def _metrics_address(text: str) -> tuple[str, int]:
+    try:
+        return parse_listen(text)
+    except ListenAddressError as exc:  # argparse prints it as the option's error
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 async def _serve(args: argparse.Namespace) -> int:
     gateway = Gateway(_loader(args), listen=tuple(args.listen or ()), ike_port=args.ike_port,
                       natt_port=args.natt_port)
+    metrics: MetricsServer | None = None
+    if args.metrics is not None:  # bound first: a taken port stops us before any SA is initiated
+        try:
+            metrics = await gateway.metrics.serve(*args.metrics)
+        except OSError as exc:
+            log.error("cannot serve metrics on %s: %s", format_listen(*args.metrics), exc)
+            return 1
     await gateway.start()
     control = ControlServer(gateway, args.control)
     await control.start()
@@ -54,11 +73,13 @@ async def _serve(args: argparse.Namespace) -> int:
     await stop.wait()
     await control.close()
     await gateway.shutdown()
+    if metrics is not None:
+        await metrics.close()
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging(logging.INFO, args.log_format)
     return asyncio.run(_serve(args))
 
 
@@ -107,6 +128,10 @@ def add_commands(commands: Any) -> None:
     p_run.add_argument("--listen", action="append", help="address to bind (default: the connections' local_addrs)")
     p_run.add_argument("--ike-port", type=int, default=IKE_PORT)
     p_run.add_argument("--natt-port", type=int, default=NATT_PORT)
+    p_run.add_argument("--metrics", type=_metrics_address, metavar="ADDR:PORT",
+                       help="serve Prometheus metrics on http://ADDR:PORT/metrics (e.g. 127.0.0.1:9100, [::1]:9100)")
+    p_run.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                       help="text lines, or one JSON object per line (default: text)")
     p_run.set_defaults(func=run)
     for name, text in (("status", "IKE and Child SAs of a running gateway"), ("reload", "reload the configuration"),
                        ("initiate", "initiate a connection"), ("terminate", "delete a connection's IKE SAs")):

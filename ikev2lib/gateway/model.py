@@ -19,6 +19,7 @@ from ..exceptions import LocalProtocolError
 __all__ = [
     "ConfigError",
     "Connection",
+    "DataPathConfig",
     "GatewayConfig",
     "START_ACTIONS",
     "decode_secret",
@@ -102,11 +103,33 @@ class Connection:
         return self.config.name
 
 
+MAX_WORKERS = 64  # data-path worker threads (one TUN queue and one socket each)
+DEFAULT_PATH_MTU = 1500
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataPathConfig:
+    """The gateway's packet path: a TUN device whose traffic goes through the Child SAs."""
+
+    tun: str = "ikev2lib0"  # the TUN device's name
+    addresses: tuple[str, ...] = ()  # the gateway's inner addresses on it ("10.1.0.1/24")
+    workers: int = 0  # worker threads; 0: one per CPU
+    path_mtu: int = DEFAULT_PATH_MTU  # outer MTU towards the peers; the TUN MTU is derived from it
+    mss_clamp: bool = True  # lower the MSS of TCP SYNs crossing the tunnel to fit its MTU
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.workers <= MAX_WORKERS:
+            raise LocalProtocolError(f"datapath workers must be 0 (one per CPU) to {MAX_WORKERS}")
+        if not 576 <= self.path_mtu <= 65535:
+            raise LocalProtocolError("datapath path_mtu must be 576 to 65535")
+
+
 @dataclass(frozen=True, kw_only=True)
 class GatewayConfig:
     connections: tuple[Connection, ...]
     listen: tuple[str, ...] = ()  # local addresses to bind (from local_addrs unless given)
     source: str = ""
+    datapath: DataPathConfig | None = None  # None: no packet path (IKE only; ESP is counted, not forwarded)
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.connections]

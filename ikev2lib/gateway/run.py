@@ -6,8 +6,9 @@ initiates the connections with `start_action = start` and answers the others. `r
 loads the configuration again: new and changed connections serve new peers, removed ones stop
 answering, and no established SA is touched (new `start` connections are initiated).
 `shutdown()` (SIGTERM/SIGINT) deletes every IKE SA, waits a bounded time for the answers, and
-returns. ESP is decapsulated by the C data plane and counted; carrying it to a TUN device is the
-data-path work, not this module's.
+returns. With a `DataPathConfig` (TOML `[datapath]`, or `--tun`), the Child SAs' traffic crosses a
+TUN device through the C forwarder (`datapath.py`); without one the gateway moves IKE only and ESP is
+decapsulated and counted, not forwarded.
 
 `status()` describes every IKE and Child SA like `swanctl --list-sas` (names, states, SPIs,
 algorithms, identities, selectors, rekey times, packet and byte counters) as plain data for JSON.
@@ -41,7 +42,10 @@ from ..events import (
 from ..exceptions import LocalProtocolError
 from ..ike_sa import IkeSa
 from ..state import IkeState
-from .model import Connection, GatewayConfig
+from .counters import TunnelCounters
+from .datapath import DataPath
+from .metrics import GatewayMetrics
+from .model import Connection, DataPathConfig, GatewayConfig
 
 __all__ = ["Gateway", "SHUTDOWN_WAIT"]
 
@@ -58,6 +62,7 @@ class _Listener:
     driver: AsyncioIkeDriver
     pump: asyncio.Task[None] | None = None
     established: dict[int, str] = field(default_factory=dict)  # ike_sa_id -> connection name
+    datapath: DataPath | None = None
 
 
 def _serves(connection: Connection, address: str) -> bool:
@@ -69,8 +74,9 @@ class Gateway:
 
     def __init__(self, load: Callable[[], GatewayConfig], *, listen: tuple[str, ...] = (),
                  ike_port: int = IKE_PORT, natt_port: int = NATT_PORT,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time, datapath: DataPathConfig | None = None) -> None:
         self._load = load
+        self._datapath_override = datapath
         self._listen_override = listen
         self._ike_port = ike_port
         self._natt_port = natt_port
@@ -78,6 +84,8 @@ class Gateway:
         self.config: GatewayConfig | None = None
         self.listeners: list[_Listener] = []
         self.started_at = 0.0
+        self._last_traffic: tuple[dict[str, TunnelCounters], float] = ({}, 0.0)
+        self.metrics = GatewayMetrics(self)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -92,15 +100,27 @@ class Gateway:
 
     async def start(self) -> None:
         config = self._load()
-        for address in self.listen_addresses(config):
+        datapath = self._datapath_override or config.datapath
+        addresses = self.listen_addresses(config)
+        if datapath is not None and len(addresses) != 1:
+            raise LocalProtocolError("the data path serves one listen address: give `listen` (or --listen) one")
+        for address in addresses:
             served = [c.config for c in config.connections if _serves(c, address)]
 
             def factory(addr: tuple[str, int], served: list[IkeConfig] = served) -> IkeEndpoint:
                 return IkeEndpoint(served, local_addr=addr, wall_clock=self._wall_clock)
 
             driver = await AsyncioIkeDriver.create(factory, host=address, ike_port=self._ike_port,
-                                                   natt_port=self._natt_port)
+                                                   natt_port=self._natt_port, esp_elsewhere=datapath is not None)
             listener = _Listener(address, driver)
+            if datapath is not None:
+                try:
+                    listener.datapath = DataPath(datapath, address, driver.natt_port, driver.loop.call_later)
+                    listener.datapath.start()
+                except LocalProtocolError:
+                    driver.close()
+                    raise
+                driver.event_hook = self._datapath_hook(listener.datapath)
             listener.pump = asyncio.get_running_loop().create_task(self._pump(listener))
             self.listeners.append(listener)
             log.info("listening on %s (IKE %d, NAT-T %d): %d connections", address, driver.ike_port,
@@ -123,6 +143,8 @@ class Gateway:
             if listener.pump is not None:
                 listener.pump.cancel()
             listener.driver.close()
+            if listener.datapath is not None:
+                listener.datapath.stop()
         self.listeners = []
         log.info("stopped")
 
@@ -190,6 +212,54 @@ class Gateway:
         log.info("reloaded: %d added, %d changed, %d removed", len(added), len(changed), len(removed))
         return {"added": added, "changed": changed, "removed": removed}
 
+    # ---- data path -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _datapath_hook(datapath: DataPath) -> Callable[[IkeEndpoint, Event], None]:
+        def hook(endpoint: IkeEndpoint, event: Event) -> None:
+            try:
+                datapath.on_event(endpoint, event)
+            except (LocalProtocolError, OSError, ValueError) as exc:  # the IKE side carries on regardless
+                log.error("data path: %s: %s", type(event).__name__, exc)
+        return hook
+
+    def tunnel_counters(self) -> dict[str, TunnelCounters]:
+        """Per connection: packets and bytes each way and drops by reason, monotonic across rekeys."""
+        found: dict[str, TunnelCounters] = {}
+        for listener in self.listeners:
+            if listener.datapath is not None:
+                found.update(listener.datapath.tunnel_counters())
+        return found
+
+    def datapath_drops(self) -> dict[str, int]:
+        """Packets no connection owns (no SA, no policy, malformed, not ESP), by reason."""
+        found: dict[str, int] = {}
+        for listener in self.listeners:
+            if listener.datapath is not None:
+                for reason, n in listener.datapath.drops().items():
+                    found[reason] = found.get(reason, 0) + n
+        return found
+
+    def _traffic(self) -> dict[str, Any]:
+        """Counters and rates since the previous status call, per connection."""
+        now = time.monotonic()
+        counters = self.tunnel_counters()
+        previous, then = self._last_traffic
+        elapsed = now - then
+        traffic = {}
+        for name, c in counters.items():
+            before = previous.get(name, TunnelCounters())
+            rates = {}
+            if elapsed > 0 and name in previous:
+                rates = {"bits_in_per_s": round((c.bytes_in - before.bytes_in) * 8 / elapsed),
+                         "bits_out_per_s": round((c.bytes_out - before.bytes_out) * 8 / elapsed),
+                         "packets_in_per_s": round((c.packets_in - before.packets_in) / elapsed),
+                         "packets_out_per_s": round((c.packets_out - before.packets_out) / elapsed)}
+            traffic[name] = {"packets_in": c.packets_in, "bytes_in": c.bytes_in, "packets_out": c.packets_out,
+                             "bytes_out": c.bytes_out, "drops": dict(c.drops), **rates}
+        self._last_traffic = (counters, now)
+        return traffic
+
     # ---- events and status -------------------------------------------------------------------------
 
     async def _pump(self, listener: _Listener) -> None:
@@ -202,6 +272,7 @@ class Gateway:
             self._log_event(listener, event)
 
     def _log_event(self, listener: _Listener, event: Event) -> None:
+        self.metrics.observe(event, listener.driver.loop.time(), listener.driver.endpoint)
         if isinstance(event, IkeSaEstablished):
             listener.established[event.ike_sa_id or 0] = event.connection
             log.info("%s: IKE SA %d established with %s[%s] (%s)", event.connection, event.ike_sa_id,
@@ -228,12 +299,19 @@ class Gateway:
                 if not sa.hidden and not sa.finished:
                     ike_sas.append(_ike_sa_status(sa, listener.address, now))
         connections = [c.name for c in self.config.connections] if self.config is not None else []
-        return {
+        status: dict[str, Any] = {
             "connections": connections,
             "listen": [lst.address for lst in self.listeners],
             "ike_sas": ike_sas,
             "uptime_s": round(time.monotonic() - self.started_at, 1),
         }
+        datapaths = [lst.datapath for lst in self.listeners if lst.datapath is not None]
+        if datapaths:
+            dp = datapaths[0]
+            status["datapath"] = {"tun": dp.tun.name if dp.tun else None, "mtu": dp.tun_mtu, "workers": dp.workers,
+                                  "tunnels": sum(len(d.tunnels()) for d in datapaths),
+                                  "drops": self.datapath_drops(), "traffic": self._traffic()}
+        return status
 
 
 def _end(listener: _Listener, sa: IkeSa) -> bool:

@@ -3,6 +3,13 @@ that one policy (suites, lifetimes, rekeying, DPD, authentication) applies alike
 
     listen = ["192.0.2.1"]                # optional: addresses to bind (default: the local_addrs)
 
+    [datapath]                            # optional: carry the Child SAs' traffic through a TUN device
+    tun = "ikev2lib0"                     # its name
+    addresses = ["10.0.0.1/16"]           # the gateway's inner addresses on it
+    workers = 0                           # worker threads, 0: one per CPU
+    path_mtu = 1500                       # outer MTU; the TUN and tunnel MTUs are derived from it
+    mss_clamp = true                      # lower the MSS of TCP SYNs to fit the tunnel
+
     [templates.site]                      # any connection key; `template` chains templates
     ike_proposals = ["aes256gcm16-prfsha384-ecp384"]   # a string, or an array joined with ","
     rekey_time = "4h"                     # seconds, or "30s" / "10m" / "4h" / "1d"
@@ -93,7 +100,16 @@ from ..pki import (
     load_pkcs12,
     load_private_key,
 )
-from .model import START_ACTIONS, ConfigError, Connection, GatewayConfig, decode_secret, parse_duration
+from .model import (
+    MAX_WORKERS,
+    START_ACTIONS,
+    ConfigError,
+    Connection,
+    DataPathConfig,
+    GatewayConfig,
+    decode_secret,
+    parse_duration,
+)
 
 __all__ = ["MAX_CONFIG_FILE", "MAX_CONNECTIONS", "MAX_TEMPLATE_DEPTH", "load_toml", "load_toml_text"]
 
@@ -120,7 +136,8 @@ _TOML_LINE = re.compile(r"at line (\d+)")
 _FIELD = re.compile(r"[a-z_]+")
 
 _REVOCATIONS = tuple(r.value for r in Revocation)
-_TOP_KEYS = frozenset({"listen", "templates", "connections"})
+_TOP_KEYS = frozenset({"listen", "templates", "connections", "datapath"})
+_DATAPATH_KEYS = frozenset({"tun", "addresses", "workers", "path_mtu", "mss_clamp"})
 _RETRANSMIT_KEYS = frozenset({"timeout", "base", "tries"})
 _CREDENTIAL_KEYS = frozenset({"cert", "key", "chain", "pkcs12", "passphrase", "passphrase_file"})
 # keys that name one of several ways to give the same thing: a layer giving one hides the others below
@@ -451,10 +468,33 @@ class _Loader:
             scope = _Scope(self.file, ("templates", name))
             self._template(name, (), scope)
             self._settings(scope, _own(table), template=True)
+        datapath = self._datapath(top, document["datapath"]) if "datapath" in document else None
         try:
-            return GatewayConfig(connections=built, listen=listen, source=self.file)
+            return GatewayConfig(connections=built, listen=listen, source=self.file, datapath=datapath)
         except LocalProtocolError as exc:
             raise top.error(("connections",), str(exc)) from exc
+
+    @staticmethod
+    def _datapath(scope: _Scope, value: object) -> DataPathConfig:
+        at: _Key = ("datapath",)
+        table = _table(scope, at, value, _DATAPATH_KEYS)
+        settings: dict[str, Any] = {}
+        if "tun" in table:
+            settings["tun"] = _str(scope, at + ("tun",), table["tun"])
+        if "addresses" in table:
+            for key, text in _entries(scope, at + ("addresses",), table["addresses"]):
+                try:
+                    ipaddress.ip_interface(text)
+                except ValueError:
+                    raise scope.error(key, f"{text!r} is not an address with a prefix (10.1.0.1/24)") from None
+            settings["addresses"] = _strings(scope, at + ("addresses",), table["addresses"])
+        if "workers" in table:
+            settings["workers"] = _int(scope, at + ("workers",), table["workers"], 0, MAX_WORKERS)
+        if "path_mtu" in table:
+            settings["path_mtu"] = _int(scope, at + ("path_mtu",), table["path_mtu"], 576, 65535)
+        if "mss_clamp" in table:
+            settings["mss_clamp"] = _bool(scope, at + ("mss_clamp",), table["mss_clamp"])
+        return DataPathConfig(**settings)
 
     @staticmethod
     def _address(scope: _Scope, at: _Key, text: str) -> str:

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ikev2lib.gateway import toml_config
-from ikev2lib.gateway.model import ConfigError, Connection, GatewayConfig
+from ikev2lib.gateway.model import ConfigError, Connection, DataPathConfig, GatewayConfig
 from ikev2lib.gateway.toml_config import (
     MAX_CONFIG_FILE,
     MAX_CONNECTIONS,
@@ -246,6 +246,15 @@ fragment_size = 1400
     assert a.config.psk == b.config.psk == b"base"
 
 
+def test_datapath_table() -> None:
+    assert load(_with("")).datapath is None
+    config = load('[datapath]\ntun = "vpn0"\naddresses = ["10.1.0.1/24", "2001:db8:1::1/64"]\nworkers = 2\n'
+                  'path_mtu = 9000\nmss_clamp = false\n' + _with(""))
+    assert config.datapath == DataPathConfig(tun="vpn0", addresses=("10.1.0.1/24", "2001:db8:1::1/64"), workers=2,
+                                             path_mtu=9000, mss_clamp=False)
+    assert load("[datapath]\n" + _with("")).datapath == DataPathConfig()  # every key has a default
+
+
 def test_child_defaults_and_children_order() -> None:
     config = load("""
 [templates.t]
@@ -399,8 +408,14 @@ def test_unused_templates_are_checked_too() -> None:
 @pytest.mark.parametrize(
     ("text", "key", "message"),
     [
-        ('listen = ["192.0.2.1"]\nhosts = 1\n', "hosts", "unknown key; allowed: connections, listen, templates"),
+        ('listen = ["192.0.2.1"]\nhosts = 1\n', "hosts", "unknown key; allowed: connections, datapath, listen, templates"),
         (_with("foo = 1"), "connections.c.foo", "allowed: cacerts, cert"),
+        ("[datapath]\nqueues = 2\n", "datapath.queues", "allowed: addresses, mss_clamp, path_mtu, tun, workers"),
+        ("[datapath]\nworkers = 65\n", "datapath.workers", "must be in 0..64"),
+        ("[datapath]\npath_mtu = 500\n", "datapath.path_mtu", "must be in 576..65535"),
+        ('[datapath]\naddresses = ["10.1.0.300/24"]\n', "datapath.addresses[0]", "not an address with a prefix"),
+        ('[datapath]\nmss_clamp = "yes"\n', "datapath.mss_clamp", "expected true or false"),
+        ("datapath = 1\n", "datapath", "expected a table"),
         (_with("rekeytime = 1", CHILD), "connections.c.children.net.rekeytime", "allowed:"),
         (_with("retransmit = { timeout = 1, count = 3 }"), "connections.c.retransmit.count",
          "allowed: base, timeout, tries"),

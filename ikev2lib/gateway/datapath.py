@@ -1,0 +1,343 @@
+"""The gateway's data path: a TUN device, per-worker UDP/4500 sockets, and the C forwarder between them.
+
+    kernel routes (remote TS) -> TUN queue i -> worker i (C, no GIL): policy, ESP, sendmmsg -> peer
+    peer -> UDP/4500 (SO_REUSEPORT, steered by SPI) or raw ESP -> worker: decap, inbound policy -> TUN
+
+`DataPath.start()` opens a multi-queue TUN device (one queue per worker), puts the operator's inner
+addresses on it, opens one UDP socket per worker on the IKE driver's NAT-T address and port (the
+driver's socket is index 0 of the SO_REUSEPORT group: a classic BPF program sends IKE and keepalives
+there and every ESP SPI to one worker, so an SA's replay window and sequence counter are only ever
+touched by one thread on receive) and one raw ESP socket that every worker sends on and worker 0
+reads (raw sockets each see every ESP packet, so only one is opened). Each worker is a thread that runs `CoreForwarder.run` with the GIL
+released.
+
+The engine's Child SA events reach `on_event` synchronously from the IKE driver, before the IKE
+message that completes the exchange is sent, so the peer's first ESP packet finds its SA:
+- ChildSaCreated: the SAs, selectors and peer address go into the forwarder's table; the routes of
+  the remote selectors are added to the TUN device (reference-counted).
+- ChildSaRekeyed: make-before-break. The new inbound SA is in the table before our answer or delete
+  leaves; the old inbound SA stays until the ChildSaDeleted of the old Child SA, so packets the peer
+  sent on it still arrive. Outbound moves to the new SA at once if we initiated the rekey (the peer
+  installed the new SA before answering); as the responder we keep sending on the old SA until the
+  peer deletes it (RFC 7296 2.8), because until our answer reaches it the peer lacks the new one.
+  When the old Child SA is deleted, its inbound SA still takes packets for DELETE_REKEYED_DELAY
+  seconds: those the peer encrypted before the switch may still be in its queues or on the wire
+  (strongSwan's charon.delete_rekeyed_delay does the same).
+- ChildSaDeleted: the SAs leave the table; routes go with the last Child SA that needed them.
+
+Outbound policy: one forwarder entry per remote selector, most specific first (smallest remote
+range, then smallest local range, then protocol and port restrictions, newest Child SA first): a
+packet goes to the first entry whose selectors hold it, and a packet that none holds is dropped and
+counted (`no_policy`), never sent in clear.
+
+Counters belong to the connection (one forwarder slot per connection name), so they stay monotonic
+across rekeys. Only IPv4 outer addresses; inner IPv4 and IPv6.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import _esp_fast
+from ..esp import BACKEND as ESP_BACKEND
+from ..events import ChildSaCreated, ChildSaDeleted, ChildSaRekeyed, Event
+from ..exceptions import LocalProtocolError
+from ..wire.ts import TrafficSelector
+from .counters import DROP_REASONS, TunnelCounters
+from .model import DataPathConfig
+from .mtu import tunnel_mtu
+from .tun import TunDevice
+
+__all__ = ["DataPath", "DataPathUnavailable", "SOCKET_BUFFER", "WORST_CASE_ALGORITHM"]
+
+log = logging.getLogger("ikev2lib.gateway.datapath")
+
+TUN_QUEUE_LENGTH = 5000  # packets the kernel holds per queue while its worker is busy with a batch
+SOCKET_BUFFER = 4 << 20  # bytes of kernel buffer per worker socket: bursts of a fast TCP flow fit
+WORST_CASE_ALGORITHM = "aes256-sha512"  # largest ESP overhead: the TUN MTU fits every suite
+IPPROTO_ESP = 50
+DELETE_REKEYED_DELAY = 5.0  # seconds a rekeyed Child SA's inbound SA outlives its delete (strongSwan's default)
+TS_IPV4 = 7  # RFC 7296 3.13.1: TS_IPV4_ADDR_RANGE (8 is TS_IPV6_ADDR_RANGE)
+FULL_PORTS = (0, 65535)
+_LIMITS = _esp_fast._forwarder_limits()
+MAX_INNER_MTU = int(_LIMITS["max_inner"])
+MAX_SLOTS = int(_LIMITS["max_slots"])
+
+Selector = tuple[int, int, int, int, bytes, bytes]  # family, protocol, port range, address range
+
+
+class DataPathUnavailable(LocalProtocolError):
+    """The data path cannot start here (no TUN, no C back end, ...): the message says why."""
+
+
+def _selector(ts: TrafficSelector) -> Selector:
+    family = 4 if ts.ts_type == TS_IPV4 else 6
+    return (family, ts.ip_protocol, ts.start_port, ts.end_port, bytes(ts.start_address), bytes(ts.end_address))
+
+
+def _range_size(selectors: Iterable[Selector]) -> int:
+    return sum(int.from_bytes(s[5], "big") - int.from_bytes(s[4], "big") + 1 for s in selectors)
+
+
+def _specificity(local: tuple[Selector, ...], remote: Selector) -> tuple[int, int, int, int]:
+    """Sort key, most specific first: smaller remote range, smaller local range, a protocol, fewer ports."""
+    return (_range_size([remote]), _range_size(local), 0 if remote[1] else 1, remote[3] - remote[2])
+
+
+def _routes(selector: Selector) -> list[str]:
+    """The prefixes covering a selector's address range (a range need not be one CIDR)."""
+    low = ipaddress.ip_address(selector[4])
+    high = ipaddress.ip_address(selector[5])
+    return [str(net) for net in ipaddress.summarize_address_range(low, high)]
+
+
+def _algorithm(sa: Any) -> str:
+    algorithm = getattr(sa, "algorithm", None)
+    if not isinstance(algorithm, str):
+        raise DataPathUnavailable("the data path carries ikev2lib.esp.EspSA objects only (no custom esp factory)")
+    return algorithm
+
+
+@dataclass
+class _Tunnel:
+    """One Child SA in the forwarder."""
+
+    key: tuple[int, int]  # (ike_sa_id, child_id)
+    connection: str
+    slot: int
+    inbound: Any  # CoreSA (EspSA of the C back end)
+    outbound: Any | None  # None once a rekey replaced it (inbound drains until the delete), or not yet active
+    pending_outbound: Any | None  # rekey responder: the new outbound SA, active once the old SA is deleted
+    replaces: tuple[int, int] | None  # the Child SA this one rekeyed
+    spi_in: int
+    udp_encap: bool
+    peer: tuple[str, int]
+    mtu: int
+    local: tuple[Selector, ...]
+    remote: tuple[Selector, ...]
+    routes: tuple[str, ...]
+    order: int  # creation order: newer Child SAs win ties
+    draining: bool = False  # deleted after a rekey: inbound only, until DELETE_REKEYED_DELAY has passed
+
+
+class DataPath:
+    """The data path of one listen address (`host`, NAT-T port `natt_port`)."""
+
+    def __init__(self, config: DataPathConfig, host: str, natt_port: int,
+                 call_later: Callable[[float, Callable[[], None]], Any]) -> None:
+        """`call_later(delay, fn)`: how the data path schedules work on the caller's event loop."""
+        self.config = config
+        self._call_later = call_later
+        self.host = host
+        self.natt_port = natt_port
+        self.workers = config.workers or os.cpu_count() or 1
+        self.tun: TunDevice | None = None
+        self._forwarder = _esp_fast.CoreForwarder(MAX_SLOTS)
+        self._sockets: list[socket.socket] = []
+        self._raw: socket.socket | None = None
+        self._stop_fd = -1
+        self._threads: list[threading.Thread] = []
+        self._tunnels: dict[tuple[int, int], _Tunnel] = {}
+        self._slots: dict[str, int] = {}
+        self._order = 0
+        self._lock = threading.Lock()  # event hooks and status readers may come from different threads
+        self.path_mtu = config.path_mtu
+        self.tun_mtu = min(tunnel_mtu(config.path_mtu, WORST_CASE_ALGORITHM, udp_encap=True, outer_ipv6=False),
+                           MAX_INNER_MTU)
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if ESP_BACKEND != "c":
+            raise DataPathUnavailable("the data path needs the C ESP back end (IKEV2LIB_ESP_PURE is set?)")
+        try:
+            self.tun = TunDevice.open(self.config.tun, self.workers, self.tun_mtu)
+            self.tun.set_queue_length(TUN_QUEUE_LENGTH)
+            for address in self.config.addresses:
+                self.tun.add_address(address)
+            self._open_sockets()
+        except (OSError, LocalProtocolError, ValueError) as exc:
+            self.stop()
+            raise DataPathUnavailable(f"data path on {self.config.tun}: {exc}") from exc
+        self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC)
+        for i in range(self.workers):
+            raw_fd = self._raw.fileno() if self._raw is not None else -1
+            args = (self.tun.fds[i], self._sockets[i].fileno(), raw_fd, self._stop_fd, i == 0)
+            thread = threading.Thread(target=self._worker, args=args, name=f"esp-worker-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("data path on %s (MTU %d): %d workers, UDP %s:%d%s", self.tun.name, self.tun_mtu,
+                 self.workers, self.host, self.natt_port, ", raw ESP" if self._raw is not None else "")
+
+    def _open_sockets(self) -> None:
+        for _ in range(self.workers):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            for option, forced in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # SO_*BUFFORCE: root
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, forced, SOCKET_BUFFER)
+                except OSError:
+                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            sock.bind((self.host, self.natt_port))
+        # the driver's IKE socket bound first: it is socket 0 of the group, the workers 1..N
+        _esp_fast.attach_steering(self._sockets[0].fileno(), self.workers)
+        try:
+            raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_ESP)
+            raw.bind((self.host, 0))
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+            self._raw = raw
+        except OSError as exc:  # Child SAs without UDP encapsulation will be counted as errors
+            log.warning("raw ESP socket unavailable (%s): only UDP-encapsulated Child SAs can carry traffic", exc)
+
+    def _worker(self, tun_fd: int, udp_fd: int, raw_fd: int, stop_fd: int, raw_rx: bool) -> None:
+        try:
+            self._forwarder.run(tun_fd, udp_fd, raw_fd, stop_fd, raw_rx=raw_rx)
+        except OSError as exc:
+            log.error("data path worker stopped: %s", exc)
+
+    def stop(self) -> None:
+        """Stop the workers (they finish their batch), then close the sockets and the TUN device."""
+        if self._stop_fd >= 0:
+            os.eventfd_write(self._stop_fd, 1)
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+        if self._stop_fd >= 0:
+            os.close(self._stop_fd)
+            self._stop_fd = -1
+        for sock in self._sockets:
+            sock.close()
+        self._sockets = []
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
+        if self.tun is not None:
+            self.tun.close()
+            self.tun = None
+
+    # ---- Child SAs ---------------------------------------------------------------------------------
+
+    def on_event(self, endpoint: Any, event: Event) -> None:
+        """The IKE driver's synchronous event hook."""
+        if isinstance(event, ChildSaCreated):
+            self._add(endpoint, event, event.child_id, event.name)
+        elif isinstance(event, ChildSaRekeyed):
+            old = self._tunnels.get((event.ike_sa_id or 0, event.old_child_id))
+            if old is not None and event.initiator:
+                old.outbound = None  # its inbound SA drains until the delete
+            self._add(endpoint, event, event.child_id, old.connection if old else None)
+        elif isinstance(event, ChildSaDeleted):
+            self._remove((event.ike_sa_id or 0, event.child_id))
+
+    def _slot(self, connection: str) -> int:
+        slot = self._slots.get(connection)
+        if slot is None:
+            if len(self._slots) >= MAX_SLOTS:
+                raise LocalProtocolError(f"more than {MAX_SLOTS} connections on one data path")
+            slot = self._slots[connection] = len(self._slots)
+        return slot
+
+    def _add(self, endpoint: Any, event: ChildSaCreated | ChildSaRekeyed, child_id: int, name: str | None) -> None:
+        ike_sa_id = event.ike_sa_id or 0
+        sa = endpoint.connection(ike_sa_id)
+        child = sa.children[child_id]
+        connection = sa.config.name
+        local = tuple(_selector(ts) for ts in child.local_ts_wire)
+        remote = tuple(_selector(ts) for ts in child.remote_ts_wire)
+        mtu = min(self.tun_mtu, tunnel_mtu(self.path_mtu, _algorithm(event.outbound), udp_encap=event.udp_encap,
+                                           outer_ipv6=False))
+        routes = tuple(dict.fromkeys(route for selector in remote for route in _routes(selector)))
+        self._order += 1
+        replaces = (ike_sa_id, event.old_child_id) if isinstance(event, ChildSaRekeyed) else None
+        # the rekey responder keeps sending on the old SA until the peer deletes it
+        waits = isinstance(event, ChildSaRekeyed) and not event.initiator and replaces in self._tunnels
+        tunnel = _Tunnel((ike_sa_id, child_id), connection, self._slot(connection), event.inbound,
+                         None if waits else event.outbound, event.outbound if waits else None, replaces,
+                         int.from_bytes(event.spi_in, "big"), event.udp_encap, sa.remote_addr, mtu, local, remote,
+                         routes, self._order)
+        with self._lock:
+            self._tunnels[tunnel.key] = tunnel
+            self._publish()
+        if self.tun is not None:
+            for route in routes:
+                self.tun.add_route(route)
+        log.info("%s: Child SA %s (%d) on the data path, MTU %d, %s", connection, name or child.config_name, child_id,
+                 mtu, "UDP-encapsulated" if event.udp_encap else "raw ESP")
+
+    def _remove(self, key: tuple[int, int]) -> None:
+        with self._lock:
+            tunnel = self._tunnels.get(key)
+            if tunnel is None or tunnel.draining:
+                return
+            successors = [t for t in self._tunnels.values() if t.replaces == key]
+            for successor in successors:  # the peer deleted the SA we rekeyed: it has the new one
+                if successor.pending_outbound is not None:
+                    successor.outbound, successor.pending_outbound = successor.pending_outbound, None
+            if successors:  # rekeyed: its inbound SA takes the stragglers a little longer
+                tunnel.outbound = tunnel.pending_outbound = None
+                tunnel.draining = True
+                self._publish()
+                self._call_later(DELETE_REKEYED_DELAY, lambda: self._drop_tunnel(key))
+                return
+        self._drop_tunnel(key)
+
+    def _drop_tunnel(self, key: tuple[int, int]) -> None:
+        with self._lock:
+            tunnel = self._tunnels.pop(key, None)
+            if tunnel is None:
+                return
+            self._publish()
+        if self.tun is not None:
+            for route in tunnel.routes:
+                self.tun.remove_route(route)
+
+    def _publish(self) -> None:
+        """Hand the forwarder a new table (called with the lock held)."""
+        entries: list[tuple[tuple[int, int, int, int], int, tuple[Any, ...]]] = []
+        for t in self._tunnels.values():
+            peer = socket.inet_aton(t.peer[0])
+            mss = t.mtu - 40 if self.config.mss_clamp else 0
+            # inbound: the SA with every selector (RFC 4301 5.2 check), no outbound
+            entries.append(((0, 0, 0, 0), 0, (t.slot, t.inbound, None, t.spi_in, t.udp_encap, peer, t.peer[1],
+                                              t.mtu, mss, list(t.local), list(t.remote))))
+            if t.outbound is not None:
+                for remote in t.remote:
+                    entries.append((_specificity(t.local, remote), -t.order,
+                                    (t.slot, None, t.outbound, 0, t.udp_encap, peer, t.peer[1], t.mtu, mss,
+                                     list(t.local), [remote])))
+        entries.sort(key=lambda e: (e[0], e[1]))
+        src4 = src6 = None
+        for address in self.config.addresses:
+            ip = ipaddress.ip_interface(address).ip
+            if ip.version == 4 and src4 is None:
+                src4 = ip.packed
+            elif ip.version == 6 and src6 is None:
+                src6 = ip.packed
+        self._forwarder.set_tunnels([e[2] for e in entries], src4, src6)
+
+    # ---- counters ----------------------------------------------------------------------------------
+
+    def tunnel_counters(self) -> dict[str, TunnelCounters]:
+        found = {}
+        for connection, slot in list(self._slots.items()):
+            packets_in, bytes_in, packets_out, bytes_out, drops = self._forwarder.slot_counters(slot)
+            found[connection] = TunnelCounters(packets_in, bytes_in, packets_out, bytes_out,
+                                               {r: n for r, n in zip(DROP_REASONS, drops) if n})
+        return found
+
+    def drops(self) -> dict[str, int]:
+        """Packets no tunnel owns (no SA, no policy, malformed, not ESP), by reason."""
+        return {r: n for r, n in zip(DROP_REASONS, self._forwarder.global_drops()) if n}
+
+    def tunnels(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{"connection": t.connection, "ike_sa_id": t.key[0], "child_id": t.key[1], "mtu": t.mtu,
+                     "outbound": t.outbound is not None, "routes": list(t.routes)} for t in self._tunnels.values()]
