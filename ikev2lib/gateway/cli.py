@@ -19,7 +19,7 @@ from ..exceptions import LocalProtocolError
 from .control import DEFAULT_CONTROL_PATH, ControlServer, request
 from .logs import LOG_FORMATS, setup_logging
 from .metrics import ListenAddressError, MetricsServer, format_listen, parse_listen
-from .model import GatewayConfig
+from .model import DEFAULT_PATH_MTU, DataPathConfig, GatewayConfig
 from .run import IKE_PORT, NATT_PORT, Gateway
 
 __all__ = ["add_commands"]
@@ -44,9 +44,22 @@ def _metrics_address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _datapath(args: argparse.Namespace) -> DataPathConfig | None:
+    """--tun and its companions, in place of the file's [datapath] (a swanctl directory has none)."""
+    if args.tun is None:
+        return None
+    return DataPathConfig(tun=args.tun, addresses=tuple(args.tun_address or ()), workers=args.workers,
+                          path_mtu=args.path_mtu, mss_clamp=not args.no_mss_clamp)
+
+
 async def _serve(args: argparse.Namespace) -> int:
+    try:
+        datapath = _datapath(args)
+    except LocalProtocolError as exc:
+        log.error("%s", exc)
+        return 2
     gateway = Gateway(_loader(args), listen=tuple(args.listen or ()), ike_port=args.ike_port,
-                      natt_port=args.natt_port)
+                      natt_port=args.natt_port, datapath=datapath)
     metrics: MetricsServer | None = None
     if args.metrics is not None:  # bound first: a taken port stops us before any SA is initiated
         try:
@@ -54,7 +67,13 @@ async def _serve(args: argparse.Namespace) -> int:
         except OSError as exc:
             log.error("cannot serve metrics on %s: %s", format_listen(*args.metrics), exc)
             return 1
-    await gateway.start()
+    try:
+        await gateway.start()
+    except LocalProtocolError as exc:  # a configuration or a data path that cannot run here
+        log.error("%s", exc)
+        if metrics is not None:
+            await metrics.close()
+        return 1
     control = ControlServer(gateway, args.control)
     await control.start()
     loop = asyncio.get_running_loop()
@@ -104,6 +123,18 @@ def _print_status(status: dict[str, Any]) -> None:
                   f"{child['bytes_out']} bytes_o ({child['packets_out']} pkts){rekey}")
             print(f"    local  {' '.join(child['local_ts'])}")
             print(f"    remote {' '.join(child['remote_ts'])}")
+    datapath = status.get("datapath")
+    if datapath is not None:
+        drops = ", ".join(f"{n} {reason}" for reason, n in datapath["drops"].items()) or "none"
+        print(f"data path {datapath['tun']} (MTU {datapath['mtu']}, {datapath['workers']} workers, "
+              f"{datapath['tunnels']} Child SAs), drops outside tunnels: {drops}")
+        for name, t in datapath["traffic"].items():
+            rate = ""
+            if "bits_in_per_s" in t:
+                rate = f", now {t['bits_in_per_s'] / 1e6:.1f} Mbit/s in, {t['bits_out_per_s'] / 1e6:.1f} Mbit/s out"
+            dropped = ", ".join(f"{n} {reason}" for reason, n in t["drops"].items()) or "no drops"
+            print(f"  {name}: {t['bytes_in']} bytes_i ({t['packets_in']} pkts), {t['bytes_out']} bytes_o "
+                  f"({t['packets_out']} pkts){rate}, {dropped}")
 
 
 def control(args: argparse.Namespace) -> int:
@@ -132,6 +163,13 @@ def add_commands(commands: Any) -> None:
                        help="serve Prometheus metrics on http://ADDR:PORT/metrics (e.g. 127.0.0.1:9100, [::1]:9100)")
     p_run.add_argument("--log-format", choices=LOG_FORMATS, default="text",
                        help="text lines, or one JSON object per line (default: text)")
+    p_run.add_argument("--tun", metavar="NAME", help="carry the tunnels' traffic through TUN device NAME "
+                       "(replaces the configuration's [datapath])")
+    p_run.add_argument("--tun-address", action="append", metavar="CIDR", help="an inner address of the gateway "
+                       "on the TUN device (e.g. 10.1.0.1/24); repeat for more")
+    p_run.add_argument("--workers", type=int, default=0, help="data-path worker threads (default: one per CPU)")
+    p_run.add_argument("--path-mtu", type=int, default=DEFAULT_PATH_MTU, help="outer MTU towards the peers")
+    p_run.add_argument("--no-mss-clamp", action="store_true", help="leave the MSS of TCP SYNs as it is")
     p_run.set_defaults(func=run)
     for name, text in (("status", "IKE and Child SAs of a running gateway"), ("reload", "reload the configuration"),
                        ("initiate", "initiate a connection"), ("terminate", "delete a connection's IKE SAs")):

@@ -36,9 +36,12 @@ IPERF_PORT = 5201
 
 def gateway_toml(*, me: str, peer: str, inner: str | None, local_net: str, remote_net: str, local_id: str,
                  remote_id: str, initiate: bool, encap: bool = False, child_rekey: str | None = None,
-                 ike_rekey: str | None = None, workers: int = 2) -> str:
-    lines = [f'listen = ["{me}"]', "[datapath]", f'tun = "{TUN}"', f"workers = {workers}"]
-    if inner is not None:
+                 ike_rekey: str | None = None, workers: int = 2, datapath: bool = True) -> str:
+    """datapath=False: no [datapath] table (the test gives --tun on the command line instead)."""
+    lines = [f'listen = ["{me}"]']
+    if datapath:
+        lines += ["[datapath]", f'tun = "{TUN}"', f"workers = {workers}"]
+    if datapath and inner is not None:
         lines.append(f'addresses = ["{inner}/24"]')
     lines += ["[connections.site]", f'local_addrs = ["{me}"]', f'remote_addrs = ["{peer}"]',
               f'local_id = "{local_id}"', f'remote_id = "{remote_id}"', f'psk = "{PSK}"',
@@ -53,10 +56,11 @@ def gateway_toml(*, me: str, peer: str, inner: str | None, local_net: str, remot
     return "\n".join(lines) + "\n"
 
 
-def start_gateway(stack: contextlib.ExitStack, ns: Namespace, work: Path, toml: str) -> RunningGateway:
+def start_gateway(stack: contextlib.ExitStack, ns: Namespace, work: Path, toml: str,
+                  extra_args: tuple[str, ...] = ()) -> RunningGateway:
     work.mkdir(parents=True, exist_ok=True)
     (work / "gateway.toml").write_text(toml)
-    gateway = RunningGateway(ns, ["--config", str(work / "gateway.toml")], work)
+    gateway = RunningGateway(ns, ["--config", str(work / "gateway.toml"), *extra_args], work)
     stack.callback(gateway.close)
     return gateway
 
@@ -182,10 +186,11 @@ def test_gateway_and_strongswan_libipsec_carry_ping_and_tcp(pair: NamespacePair,
                                        psk=PSK)
     charon = charon_factory(pair.right, "right")
     charon.load(right_cfg)
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:  # the data path from the command line this time
         left = start_gateway(stack, pair.left, tmp_path / "left", gateway_toml(
-            me=pair.left_addr, peer=pair.right_addr, inner=LEFT_INNER, local_net=LEFT_NET, remote_net=RIGHT_NET,
-            local_id="left", remote_id="right", initiate=initiator == "ikev2lib"))
+            me=pair.left_addr, peer=pair.right_addr, inner=None, local_net=LEFT_NET, remote_net=RIGHT_NET,
+            local_id="left", remote_id="right", initiate=initiator == "ikev2lib", datapath=False),
+            ("--tun", TUN, "--tun-address", f"{LEFT_INNER}/24", "--workers", "2"))
         if initiator == "strongswan":
             left.wait(lambda s: s["listen"], "gateway listening")
             charon.initiate(child="net", timeout=20)
@@ -201,6 +206,8 @@ def test_gateway_and_strongswan_libipsec_carry_ping_and_tcp(pair: NamespacePair,
         assert forward["end"]["sum_received"]["bytes"] > 1_000_000
         assert backward["end"]["sum_received"]["bytes"] > 1_000_000
         assert traffic(left)["drops"] == {}
+        text = left.command("status")
+        assert f"data path {TUN} (MTU" in text and "site: " in text and "no drops" in text, text
 
 
 def _capture_esp(ns: Namespace, interface: str, count: int, timeout: float) -> list[bytes]:
