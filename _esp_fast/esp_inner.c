@@ -78,7 +78,7 @@ static int parse_ipv6(const uint8_t *pkt, size_t len, inner_info_t *info)
     memcpy(info->dst, pkt + 24, 16);
     uint8_t nh = pkt[6];
     size_t off = INNER_IPV6_HDR;
-    for (int i = 0; i < INNER_MAX_EXT_HEADERS; i++) {
+    for (int i = 0; i <= INNER_MAX_EXT_HEADERS; i++) { /* up to the limit of extension headers, then the transport */
         if (nh == IPV6_EXT_HOP_BY_HOP || nh == IPV6_EXT_ROUTING || nh == IPV6_EXT_DEST_OPTS) {
             if (off + 2 > total) break;
             size_t hlen = ((size_t)pkt[off + 1] + 1) * 8;
@@ -185,10 +185,15 @@ int inner_clamp_mss(uint8_t *pkt, const inner_info_t *info, uint16_t mss)
         if (olen < 2 || i + olen > doff) break;
         if (kind == TCP_OPT_MSS && olen == TCP_OPT_MSS_LEN) {
             if (be16(tcp + i + 2) <= mss) return 0;
+            /* RFC 1624 incremental update over the 16-bit words that hold the field (it may start at an
+             * odd offset): a wrong checksum stays wrong, and no pseudo-header is needed */
+            size_t first = (i + 2) & ~(size_t)1, last = (i + 4 + 1) & ~(size_t)1;
+            if (last > doff) return 0; /* the option ends the header at an odd offset: its word has no pair */
+            uint32_t acc = (uint16_t)~be16(tcp + 16);
+            for (size_t w = first; w < last; w += 2) acc += (uint16_t)~be16(tcp + w);
             put16(tcp + i + 2, mss);
-            /* a full recomputation: SYNs are short, and the option may sit at an odd offset */
-            put16(tcp + 16, 0);
-            put16(tcp + 16, l4_checksum(info->family, info->src, info->dst, INNER_PROTO_TCP, tcp, total - off));
+            for (size_t w = first; w < last; w += 2) acc += be16(tcp + w);
+            put16(tcp + 16, fold(acc));
             return 1;
         }
         i += olen;
@@ -197,6 +202,18 @@ int inner_clamp_mss(uint8_t *pkt, const inner_info_t *info, uint16_t mss)
 }
 
 /* ---- ICMP "too big" ---------------------------------------------------------------------------- */
+
+/* RFC 1812 4.3.2.7 / RFC 4443 2.4 (e): no ICMP error to an unspecified, broadcast or multicast source. */
+static int source_may_get_icmp(const inner_info_t *info)
+{
+    static const uint8_t zero[16];
+    if (info->family == 4) {
+        uint32_t a = ((uint32_t)info->src[0] << 24) | ((uint32_t)info->src[1] << 16) | ((uint32_t)info->src[2] << 8) |
+                     info->src[3];
+        return a != 0 && a != UINT32_MAX && (info->src[0] & 0xf0) != 0xe0;
+    }
+    return memcmp(info->src, zero, 16) != 0 && info->src[0] != 0xff;
+}
 
 static int is_icmp_error(const uint8_t *pkt, const inner_info_t *info)
 {
@@ -210,7 +227,7 @@ static int is_icmp_error(const uint8_t *pkt, const inner_info_t *info)
 size_t inner_too_big(const uint8_t *pkt, const inner_info_t *info, uint16_t mtu, const uint8_t *src, uint8_t *out,
                      size_t out_cap)
 {
-    if (!info->df || is_icmp_error(pkt, info)) return 0;
+    if (!info->df || is_icmp_error(pkt, info) || !source_may_get_icmp(info)) return 0;
     if (info->family == 4) {
         size_t ihl = (size_t)(pkt[0] & 0x0f) * 4;
         size_t quote = ihl + INNER_ICMP_QUOTE_V4 < info->length ? ihl + INNER_ICMP_QUOTE_V4 : info->length;
