@@ -37,6 +37,7 @@ from .wire import IDi, IDr, IdType
 __all__ = ["ConnectionTable"]
 
 _OPEN_RANK = ANY_RANK * 2 * EXACT_RANK + ANY_RANK  # what `_rank` gives a connection open to all
+RANKED_CACHE = 4096  # (local, remote) address pairs whose ranked matches are kept (cleared when full)
 
 
 def _open_to_all(config: IkeConfig) -> bool:
@@ -60,6 +61,9 @@ class ConnectionTable:
         self._dn_remote_id: list[str] = []  # DNs also match in other encodings: checked one by one
         self._any_remote_id: list[str] = []
         self._anchors: tuple[x509.Certificate, ...] | None = None  # cache of certreq_anchors()
+        # (local, remote) -> the ranked address matches: many connections can share one peer address
+        # (spokes behind a NAT), and ranking them all for each IKE_SA_INIT is what costs
+        self._ranked: dict[tuple[str, str], tuple[list[str], list[tuple[int, str]]]] = {}
         for config in configs:
             self.add(config)
 
@@ -75,6 +79,7 @@ class ConnectionTable:
         self._by_name[config.name] = config
         self._index(config)
         self._anchors = None
+        self._ranked.clear()
 
     def remove(self, name: str) -> IkeConfig:
         config = self._by_name.get(name)
@@ -83,6 +88,7 @@ class ConnectionTable:
         self._unindex(name)
         del self._by_name[name], self._order[name]
         self._anchors = None
+        self._ranked.clear()
         return config
 
     def _insert(self, names: list[str], name: str) -> None:
@@ -174,13 +180,19 @@ class ConnectionTable:
     def for_addresses(self, local: str, remote: str) -> Iterator[IkeConfig]:
         """The connections for a peer at `remote` reaching us at `local`, best match first (lazily:
         the caller usually takes the first)."""
-        local_ip, remote_ip = parse_address(local), parse_address(remote)
-        names = self._remote_hits(remote_ip) + self._scanned
-        ranked = [(self._rank(self._by_name[n], local_ip, remote_ip), self._order[n], n) for n in names]
-        better = sorted((t for t in ranked if t[0] > _OPEN_RANK), key=lambda t: (-t[0], t[1]))
-        yield from (self._by_name[n] for *_, n in better)
-        # what matched only as %any would ranks with the connections open to all: by order
-        same = sorted((order, n) for rank, order, n in ranked if rank == _OPEN_RANK)
+        cached = self._ranked.get((local, remote))
+        if cached is None:
+            local_ip, remote_ip = parse_address(local), parse_address(remote)
+            names = self._remote_hits(remote_ip) + self._scanned
+            ranked = [(self._rank(self._by_name[n], local_ip, remote_ip), self._order[n], n) for n in names]
+            better = [n for *_, n in sorted((t for t in ranked if t[0] > _OPEN_RANK), key=lambda t: (-t[0], t[1]))]
+            # what matched only as %any would ranks with the connections open to all: by order
+            same = sorted((order, n) for rank, order, n in ranked if rank == _OPEN_RANK)
+            if len(self._ranked) >= RANKED_CACHE:
+                self._ranked.clear()
+            cached = self._ranked[(local, remote)] = (better, same)
+        better, same = cached
+        yield from (self._by_name[n] for n in better)
         for _, name in heapq.merge(same, ((self._order[n], n) for n in list(self._open))):
             yield self._by_name[name]
 

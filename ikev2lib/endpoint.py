@@ -78,6 +78,7 @@ class IkeEndpoint:
         cookie_threshold: int = COOKIE_THRESHOLD,
         allow_key_export: bool = False,
         wall_clock: Callable[[], float] = time.time,
+        max_sas_per_peer: int = MAX_SAS_PER_PEER,
     ) -> None:
         configs = () if config is None else (config,) if isinstance(config, IkeConfig) else tuple(config)
         names = [c.name for c in configs]
@@ -88,6 +89,8 @@ class IkeEndpoint:
             connections=ConnectionTable(configs),
         )
         self.cookie_threshold = cookie_threshold
+        # IKE SAs one remote IP address may hold: raise it for a hub whose spokes share an address (a NAT)
+        self.max_sas_per_peer = max_sas_per_peer
         self.allow_key_export = allow_key_export
         self._by_spi: dict[bytes, IkeSa] = {}  # our SPI -> IKE SA (old and new during a rekey)
         self._by_id: dict[int, IkeSa] = {}  # stable handle -> the IKE SA users see
@@ -451,7 +454,7 @@ class IkeEndpoint:
         if len(self._by_spi) >= MAX_IKE_SAS or len(self._half_open) >= MAX_HALF_OPEN:
             self.ctx.count("dropped_overload")
             return
-        if self._per_peer[addr[0]] >= MAX_SAS_PER_PEER:
+        if self._per_peer[addr[0]] >= self.max_sas_per_peer:
             self.ctx.count("dropped_peer_limit")
             return
         message = Message.parse(data)

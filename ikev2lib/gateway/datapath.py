@@ -71,6 +71,7 @@ MAX_INNER_MTU = int(_LIMITS["max_inner"])
 MAX_SLOTS = int(_LIMITS["max_slots"])
 
 Selector = tuple[int, int, int, int, bytes, bytes]  # family, protocol, port range, address range
+Tunnel = tuple[Any, ...]  # one forwarder entry (see CoreForwarder.set_tunnels)
 
 
 class DataPathUnavailable(LocalProtocolError):
@@ -96,6 +97,15 @@ def _routes(selector: Selector) -> list[str]:
     low = ipaddress.ip_address(selector[4])
     high = ipaddress.ip_address(selector[5])
     return [str(net) for net in ipaddress.summarize_address_range(low, high)]
+
+
+def _icmp_sources(addresses: tuple[str, ...]) -> tuple[bytes | None, bytes | None]:
+    """The first IPv4 and IPv6 inner address of the gateway: where its ICMP "too big" answers come from."""
+    found: dict[int, bytes] = {}
+    for address in addresses:
+        ip = ipaddress.ip_interface(address).ip
+        found.setdefault(ip.version, ip.packed)
+    return found.get(4), found.get(6)
 
 
 def _algorithm(sa: Any) -> str:
@@ -125,6 +135,28 @@ class _Tunnel:
     routes: tuple[str, ...]
     order: int  # creation order: newer Child SAs win ties
     draining: bool = False  # deleted after a rekey: inbound only, until DELETE_REKEYED_DELAY has passed
+    _entries: list[tuple[tuple[int, ...], Tunnel]] | None = None  # cache of entries(); reset by set_outbound
+
+    def set_outbound(self, outbound: Any | None, pending: Any | None = None) -> None:
+        self.outbound, self.pending_outbound, self._entries = outbound, pending, None
+
+    def entries(self, mss_clamp: bool) -> list[tuple[tuple[int, ...], Tunnel]]:
+        """(sort key, forwarder entry): the inbound SA with every selector (for the RFC 4301 5.2 check)
+        first, then one outbound entry per remote selector, ranked by specificity, newest first."""
+        if self._entries is None:
+            peer = socket.inet_aton(self.peer[0])
+            mss = self.mtu - 40 if mss_clamp else 0
+            local, remote = list(self.local), list(self.remote)
+            entries: list[tuple[tuple[int, ...], Tunnel]] = [
+                ((0,), (self.slot, self.inbound, None, self.spi_in, self.udp_encap, peer, self.peer[1], self.mtu,
+                        mss, local, remote))]
+            if self.outbound is not None:
+                for selector in self.remote:
+                    entries.append(((1, *_specificity(self.local, selector), -self.order),
+                                    (self.slot, None, self.outbound, 0, self.udp_encap, peer, self.peer[1],
+                                     self.mtu, mss, local, [selector])))
+            self._entries = entries
+        return self._entries
 
 
 class DataPath:
@@ -149,6 +181,7 @@ class DataPath:
         self._order = 0
         self._lock = threading.Lock()  # event hooks and status readers may come from different threads
         self.path_mtu = config.path_mtu
+        self._icmp_src4, self._icmp_src6 = _icmp_sources(config.addresses)
         self.tun_mtu = min(tunnel_mtu(config.path_mtu, WORST_CASE_ALGORITHM, udp_encap=True, outer_ipv6=False),
                            MAX_INNER_MTU)
 
@@ -232,7 +265,7 @@ class DataPath:
         elif isinstance(event, ChildSaRekeyed):
             old = self._tunnels.get((event.ike_sa_id or 0, event.old_child_id))
             if old is not None and event.initiator:
-                old.outbound = None  # its inbound SA drains until the delete
+                old.set_outbound(None)  # its inbound SA drains until the delete
             self._add(endpoint, event, event.child_id, old.connection if old else None)
         elif isinstance(event, ChildSaDeleted):
             self._remove((event.ike_sa_id or 0, event.child_id))
@@ -280,9 +313,9 @@ class DataPath:
             successors = [t for t in self._tunnels.values() if t.replaces == key]
             for successor in successors:  # the peer deleted the SA we rekeyed: it has the new one
                 if successor.pending_outbound is not None:
-                    successor.outbound, successor.pending_outbound = successor.pending_outbound, None
+                    successor.set_outbound(successor.pending_outbound)
             if successors:  # rekeyed: its inbound SA takes the stragglers a little longer
-                tunnel.outbound = tunnel.pending_outbound = None
+                tunnel.set_outbound(None)
                 tunnel.draining = True
                 self._publish()
                 self._call_later(DELETE_REKEYED_DELAY, lambda: self._drop_tunnel(key))
@@ -300,28 +333,11 @@ class DataPath:
                 self.tun.remove_route(route)
 
     def _publish(self) -> None:
-        """Hand the forwarder a new table (called with the lock held)."""
-        entries: list[tuple[tuple[int, int, int, int], int, tuple[Any, ...]]] = []
-        for t in self._tunnels.values():
-            peer = socket.inet_aton(t.peer[0])
-            mss = t.mtu - 40 if self.config.mss_clamp else 0
-            # inbound: the SA with every selector (RFC 4301 5.2 check), no outbound
-            entries.append(((0, 0, 0, 0), 0, (t.slot, t.inbound, None, t.spi_in, t.udp_encap, peer, t.peer[1],
-                                              t.mtu, mss, list(t.local), list(t.remote))))
-            if t.outbound is not None:
-                for remote in t.remote:
-                    entries.append((_specificity(t.local, remote), -t.order,
-                                    (t.slot, None, t.outbound, 0, t.udp_encap, peer, t.peer[1], t.mtu, mss,
-                                     list(t.local), [remote])))
-        entries.sort(key=lambda e: (e[0], e[1]))
-        src4 = src6 = None
-        for address in self.config.addresses:
-            ip = ipaddress.ip_interface(address).ip
-            if ip.version == 4 and src4 is None:
-                src4 = ip.packed
-            elif ip.version == 6 and src6 is None:
-                src6 = ip.packed
-        self._forwarder.set_tunnels([e[2] for e in entries], src4, src6)
+        """Hand the forwarder a new table (called with the lock held): each Child SA's entries are built
+        once (`_Tunnel.entries`), so a table of thousands costs a sort and the copy into C."""
+        keyed = [entry for t in self._tunnels.values() for entry in t.entries(self.config.mss_clamp)]
+        keyed.sort(key=lambda e: e[0])
+        self._forwarder.set_tunnels([e[1] for e in keyed], self._icmp_src4, self._icmp_src6)
 
     # ---- counters ----------------------------------------------------------------------------------
 

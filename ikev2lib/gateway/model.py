@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from ..config import IkeConfig
+from ..endpoint import MAX_SAS_PER_PEER
 from ..exceptions import LocalProtocolError
 
 __all__ = [
@@ -130,12 +131,15 @@ class GatewayConfig:
     listen: tuple[str, ...] = ()  # local addresses to bind (from local_addrs unless given)
     source: str = ""
     datapath: DataPathConfig | None = None  # None: no packet path (IKE only; ESP is counted, not forwarded)
+    max_sas_per_peer: int = MAX_SAS_PER_PEER  # IKE SAs one remote address may hold (spokes behind one NAT share one)
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.connections]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise LocalProtocolError(f"connection names must be distinct: {', '.join(duplicates)}")
+        if self.max_sas_per_peer < 1:
+            raise LocalProtocolError("max_sas_per_peer must be at least 1")
 
     def connection(self, name: str) -> Connection | None:
         return next((c for c in self.connections if c.name == name), None)

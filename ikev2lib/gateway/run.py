@@ -52,6 +52,8 @@ __all__ = ["Gateway", "SHUTDOWN_WAIT"]
 log = logging.getLogger("ikev2lib.gateway")
 
 SHUTDOWN_WAIT = 5.0  # seconds to wait for the peers to answer our Deletes at shutdown
+STARTS_PER_TICK = 20  # `start` connections initiated together ...
+START_TICK = 0.1  # ... every this many seconds: 200 per second
 IKE_PORT = 500
 NATT_PORT = 4500
 
@@ -108,7 +110,8 @@ class Gateway:
             served = [c.config for c in config.connections if _serves(c, address)]
 
             def factory(addr: tuple[str, int], served: list[IkeConfig] = served) -> IkeEndpoint:
-                return IkeEndpoint(served, local_addr=addr, wall_clock=self._wall_clock)
+                return IkeEndpoint(served, local_addr=addr, wall_clock=self._wall_clock,
+                                   max_sas_per_peer=config.max_sas_per_peer)
 
             driver = await AsyncioIkeDriver.create(factory, host=address, ike_port=self._ike_port,
                                                    natt_port=self._natt_port, esp_elsewhere=datapath is not None)
@@ -127,9 +130,20 @@ class Gateway:
                      driver.natt_port, len(served))
         self.config = config
         self.started_at = time.monotonic()
-        for connection in config.connections:
-            if connection.start_action == "start":
-                self.initiate(connection.name)
+        self._start_paced([c.name for c in config.connections if c.start_action == "start"])
+
+    def _start_paced(self, names: list[str]) -> None:
+        """Initiate `names`, STARTS_PER_TICK every START_TICK seconds: a gateway with thousands of
+        `start` connections must not flood its peers (nor itself) with half-open IKE SAs at once."""
+        batch, rest = names[:STARTS_PER_TICK], names[STARTS_PER_TICK:]
+        for name in batch:
+            if self.config is not None and self.config.connection(name) is not None:
+                try:
+                    self.initiate(name)
+                except LocalProtocolError as exc:
+                    log.error("%s: %s", name, exc)
+        if rest and self.listeners:
+            self.listeners[0].driver.loop.call_later(START_TICK, self._start_paced, rest)
 
     async def shutdown(self, wait: float = SHUTDOWN_WAIT) -> None:
         """Delete every IKE SA (the peers hear of it), wait up to `wait` seconds, close the sockets."""
@@ -206,9 +220,7 @@ class Gateway:
                 elif name in endpoint.configs:
                     endpoint.remove_connection(name)
         self.config = new
-        for name in added:
-            if after[name].start_action == "start":
-                self.initiate(name)
+        self._start_paced([name for name in added if after[name].start_action == "start"])
         log.info("reloaded: %d added, %d changed, %d removed", len(added), len(changed), len(removed))
         return {"added": added, "changed": changed, "removed": removed}
 

@@ -2,6 +2,7 @@
 that one policy (suites, lifetimes, rekeying, DPD, authentication) applies alike to many connections.
 
     listen = ["192.0.2.1"]                # optional: addresses to bind (default: the local_addrs)
+    max_sas_per_peer = 32                 # optional: IKE SAs one remote address may hold (anti-DoS)
 
     [datapath]                            # optional: carry the Child SAs' traffic through a TUN device
     tun = "ikev2lib0"                     # its name
@@ -85,6 +86,7 @@ from cryptography import x509
 
 from ..addresses import EXACT_RANK, parse_address, parse_selector
 from ..config import MAX_SA_VOLUME, ChildConfig, IkeConfig, RetransmitConfig
+from ..endpoint import MAX_IKE_SAS
 from ..esp import MAX_REPLAY_WINDOW
 from ..exceptions import LocalProtocolError
 from ..pki import (
@@ -136,7 +138,7 @@ _TOML_LINE = re.compile(r"at line (\d+)")
 _FIELD = re.compile(r"[a-z_]+")
 
 _REVOCATIONS = tuple(r.value for r in Revocation)
-_TOP_KEYS = frozenset({"listen", "templates", "connections", "datapath"})
+_TOP_KEYS = frozenset({"listen", "templates", "connections", "datapath", "max_sas_per_peer"})
 _DATAPATH_KEYS = frozenset({"tun", "addresses", "workers", "path_mtu", "mss_clamp"})
 _RETRANSMIT_KEYS = frozenset({"timeout", "base", "tries"})
 _CREDENTIAL_KEYS = frozenset({"cert", "key", "chain", "pkcs12", "passphrase", "passphrase_file"})
@@ -469,8 +471,12 @@ class _Loader:
             self._template(name, (), scope)
             self._settings(scope, _own(table), template=True)
         datapath = self._datapath(top, document["datapath"]) if "datapath" in document else None
+        limits = {}
+        if "max_sas_per_peer" in document:
+            limits["max_sas_per_peer"] = _int(top, ("max_sas_per_peer",), document["max_sas_per_peer"], 1,
+                                              MAX_IKE_SAS)
         try:
-            return GatewayConfig(connections=built, listen=listen, source=self.file, datapath=datapath)
+            return GatewayConfig(connections=built, listen=listen, source=self.file, datapath=datapath, **limits)
         except LocalProtocolError as exc:
             raise top.error(("connections",), str(exc)) from exc
 

@@ -151,6 +151,16 @@ def test_per_peer_limit() -> None:
     assert b.endpoint.stats["dropped_peer_limit"] == 5
 
 
+def test_per_peer_limit_is_configurable() -> None:
+    net, a, b, sid = _live_pair()
+    b.endpoint.max_sas_per_peer = 40  # a hub whose spokes share one NAT address
+    template = Message.parse(net.tap[0][0])
+    for i in range(45):
+        template.spi_i = struct.pack(">Q", 0x3000_0000_0000_0000 + i)
+        b.endpoint.receive_datagram(template.serialize(), ("203.0.113.9", 500), net.now)
+    assert b.endpoint.stats["dropped_peer_limit"] == 5
+
+
 def _refused_sa_init_template(net):  # type: ignore[no-untyped-def]
     """A captured IKE_SA_INIT request rewritten to offer only AES-GCM-192, which is not configured."""
     from ikev2lib.wire import SA, Proposal, Transform

@@ -253,6 +253,7 @@ def test_datapath_table() -> None:
     assert config.datapath == DataPathConfig(tun="vpn0", addresses=("10.1.0.1/24", "2001:db8:1::1/64"), workers=2,
                                              path_mtu=9000, mss_clamp=False)
     assert load("[datapath]\n" + _with("")).datapath == DataPathConfig()  # every key has a default
+    assert load("max_sas_per_peer = 2500\n" + _with("")).max_sas_per_peer == 2500
 
 
 def test_child_defaults_and_children_order() -> None:
@@ -408,7 +409,7 @@ def test_unused_templates_are_checked_too() -> None:
 @pytest.mark.parametrize(
     ("text", "key", "message"),
     [
-        ('listen = ["192.0.2.1"]\nhosts = 1\n', "hosts", "unknown key; allowed: connections, datapath, listen, templates"),
+        ('listen = ["192.0.2.1"]\nhosts = 1\n', "hosts", "unknown key; allowed: connections, datapath, listen, max_sas_per_peer, templates"),
         (_with("foo = 1"), "connections.c.foo", "allowed: cacerts, cert"),
         ("[datapath]\nqueues = 2\n", "datapath.queues", "allowed: addresses, mss_clamp, path_mtu, tun, workers"),
         ("[datapath]\nworkers = 65\n", "datapath.workers", "must be in 0..64"),
@@ -416,6 +417,7 @@ def test_unused_templates_are_checked_too() -> None:
         ('[datapath]\naddresses = ["10.1.0.300/24"]\n', "datapath.addresses[0]", "not an address with a prefix"),
         ('[datapath]\nmss_clamp = "yes"\n', "datapath.mss_clamp", "expected true or false"),
         ("datapath = 1\n", "datapath", "expected a table"),
+        ("max_sas_per_peer = 0\n", "max_sas_per_peer", "must be in 1..10000"),
         (_with("rekeytime = 1", CHILD), "connections.c.children.net.rekeytime", "allowed:"),
         (_with("retransmit = { timeout = 1, count = 3 }"), "connections.c.retransmit.count",
          "allowed: base, timeout, tries"),
