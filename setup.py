@@ -50,7 +50,7 @@ def extensions() -> list[Extension]:
     esp = Extension(
         "ikev2lib._esp_fast",
         sources=["_esp_fast/_esp_fast.pyx", "_esp_fast/esp_core.c", "_esp_fast/esp_sock.c", "_esp_fast/esp_inner.c",
-                 "_esp_fast/esp_fwd.c"],
+                 "_esp_fast/esp_fwd.c", "_esp_fast/esp_offload.c"],
         include_dirs=["_esp_fast", *flags["include_dirs"]],
         library_dirs=flags["library_dirs"],
         libraries=flags["libraries"],

@@ -728,6 +728,7 @@ cdef extern from "esp_fwd.h" nogil:
         int udp_fd
         int raw_fd
         int raw_rx
+        int vnet_hdr
         int stop_fd
     esp_fwd_t *esp_fwd_new(uint32_t max_slots)
     void esp_fwd_free(esp_fwd_t *dp)
@@ -850,22 +851,26 @@ cdef class CoreForwarder:
             free(ts)
             free(sels)
 
-    def run(self, int tun_fd, int udp_fd, int raw_fd, int stop_fd, *, bint raw_rx=True) -> None:
+    def run(self, int tun_fd, int udp_fd, int raw_fd, int stop_fd, *, bint raw_rx=True, bint vnet_hdr=False) -> None:
         """One worker: process packets without the GIL until `stop_fd` is readable. raw_fd (or -1) is
-        for sending raw ESP; raw_rx: this worker also reads it (give that to one worker only)."""
+        for sending raw ESP; raw_rx: this worker also reads it (give that to one worker only);
+        vnet_hdr: the TUN queue carries virtio_net_hdr frames with TSO (IFF_VNET_HDR, TUNSETOFFLOAD)."""
         cdef esp_fwd_io_t io
         cdef int rc
         io.tun_fd, io.udp_fd, io.raw_fd, io.stop_fd, io.raw_rx = tun_fd, udp_fd, raw_fd, stop_fd, raw_rx
+        io.vnet_hdr = vnet_hdr
         with nogil:
             rc = esp_fwd_run(self.dp, &io)
         if rc != 0:
             import errno as _errno
             raise OSError(_errno.EIO, "forwarding worker stopped on a poll error")
 
-    def poll_once(self, int tun_fd, int udp_fd, int raw_fd, int stop_fd, *, bint raw_rx=True) -> None:
+    def poll_once(self, int tun_fd, int udp_fd, int raw_fd, int stop_fd, *, bint raw_rx=True,
+                  bint vnet_hdr=False) -> None:
         """Process what is ready on the descriptors once, without waiting (tests)."""
         cdef esp_fwd_io_t io
         io.tun_fd, io.udp_fd, io.raw_fd, io.stop_fd, io.raw_rx = tun_fd, udp_fd, raw_fd, stop_fd, raw_rx
+        io.vnet_hdr = vnet_hdr
         with nogil:
             esp_fwd_poll_once(self.dp, &io)
 

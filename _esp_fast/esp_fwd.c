@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "esp_fwd.h"
+#include "esp_offload.h"
 
 #define IPV4_HDR_MIN 20
 #define IPPROTO_ESP_NUM 50
@@ -21,6 +22,9 @@
 #define RAW_SLOT (RECV_SLOT + 60)       /* plus the IPv4 header a raw socket delivers */
 #define OUT_SLOT (FWD_MAX_INNER + 256)  /* encapsulated packet: inner + ESP overhead (at most ~90 bytes) */
 #define ICMP_BUF 1280                   /* an ICMP answer never exceeds the IPv6 minimum MTU */
+#define FWD_MAX_SEGS 256                /* segments of one TSO super-packet (64 KiB at an MSS of 256) */
+#define FWD_SEND_BATCH (2 * FWD_BATCH)  /* ESP packets queued per socket before a sendmmsg */
+#define FWD_SEND_ARENA (FWD_SEND_BATCH * 1600 + OUT_SLOT) /* their bytes: full-size packets, one jumbo more */
 
 typedef struct {
     uint32_t spi;
@@ -205,15 +209,31 @@ typedef struct {
     uint32_t tunnel;
 } flow_entry_t;
 
+/* Outbound ESP packets waiting for sendmmsg: packed in `arena`, one message each. */
+typedef struct {
+    uint8_t arena[FWD_SEND_ARENA];
+    size_t used;
+    size_t n;
+    struct mmsghdr msgs[FWD_SEND_BATCH];
+    struct iovec iov[FWD_SEND_BATCH];
+    struct sockaddr_in to[FWD_SEND_BATCH];
+} send_queue_t;
+
 typedef struct {
     uint8_t in[FWD_BATCH][RECV_SLOT > RAW_SLOT ? RECV_SLOT : RAW_SLOT];
     uint8_t out[FWD_BATCH][OUT_SLOT];
     uint32_t offs[FWD_BATCH], lens[FWD_BATCH], out_offs[FWD_BATCH], out_lens[FWD_BATCH];
     uint8_t status[FWD_BATCH], nh[FWD_BATCH];
-    struct sockaddr_in from[FWD_BATCH], to[FWD_BATCH];
+    struct sockaddr_in from[FWD_BATCH];
     struct mmsghdr msgs[FWD_BATCH];
     struct iovec iov[FWD_BATCH];
-    uint8_t icmp[ICMP_BUF];
+    uint8_t frame[OFFLOAD_MAX_FRAME];   /* one TUN read (with its virtio_net_hdr when offloading) */
+    uint8_t segs[OFFLOAD_SPLIT_OUT_CAP(FWD_MAX_SEGS)];
+    uint32_t seg_offs[FWD_MAX_SEGS], seg_lens[FWD_MAX_SEGS];
+    uint8_t frames[OFFLOAD_COALESCE_OUT_CAP(FWD_BATCH * OUT_SLOT, FWD_BATCH)]; /* coalesced TUN writes */
+    uint32_t frame_offs[FWD_BATCH], frame_lens[FWD_BATCH];
+    send_queue_t udp, raw;
+    uint8_t icmp[OFFLOAD_VNET_HDR_LEN + ICMP_BUF];
     flow_entry_t flows[FWD_FLOW_CACHE];
     time_t icmp_second;
     unsigned icmp_sent;
@@ -304,77 +324,96 @@ static void send_all(esp_fwd_t *dp, int fd, struct mmsghdr *msgs, size_t n)
 
 /* ---- outbound: TUN -> ESP ---------------------------------------------------------------------- */
 
+static void flush(esp_fwd_t *dp, send_queue_t *q, int fd)
+{
+    if (q->n) send_all(dp, fd, q->msgs, q->n);
+    q->n = q->used = 0;
+}
+
+/* One inner packet read from the TUN: policy, MTU, MSS, ESP, then queued for its socket. Returns 1 when
+ * a queue is full and must be flushed before the next packet. */
+static int outbound_packet(esp_fwd_t *dp, worker_t *w, const fwd_tables_t *t, const esp_fwd_io_t *io, uint8_t *pkt,
+                           size_t len)
+{
+    inner_info_t info;
+    if (inner_parse(pkt, len, &info) != 0) {
+        drop(dp, NULL, FWD_DROP_MALFORMED);
+        return 0;
+    }
+    long ti = policy_lookup(t, w, &info);
+    if (ti < 0) {
+        drop(dp, NULL, FWD_DROP_NO_POLICY); /* never sent in clear */
+        return 0;
+    }
+    const esp_fwd_tunnel_t *tn = &t->tunnels[ti];
+    if (info.length > tn->mtu && info.df) {
+        const uint8_t *src = info.family == 4 ? (t->has_src4 ? t->icmp_src4 : NULL) : (t->has_src6 ? t->icmp_src6 : NULL);
+        size_t hdr = io->vnet_hdr ? OFFLOAD_VNET_HDR_LEN : 0; /* an all-zero virtio_net_hdr: a plain packet */
+        memset(w->icmp, 0, hdr);
+        size_t m = icmp_allowed(w) ? inner_too_big(pkt, &info, tn->mtu, src, w->icmp + hdr, ICMP_BUF) : 0;
+        if (m && write(io->tun_fd, w->icmp, hdr + m) < 0) count(&dp->drops[FWD_DROP_ERROR], 1);
+        drop(dp, tn, FWD_DROP_TOO_BIG);
+        return 0;
+    }
+    send_queue_t *q = tn->udp_encap ? &w->udp : &w->raw;
+    if ((tn->udp_encap ? io->udp_fd : io->raw_fd) < 0) {
+        drop(dp, tn, FWD_DROP_ERROR); /* this worker has no socket for that path */
+        return 0;
+    }
+    inner_clamp_mss(pkt, &info, mss_for(tn, &info));
+    size_t olen = 0;
+    int st = esp_encap(tn->out_sa, 0, pkt, info.length, 0, q->arena + q->used, sizeof(q->arena) - q->used, &olen);
+    if (st != ESP_OK) {
+        drop(dp, tn, drop_reason(st));
+        return 0;
+    }
+    count(slot_counter(dp, tn->slot, FWD_PACKETS_OUT), 1);
+    count(slot_counter(dp, tn->slot, FWD_BYTES_OUT), info.length);
+    struct sockaddr_in *to = &q->to[q->n];
+    *to = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = tn->udp_encap ? htons(tn->peer_port) : 0};
+    memcpy(&to->sin_addr, tn->peer_addr, 4);
+    q->iov[q->n] = (struct iovec){q->arena + q->used, olen};
+    q->msgs[q->n].msg_hdr = (struct msghdr){.msg_name = to, .msg_namelen = sizeof(*to), .msg_iov = &q->iov[q->n],
+                                            .msg_iovlen = 1};
+    q->n++;
+    q->used += olen;
+    return q->n == FWD_SEND_BATCH || sizeof(q->arena) - q->used < OUT_SLOT;
+}
+
+/* Read up to FWD_BATCH frames from the TUN queue; a TSO super-packet (offloading) is split into its
+ * segments first. Sends go out when a queue fills and at the end, outside the table lock. */
 static void outbound(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io)
 {
-    size_t n = 0;
-    while (n < FWD_BATCH) {
-        ssize_t r = read(io->tun_fd, w->in[n], FWD_MAX_INNER);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            break; /* EAGAIN: the queue is empty */
-        }
-        if (r == 0) break;
-        w->lens[n++] = (uint32_t)r;
-    }
-    if (n == 0) return;
-    size_t n_udp = 0, n_raw = 0;
-    struct mmsghdr *udp = w->msgs, raw[FWD_BATCH];
-    struct iovec raw_iov[FWD_BATCH];
-    struct sockaddr_in raw_to[FWD_BATCH];
+    size_t cap = io->vnet_hdr ? sizeof(w->frame) : FWD_MAX_INNER;
     pthread_rwlock_rdlock(&dp->lock);
-    const fwd_tables_t *t = dp->tables;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t *pkt = w->in[i];
-        inner_info_t info;
-        if (inner_parse(pkt, w->lens[i], &info) != 0) {
-            drop(dp, NULL, FWD_DROP_MALFORMED);
-            continue;
-        }
-        long ti = policy_lookup(t, w, &info);
-        if (ti < 0) {
-            drop(dp, NULL, FWD_DROP_NO_POLICY); /* never sent in clear */
-            continue;
-        }
-        const esp_fwd_tunnel_t *tn = &t->tunnels[ti];
-        if (info.length > tn->mtu && info.df) {
-            const uint8_t *src = info.family == 4 ? (t->has_src4 ? t->icmp_src4 : NULL)
-                                                  : (t->has_src6 ? t->icmp_src6 : NULL);
-            size_t m = icmp_allowed(w) ? inner_too_big(pkt, &info, tn->mtu, src, w->icmp, sizeof(w->icmp)) : 0;
-            if (m && write(io->tun_fd, w->icmp, m) < 0) count(&dp->drops[FWD_DROP_ERROR], 1);
-            drop(dp, tn, FWD_DROP_TOO_BIG);
-            continue;
-        }
-        inner_clamp_mss(pkt, &info, mss_for(tn, &info));
-        size_t olen = 0;
-        int st = esp_encap(tn->out_sa, 0, pkt, info.length, 0, w->out[i], OUT_SLOT, &olen);
-        if (st != ESP_OK) {
-            drop(dp, tn, drop_reason(st));
-            continue;
-        }
-        count(slot_counter(dp, tn->slot, FWD_PACKETS_OUT), 1);
-        count(slot_counter(dp, tn->slot, FWD_BYTES_OUT), info.length);
-        struct sockaddr_in to = {.sin_family = AF_INET};
-        memcpy(&to.sin_addr, tn->peer_addr, 4);
-        if (tn->udp_encap && io->udp_fd >= 0) {
-            to.sin_port = htons(tn->peer_port);
-            w->to[n_udp] = to;
-            w->iov[n_udp] = (struct iovec){w->out[i], olen};
-            udp[n_udp].msg_hdr = (struct msghdr){.msg_name = &w->to[n_udp], .msg_namelen = sizeof(to),
-                                                 .msg_iov = &w->iov[n_udp], .msg_iovlen = 1};
-            n_udp++;
-        } else if (!tn->udp_encap && io->raw_fd >= 0) {
-            raw_to[n_raw] = to;
-            raw_iov[n_raw] = (struct iovec){w->out[i], olen};
-            raw[n_raw].msg_hdr = (struct msghdr){.msg_name = &raw_to[n_raw], .msg_namelen = sizeof(to),
-                                                 .msg_iov = &raw_iov[n_raw], .msg_iovlen = 1};
-            n_raw++;
+    for (size_t frames = 0; frames < FWD_BATCH; frames++) {
+        ssize_t r = read(io->tun_fd, w->frame, cap);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break; /* EAGAIN: the queue is empty */
+        size_t n = 1;
+        if (io->vnet_hdr) {
+            if (offload_split(w->frame, (size_t)r, w->segs, sizeof(w->segs), w->seg_offs, w->seg_lens, FWD_MAX_SEGS,
+                              &n) != OFFLOAD_OK) {
+                drop(dp, NULL, FWD_DROP_MALFORMED);
+                continue;
+            }
         } else {
-            drop(dp, tn, FWD_DROP_ERROR); /* this worker has no socket for that path */
+            w->seg_offs[0] = 0;
+            w->seg_lens[0] = (uint32_t)r;
+        }
+        uint8_t *base = io->vnet_hdr ? w->segs : w->frame;
+        for (size_t i = 0; i < n; i++) {
+            if (outbound_packet(dp, w, dp->tables, io, base + w->seg_offs[i], w->seg_lens[i])) {
+                pthread_rwlock_unlock(&dp->lock); /* never send holding the lock: a table swap may wait */
+                flush(dp, &w->udp, io->udp_fd);
+                flush(dp, &w->raw, io->raw_fd);
+                pthread_rwlock_rdlock(&dp->lock);
+            }
         }
     }
     pthread_rwlock_unlock(&dp->lock);
-    if (n_udp) send_all(dp, io->udp_fd, udp, n_udp);
-    if (n_raw) send_all(dp, io->raw_fd, raw, n_raw);
+    flush(dp, &w->udp, io->udp_fd);
+    flush(dp, &w->raw, io->raw_fd);
 }
 
 /* ---- inbound: ESP -> TUN ----------------------------------------------------------------------- */
@@ -428,6 +467,7 @@ static void inbound(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io, int fd, 
 {
     size_t n = receive(dp, w, fd, raw);
     if (n == 0) return;
+    uint8_t deliver[FWD_BATCH] = {0}; /* authentic and inside the policy: written to the TUN */
     const uint8_t *in = &w->in[0][0];
     size_t in_size = sizeof(w->in);
     pthread_rwlock_rdlock(&dp->lock);
@@ -465,14 +505,25 @@ static void inbound(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io, int fd, 
             continue;
         }
         inner_clamp_mss(pkt, &info, mss_for(tn, &info));
-        if (write(io->tun_fd, pkt, info.length) < 0) {
-            drop(dp, tn, FWD_DROP_ERROR);
-            continue;
-        }
+        w->out_lens[i] = info.length; /* without any TFC padding: what goes to the TUN */
+        deliver[i] = 1;
         count(slot_counter(dp, tn->slot, FWD_PACKETS_IN), 1);
         count(slot_counter(dp, tn->slot, FWD_BYTES_IN), info.length);
     }
     pthread_rwlock_unlock(&dp->lock);
+    for (size_t i = 0; i < n; i++)
+        if (!deliver[i]) w->out_lens[i] = 0;
+    if (io->vnet_hdr) { /* TCP segments of one flow merged into GSO frames: fewer, larger writes */
+        size_t frames = offload_coalesce(&w->out[0][0], sizeof(w->out), w->out_offs, w->out_lens, n, w->frames,
+                                         sizeof(w->frames), w->frame_offs, w->frame_lens, NULL);
+        for (size_t j = 0; j < frames; j++)
+            if (write(io->tun_fd, w->frames + w->frame_offs[j], w->frame_lens[j]) < 0)
+                count(&dp->drops[FWD_DROP_ERROR], 1);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (w->out_lens[i] && write(io->tun_fd, &w->out[0][0] + w->out_offs[i], w->out_lens[i]) < 0)
+            count(&dp->drops[FWD_DROP_ERROR], 1);
 }
 
 /* ---- the loop ---------------------------------------------------------------------------------- */

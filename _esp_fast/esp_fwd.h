@@ -6,10 +6,12 @@
  * queue and one UDP/4500 socket (SO_REUSEPORT; esp_fwd_attach_steering sends every SPI to one
  * worker, IKE to socket 0) and optionally the raw ESP socket:
  *
- *   outbound: TUN read (batch) -> parse -> policy (most specific first, flow cache) -> MTU check /
- *             ICMP too big -> MSS clamp -> esp_encap -> sendmmsg (UDP/4500 or raw ESP)
+ *   outbound: TUN read (batch; TSO super-packets split, esp_offload.c) -> parse -> policy (most specific
+ *             first, flow cache) -> MTU check / ICMP too big -> MSS clamp -> esp_encap -> sendmmsg (UDP/4500
+ *             or raw ESP)
  *   inbound:  recvmmsg -> esp_decap_batch -> outer source check (raw) -> inbound policy (RFC 4301
- *             5.2: the decrypted packet must lie inside the Child SA's selectors) -> MSS clamp -> TUN write
+ *             5.2: the decrypted packet must lie inside the Child SA's selectors) -> MSS clamp -> TCP
+ *             segments coalesced into GSO frames (offloading) -> TUN write
  *
  * Counters are per slot (the control plane gives one slot per connection, so a rekey's new Child SA
  * adds to the same counters) plus gateway-wide drops for packets no tunnel owns.
@@ -71,6 +73,7 @@ typedef struct {
     int udp_fd;                 /* this worker's UDP/4500 socket, or -1 */
     int raw_fd;                 /* the raw ESP socket (shared by every worker for sending), or -1 */
     int raw_rx;                 /* 1: this worker also reads raw_fd (one worker only: raw sockets each get a copy) */
+    int vnet_hdr;               /* 1: the TUN has IFF_VNET_HDR and TSO offloads: reads are split, writes coalesced */
     int stop_fd;                /* readable = stop (an eventfd shared by all workers) */
 } esp_fwd_io_t;
 

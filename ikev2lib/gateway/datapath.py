@@ -191,7 +191,7 @@ class DataPath:
         if ESP_BACKEND != "c":
             raise DataPathUnavailable("the data path needs the C ESP back end (IKEV2LIB_ESP_PURE is set?)")
         try:
-            self.tun = TunDevice.open(self.config.tun, self.workers, self.tun_mtu)
+            self.tun = TunDevice.open(self.config.tun, self.workers, self.tun_mtu, offload=self.config.offload)
             self.tun.set_queue_length(TUN_QUEUE_LENGTH)
             for address in self.config.addresses:
                 self.tun.add_address(address)
@@ -202,12 +202,13 @@ class DataPath:
         self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC)
         for i in range(self.workers):
             raw_fd = self._raw.fileno() if self._raw is not None else -1
-            args = (self.tun.fds[i], self._sockets[i].fileno(), raw_fd, self._stop_fd, i == 0)
+            args = (self.tun.fds[i], self._sockets[i].fileno(), raw_fd, self._stop_fd, i == 0, self.tun.offload)
             thread = threading.Thread(target=self._worker, args=args, name=f"esp-worker-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        log.info("data path on %s (MTU %d): %d workers, UDP %s:%d%s", self.tun.name, self.tun_mtu,
-                 self.workers, self.host, self.natt_port, ", raw ESP" if self._raw is not None else "")
+        log.info("data path on %s (MTU %d%s): %d workers, UDP %s:%d%s", self.tun.name, self.tun_mtu,
+                 ", TSO/GRO offload" if self.tun.offload else "", self.workers, self.host, self.natt_port,
+                 ", raw ESP" if self._raw is not None else "")
 
     def _open_sockets(self) -> None:
         for _ in range(self.workers):
@@ -230,9 +231,9 @@ class DataPath:
         except OSError as exc:  # Child SAs without UDP encapsulation will be counted as errors
             log.warning("raw ESP socket unavailable (%s): only UDP-encapsulated Child SAs can carry traffic", exc)
 
-    def _worker(self, tun_fd: int, udp_fd: int, raw_fd: int, stop_fd: int, raw_rx: bool) -> None:
+    def _worker(self, tun_fd: int, udp_fd: int, raw_fd: int, stop_fd: int, raw_rx: bool, vnet_hdr: bool) -> None:
         try:
-            self._forwarder.run(tun_fd, udp_fd, raw_fd, stop_fd, raw_rx=raw_rx)
+            self._forwarder.run(tun_fd, udp_fd, raw_fd, stop_fd, raw_rx=raw_rx, vnet_hdr=vnet_hdr)
         except OSError as exc:
             log.error("data path worker stopped: %s", exc)
 

@@ -117,6 +117,7 @@ class DataPathConfig:
     workers: int = 0  # worker threads; 0: one per CPU
     path_mtu: int = DEFAULT_PATH_MTU  # outer MTU towards the peers; the TUN MTU is derived from it
     mss_clamp: bool = True  # lower the MSS of TCP SYNs crossing the tunnel to fit its MTU
+    offload: bool = True  # TUN TSO/GRO (IFF_VNET_HDR): TCP super-packets split and merged in C
 
     def __post_init__(self) -> None:
         if not 0 <= self.workers <= MAX_WORKERS:

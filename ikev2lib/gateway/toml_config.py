@@ -10,6 +10,7 @@ that one policy (suites, lifetimes, rekeying, DPD, authentication) applies alike
     workers = 0                           # worker threads, 0: one per CPU
     path_mtu = 1500                       # outer MTU; the TUN and tunnel MTUs are derived from it
     mss_clamp = true                      # lower the MSS of TCP SYNs to fit the tunnel
+    offload = true                        # TUN TSO/GRO: TCP super-packets split and merged in C
 
     [templates.site]                      # any connection key; `template` chains templates
     ike_proposals = ["aes256gcm16-prfsha384-ecp384"]   # a string, or an array joined with ","
@@ -139,7 +140,7 @@ _FIELD = re.compile(r"[a-z_]+")
 
 _REVOCATIONS = tuple(r.value for r in Revocation)
 _TOP_KEYS = frozenset({"listen", "templates", "connections", "datapath", "max_sas_per_peer"})
-_DATAPATH_KEYS = frozenset({"tun", "addresses", "workers", "path_mtu", "mss_clamp"})
+_DATAPATH_KEYS = frozenset({"tun", "addresses", "workers", "path_mtu", "mss_clamp", "offload"})
 _RETRANSMIT_KEYS = frozenset({"timeout", "base", "tries"})
 _CREDENTIAL_KEYS = frozenset({"cert", "key", "chain", "pkcs12", "passphrase", "passphrase_file"})
 # keys that name one of several ways to give the same thing: a layer giving one hides the others below
@@ -498,8 +499,9 @@ class _Loader:
             settings["workers"] = _int(scope, at + ("workers",), table["workers"], 0, MAX_WORKERS)
         if "path_mtu" in table:
             settings["path_mtu"] = _int(scope, at + ("path_mtu",), table["path_mtu"], 576, 65535)
-        if "mss_clamp" in table:
-            settings["mss_clamp"] = _bool(scope, at + ("mss_clamp",), table["mss_clamp"])
+        for flag in ("mss_clamp", "offload"):
+            if flag in table:
+                settings[flag] = _bool(scope, at + (flag,), table[flag])
         return DataPathConfig(**settings)
 
     @staticmethod

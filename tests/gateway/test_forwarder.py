@@ -9,6 +9,7 @@ test drives one `poll_once` of the worker loop, so nothing depends on timing.
 from __future__ import annotations
 
 import os
+import struct
 import select
 import socket
 import threading
@@ -387,3 +388,49 @@ def test_the_inner_parser_agrees_with_scapy(src: str, sport: int, dport: int, pr
     assert _esp_fast._inner_parse(packet) == (4, proto, 1, int(df), 0, sport, dport, len(ip))
     fragment = bytes(IP(src=src, dst="10.2.0.7", frag=100, proto=proto) / b"12345678")
     assert _esp_fast._inner_parse(fragment)[2:5] == (0, 0, 1)  # a later fragment: no ports, only "any port" matches
+
+
+# ---- TUN offloads (IFF_VNET_HDR): super-packets split on the way out, segments merged on the way in --
+
+VNET_NONE = bytes(10)  # struct virtio_net_hdr, all zero: a plain packet
+GSO_TCPV4 = 1
+
+
+def _vnet(flags: int, gso_type: int, hdr_len: int, gso_size: int, csum_start: int, csum_offset: int) -> bytes:
+    return struct.pack("<BBHHHH", flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+
+
+def _segments(count: int, size: int) -> list[bytes]:
+    return [bytes(IP(src="10.2.0.7", dst="10.1.0.5", id=7 + i) / TCP(sport=5201, dport=40000, seq=1000 + i * size,
+                                                                     ack=9, flags="A") / (bytes([i]) * size))
+            for i in range(count)]
+
+
+def test_a_tso_super_packet_leaves_as_one_esp_packet_per_segment(rig: Rig) -> None:
+    payload = bytes(range(256)) * 16  # 4096 bytes: two segments of 1400 and one of 1296
+    packet = bytes(IP(src="10.1.0.5", dst="10.2.0.7") / TCP(sport=40000, dport=5201, seq=5, flags="PA") / payload)
+    frame = _vnet(1, GSO_TCPV4, 40, 1400, 20, 16) + packet  # NEEDS_CSUM, TCP at offset 20, checksum at 16
+    rig.tun_app.send(frame)
+    rig.tun_app.send(VNET_NONE + udp4())
+    rig.forwarder.poll_once(rig.tun_fd, rig.gw.fileno(), -1, rig.stop, vnet_hdr=True)
+    inner = [rig.peers[1].inbound.decap(d)[1] for d in rig.wire()]
+    assert len(inner) == 4 and inner[-1] == udp4()
+    segments = [IP(p) for p in inner[:3]]
+    assert b"".join(bytes(s[TCP].payload) for s in segments) == payload
+    assert [s[TCP].seq for s in segments] == [5, 1405, 2805]
+    assert all(_tcp_checksum_ok(p) for p in inner[:3])
+    assert [str(s[TCP].flags) for s in segments] == ["A", "A", "PA"]  # PSH only on the last
+
+
+def test_consecutive_tcp_segments_reach_the_tun_as_one_gso_frame(rig: Rig) -> None:
+    segments = _segments(4, 1000)
+    for s in segments:
+        rig.peers[1].sock.sendto(rig.peers[1].outbound.encap(s), rig.gw.getsockname())
+    _wait_readable(rig.gw)
+    rig.forwarder.poll_once(rig.tun_fd, rig.gw.fileno(), -1, rig.stop, vnet_hdr=True)
+    (frame,) = rig.tun_packets()
+    flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = struct.unpack("<BBHHHH", frame[:10])
+    assert (gso_type, gso_size, hdr_len, csum_start, csum_offset) == (GSO_TCPV4, 1000, 40, 20, 16)
+    merged = IP(frame[10:])
+    assert merged.len == 40 + 4000 and bytes(merged[TCP].payload) == b"".join(bytes([i]) * 1000 for i in range(4))
+    assert rig.counters()["packets_in"] == 4

@@ -411,7 +411,7 @@ def test_unused_templates_are_checked_too() -> None:
     [
         ('listen = ["192.0.2.1"]\nhosts = 1\n', "hosts", "unknown key; allowed: connections, datapath, listen, max_sas_per_peer, templates"),
         (_with("foo = 1"), "connections.c.foo", "allowed: cacerts, cert"),
-        ("[datapath]\nqueues = 2\n", "datapath.queues", "allowed: addresses, mss_clamp, path_mtu, tun, workers"),
+        ("[datapath]\nqueues = 2\n", "datapath.queues", "allowed: addresses, mss_clamp, offload, path_mtu, tun, workers"),
         ("[datapath]\nworkers = 65\n", "datapath.workers", "must be in 0..64"),
         ("[datapath]\npath_mtu = 500\n", "datapath.path_mtu", "must be in 576..65535"),
         ('[datapath]\naddresses = ["10.1.0.300/24"]\n', "datapath.addresses[0]", "not an address with a prefix"),
