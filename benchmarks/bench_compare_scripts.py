@@ -1,7 +1,8 @@
-"""Smoke runs of the comparison scripts (wire_compare, esp_compare, ike_compare): each runs with the
-smallest bounds and must end with its JSON line, whose `targets_met` holds one verdict per target
-(True/False, or None for a part that did not run). Only the shape is checked, never a rate or whether
-a target is met: speed is measured, never asserted.
+"""Smoke runs of the comparison scripts (wire_compare, esp_compare, ike_compare, connections_compare,
+tunnel_compare): each runs with the smallest bounds and must end with its JSON line, whose
+`targets_met` holds one verdict per target (True/False, or None for a part that did not run). Only the
+shape is checked, never a rate or whether a target is met: speed is measured, never asserted
+(tunnel_compare's rows must carry traffic: a positive TCP rate and a ping through the path).
 """
 
 from __future__ import annotations
@@ -73,3 +74,23 @@ def test_connections_compare_reports_ratios() -> None:
     for name in expected:
         if not result[name] > 0:
             pytest.fail(f"{name} = {result[name]!r}")
+
+
+TUNNEL_TARGETS = {"tcp_ikev2lib_vs_strongswan", "tcp_ikev2lib_vs_strongswan_stretch"}
+
+
+@pytest.mark.parametrize("path", ["veth", "strongswan"])
+def test_tunnel_compare_measures_a_path(path: str) -> None:
+    # needs root, iperf3 and strongswan-charon; the ikev2lib rows are not run here (no verdict)
+    result = run_script("tunnel_compare.py", "--quick", "--only", path)
+    check_verdicts(result["targets_met"], TUNNEL_TARGETS)
+    if any(met is not None for met in result["targets_met"].values()):
+        pytest.fail(f"a verdict without the ikev2lib row: {result['targets_met']!r}")
+    row = result["paths"][path]
+    if row is None:
+        pytest.fail(f"{path} not run: {result['not_run'].get(path)}")
+    tcp = row.get("tcp")
+    if tcp is None or not tcp["mbit_s"] > 0:
+        pytest.fail(f"{path}: no TCP rate: {row!r}")
+    if not row["ping"]["received"] > 0:
+        pytest.fail(f"{path}: no ping through it: {row['ping']!r}")

@@ -54,6 +54,8 @@ log = logging.getLogger("ikev2lib.gateway")
 SHUTDOWN_WAIT = 5.0  # seconds to wait for the peers to answer our Deletes at shutdown
 STARTS_PER_TICK = 20  # `start` connections initiated together ...
 START_TICK = 0.1  # ... every this many seconds: 200 per second
+RATE_WINDOW = 1.0  # seconds: status rates cover at least this long
+RATE_HISTORY = 30.0  # seconds of counter samples kept for them
 IKE_PORT = 500
 NATT_PORT = 4500
 
@@ -86,7 +88,7 @@ class Gateway:
         self.config: GatewayConfig | None = None
         self.listeners: list[_Listener] = []
         self.started_at = 0.0
-        self._last_traffic: tuple[dict[str, TunnelCounters], float] = ({}, 0.0)
+        self._samples: list[tuple[float, dict[str, TunnelCounters]]] = []  # (time, counters) for status rates
         self.metrics = GatewayMetrics(self)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
@@ -253,23 +255,26 @@ class Gateway:
         return found
 
     def _traffic(self) -> dict[str, Any]:
-        """Counters and rates since the previous status call, per connection."""
+        """Counters per connection, with rates over the time since the newest earlier sample that is at
+        least RATE_WINDOW old (status calls close together still give rates over a useful interval)."""
         now = time.monotonic()
         counters = self.tunnel_counters()
-        previous, then = self._last_traffic
+        self._samples = [(t, c) for t, c in self._samples if now - t <= RATE_HISTORY]
+        then, previous = next(((t, c) for t, c in reversed(self._samples) if now - t >= RATE_WINDOW), (now, {}))
         elapsed = now - then
         traffic = {}
         for name, c in counters.items():
-            before = previous.get(name, TunnelCounters())
+            before = previous.get(name)
             rates = {}
-            if elapsed > 0 and name in previous:
+            if before is not None and elapsed > 0:
                 rates = {"bits_in_per_s": round((c.bytes_in - before.bytes_in) * 8 / elapsed),
                          "bits_out_per_s": round((c.bytes_out - before.bytes_out) * 8 / elapsed),
                          "packets_in_per_s": round((c.packets_in - before.packets_in) / elapsed),
                          "packets_out_per_s": round((c.packets_out - before.packets_out) / elapsed)}
             traffic[name] = {"packets_in": c.packets_in, "bytes_in": c.bytes_in, "packets_out": c.packets_out,
                              "bytes_out": c.bytes_out, "drops": dict(c.drops), **rates}
-        self._last_traffic = (counters, now)
+        if not self._samples or now - self._samples[-1][0] >= RATE_WINDOW / 2:
+            self._samples.append((now, counters))
         return traffic
 
     # ---- events and status -------------------------------------------------------------------------

@@ -260,3 +260,38 @@ def test_forged_and_replayed_esp_during_tcp_are_dropped_and_counted(pair: Namesp
         assert drops.get("replay", 0) + drops.get("window", 0) == len(captured), drops
         assert drops.get("icv", 0) == len(forged), drops
         assert left.status()["datapath"]["drops"].get("no_sa", 0) == len(unknown)
+
+
+def test_ipv6_inside_an_ipv4_tunnel_with_mss_clamping(tmp_path: Path) -> None:
+    """Inner IPv6 (ping -6 and TCP) through the same Child SA as IPv4: selectors of both families."""
+    with NamespacePair(PairAddresses(left_inner=(), right_inner=())) as ns, contextlib.ExitStack() as stack:
+        nets = {"left": ("10.1.0.0/24", "2001:db8:1::/64", "10.1.0.1/24", "2001:db8:1::1/64"),
+                "right": ("10.2.0.0/24", "2001:db8:2::/64", "10.2.0.1/24", "2001:db8:2::1/64")}
+
+        def toml(me: str, peer: str, side: str, other: str, initiate: bool) -> str:
+            local, remote = nets[side], nets[other]
+            return "\n".join([
+                f'listen = ["{me}"]', "[datapath]", f'tun = "{TUN}"', f'addresses = ["{local[2]}", "{local[3]}"]',
+                "[connections.site]", f'local_addrs = ["{me}"]', f'remote_addrs = ["{peer}"]',
+                f'local_id = "{side}"', f'remote_id = "{other}"', f'psk = "{PSK}"',
+                f'start_action = "{"start" if initiate else "none"}"', "[connections.site.children.net]",
+                f'local_ts = ["{local[0]}", "{local[1]}"]', f'remote_ts = ["{remote[0]}", "{remote[1]}"]',
+            ]) + "\n"
+
+        right = start_gateway(stack, ns.right, tmp_path / "right", toml(ns.right_addr, ns.left_addr, "right", "left",
+                                                                         False))
+        right.wait(lambda s: s["listen"], "right gateway listening")
+        left = start_gateway(stack, ns.left, tmp_path / "left", toml(ns.left_addr, ns.right_addr, "left", "right",
+                                                                      True))
+        left.wait(established("site"), "tunnel up")
+        wait_for_ping(ns.left, "10.1.0.1", "10.2.0.1")
+        deadline = time.monotonic() + PING_TIMEOUT  # IPv6 addresses finish duplicate address detection first
+        while time.monotonic() < deadline and ns.left.run(["ping", "-6", "-c", "1", "-W", "1", "-I", "2001:db8:1::1",
+                                                           "2001:db8:2::1"], check=False).returncode != 0:
+            time.sleep(0.2)
+        ping(ns.left, "2001:db8:1::1", "2001:db8:2::1")
+        with iperf_server(ns.right, "2001:db8:2::1"):
+            report = iperf_tcp(ns.left, "2001:db8:1::1", "2001:db8:2::1", seconds=2)
+        assert report["end"]["sum_received"]["bytes"] > 1_000_000
+        assert report["end"]["sum_sent"].get("retransmits", 0) < 100  # segments fit: the MSS was clamped
+        assert "policy" not in traffic(left)["drops"] and "too_big" not in traffic(left)["drops"]
