@@ -781,7 +781,7 @@ cdef class CoreForwarder:
 
     def set_tunnels(self, list tunnels, icmp_src4=None, icmp_src6=None) -> None:
         """Replace every tunnel. Each is (slot, inbound CoreSA or None, outbound CoreSA or None, inbound SPI,
-        udp_encap, peer IPv4 address (4 bytes), peer UDP port, MTU, MSS clamp (0 off), local selectors,
+        udp_encap, peer address (4 bytes IPv4, 16 bytes IPv6), peer UDP port, MTU, MSS clamp (0 off), local selectors,
         remote selectors); outbound policy order is the list order (most specific first)."""
         cdef size_t n = len(tunnels), n_sels = 0, i, k
         cdef CoreSA sa
@@ -819,10 +819,10 @@ cdef class CoreForwarder:
                 ts[i].spi_in = <uint32_t>tunnel[3]
                 ts[i].udp_encap = 1 if tunnel[4] else 0
                 peer = tunnel[5]
-                if len(peer) != 4:
-                    _raise_for_status(ESP_ERR_INVALID, "peer address: IPv4 (4 bytes)")
-                ts[i].peer_family = 4
-                memcpy(ts[i].peer_addr, <const char *>peer, 4)
+                if len(peer) not in (4, 16):
+                    _raise_for_status(ESP_ERR_INVALID, "peer address: IPv4 (4 bytes) or IPv6 (16 bytes)")
+                ts[i].peer_family = 4 if len(peer) == 4 else 6
+                memcpy(ts[i].peer_addr, <const char *>peer, len(peer))
                 ts[i].peer_port = <uint16_t>tunnel[6]
                 ts[i].mtu = <uint16_t>tunnel[7]
                 ts[i].mss = <uint16_t>tunnel[8]

@@ -116,7 +116,7 @@ int esp_fwd_set_tables(esp_fwd_t *dp, const esp_fwd_tunnel_t *tunnels, size_t n,
     for (size_t i = 0; i < n; i++) {
         const esp_fwd_tunnel_t *t = &tunnels[i];
         if (t->slot >= dp->max_slots || t->n_local > FWD_MAX_SELECTORS || t->n_remote > FWD_MAX_SELECTORS ||
-            t->sel_offset > n_sels || t->n_local + t->n_remote > n_sels - t->sel_offset || t->peer_family != 4 ||
+            t->sel_offset > n_sels || t->n_local + t->n_remote > n_sels - t->sel_offset || (t->peer_family != 4 && t->peer_family != 6) ||
             t->mtu > FWD_MAX_INNER)
             return -1;
         if (t->in_sa != NULL) n_in++;
@@ -209,6 +209,38 @@ typedef struct {
     uint32_t tunnel;
 } flow_entry_t;
 
+/* An outer address of either family, as sendmmsg and recvmmsg take it. */
+typedef union {
+    struct sockaddr sa;
+    struct sockaddr_in v4;
+    struct sockaddr_in6 v6;
+} peer_addr_t;
+
+/* The tunnel's peer as a socket address (the UDP port only when encapsulating). */
+static socklen_t peer_sockaddr(const esp_fwd_tunnel_t *tn, peer_addr_t *to)
+{
+    uint16_t port = tn->udp_encap ? htons(tn->peer_port) : 0;
+    memset(to, 0, sizeof(*to));
+    if (tn->peer_family == 6) {
+        to->v6.sin6_family = AF_INET6;
+        to->v6.sin6_port = port;
+        memcpy(&to->v6.sin6_addr, tn->peer_addr, 16);
+        return sizeof(to->v6);
+    }
+    to->v4.sin_family = AF_INET;
+    to->v4.sin_port = port;
+    memcpy(&to->v4.sin_addr, tn->peer_addr, 4);
+    return sizeof(to->v4);
+}
+
+/* Did this datagram come from the tunnel's peer address? */
+static int from_peer(const peer_addr_t *from, const esp_fwd_tunnel_t *tn)
+{
+    if (from->sa.sa_family == AF_INET6)
+        return tn->peer_family == 6 && memcmp(&from->v6.sin6_addr, tn->peer_addr, 16) == 0;
+    return tn->peer_family == 4 && memcmp(&from->v4.sin_addr, tn->peer_addr, 4) == 0;
+}
+
 /* Outbound ESP packets waiting for sendmmsg: packed in `arena`, one message each. */
 typedef struct {
     uint8_t arena[FWD_SEND_ARENA];
@@ -216,7 +248,7 @@ typedef struct {
     size_t n;
     struct mmsghdr msgs[FWD_SEND_BATCH];
     struct iovec iov[FWD_SEND_BATCH];
-    struct sockaddr_in to[FWD_SEND_BATCH];
+    peer_addr_t to[FWD_SEND_BATCH];
 } send_queue_t;
 
 typedef struct {
@@ -224,7 +256,7 @@ typedef struct {
     uint8_t out[FWD_BATCH][OUT_SLOT];
     uint32_t offs[FWD_BATCH], lens[FWD_BATCH], out_offs[FWD_BATCH], out_lens[FWD_BATCH];
     uint8_t status[FWD_BATCH], nh[FWD_BATCH];
-    struct sockaddr_in from[FWD_BATCH];
+    peer_addr_t from[FWD_BATCH];
     struct mmsghdr msgs[FWD_BATCH];
     struct iovec iov[FWD_BATCH];
     uint8_t frame[OFFLOAD_MAX_FRAME];   /* one TUN read (with its virtio_net_hdr when offloading) */
@@ -369,11 +401,10 @@ static int outbound_packet(esp_fwd_t *dp, worker_t *w, const fwd_tables_t *t, co
     }
     count(slot_counter(dp, tn->slot, FWD_PACKETS_OUT), 1);
     count(slot_counter(dp, tn->slot, FWD_BYTES_OUT), info.length);
-    struct sockaddr_in *to = &q->to[q->n];
-    *to = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = tn->udp_encap ? htons(tn->peer_port) : 0};
-    memcpy(&to->sin_addr, tn->peer_addr, 4);
+    peer_addr_t *to = &q->to[q->n];
+    socklen_t to_len = peer_sockaddr(tn, to);
     q->iov[q->n] = (struct iovec){q->arena + q->used, olen};
-    q->msgs[q->n].msg_hdr = (struct msghdr){.msg_name = to, .msg_namelen = sizeof(*to), .msg_iov = &q->iov[q->n],
+    q->msgs[q->n].msg_hdr = (struct msghdr){.msg_name = to, .msg_namelen = to_len, .msg_iov = &q->iov[q->n],
                                             .msg_iovlen = 1};
     q->n++;
     q->used += olen;
@@ -418,8 +449,8 @@ static void outbound(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io)
 
 /* ---- inbound: ESP -> TUN ----------------------------------------------------------------------- */
 
-/* Read a batch; for raw sockets strip (and check) the IPv4 header. Returns how many frames are in
- * w->offs/lens (length 0 = skip). */
+/* Read a batch; for raw IPv4 sockets strip (and check) the IPv4 header (raw IPv6 sockets deliver the
+ * payload alone). Returns how many frames are in w->offs/lens (length 0 = skip). */
 static size_t receive(esp_fwd_t *dp, worker_t *w, int fd, int raw)
 {
     size_t slot = raw ? RAW_SLOT : RECV_SLOT;
@@ -442,7 +473,12 @@ static size_t receive(esp_fwd_t *dp, worker_t *w, int fd, int raw)
             drop(dp, NULL, FWD_DROP_MALFORMED);
             continue;
         }
-        if (raw) {
+        if (raw && w->from[j].sa.sa_family == AF_INET6) {
+            if (len < ESP_HDR_LEN) {
+                drop(dp, NULL, FWD_DROP_MALFORMED);
+                continue;
+            }
+        } else if (raw) {
             size_t ihl = len >= IPV4_HDR_MIN ? (size_t)(p[0] & 0x0f) * 4 : 0;
             size_t total = len >= IPV4_HDR_MIN ? ((size_t)p[2] << 8 | p[3]) : 0;
             if ((p[0] >> 4) != 4 || ihl < IPV4_HDR_MIN || ihl > len || total < ihl || total > len ||
@@ -489,7 +525,7 @@ static void inbound(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io, int fd, 
             continue;
         }
         /* an authentic packet on the wrong path or, raw, from another address: not this SA's peer */
-        if (tn->udp_encap == raw || (raw && memcmp(&w->from[i].sin_addr, tn->peer_addr, 4) != 0)) {
+        if (tn->udp_encap == raw || (raw && !from_peer(&w->from[i], tn))) {
             drop(dp, tn, FWD_DROP_POLICY);
             continue;
         }

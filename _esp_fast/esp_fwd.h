@@ -59,7 +59,7 @@ typedef struct {
     esp_sa_t *out_sa;           /* NULL: inbound only (a rekeyed SA draining) */
     uint32_t spi_in;            /* the SPI of in_sa (host order) */
     int udp_encap;              /* 1: ESP in UDP/4500 (RFC 3948), 0: raw IP protocol 50 */
-    uint8_t peer_family;        /* 4 (IPv4 outer only for now) */
+    uint8_t peer_family;        /* 4 or 6: the outer address family */
     uint8_t peer_addr[16];
     uint16_t peer_port;         /* UDP port of the peer when udp_encap */
     uint16_t mtu;               /* largest inner packet sent through this tunnel */

@@ -797,7 +797,7 @@ static void test_set_tables_refuses_bad_input_and_keeps_the_old(void)
     CHECK(install(&r, bad, 2, NULL, NULL) == 0);
 
     enum { BAD_SLOT, BAD_SLOT_FAR, BAD_N_LOCAL, BAD_N_REMOTE, BAD_SELS_PAST_END, BAD_OFFSET_PAST_END,
-           BAD_OFFSET_HUGE, BAD_MTU, BAD_FAMILY6, BAD_FAMILY0, BAD_COUNT };
+           BAD_OFFSET_HUGE, BAD_MTU, BAD_FAMILY5, BAD_FAMILY0, BAD_COUNT };
     for (int b = 0; b < BAD_COUNT; b++) {
         esp_fwd_tunnel_t t = good;
         switch (b) {
@@ -809,7 +809,7 @@ static void test_set_tables_refuses_bad_input_and_keeps_the_old(void)
         case BAD_OFFSET_PAST_END: t.sel_offset = N_SELS + 1; t.n_local = t.n_remote = 0; break;
         case BAD_OFFSET_HUGE: t.sel_offset = UINT32_MAX; t.n_local = 0; t.n_remote = 1; break;
         case BAD_MTU: t.mtu = FWD_MAX_INNER + 1; break;
-        case BAD_FAMILY6: t.peer_family = 6; break;
+        case BAD_FAMILY5: t.peer_family = 5; break;
         case BAD_FAMILY0: t.peer_family = 0; break;
         }
         int rc = install(&r, &t, 1, NULL, NULL);
@@ -834,7 +834,7 @@ static void test_set_tables_refuses_bad_input_and_keeps_the_old(void)
     esp_fwd_tunnel_t running = good, t = good;
     running.mtu = 100;
     CHECK(install(&r, &running, 1, NULL, NULL) == 0);
-    t.peer_family = 6;
+    t.peer_family = 5;
     CHECK(install(&r, &t, 1, NULL, NULL) == -1);
     send_inner(&r, p, udp_packet(p, "10.1.0.5", "10.2.0.7", IPV4_DF, 200, 'k'));
     send_inner(&r, p, udp_packet(p, "10.1.0.5", "10.2.0.7", 0, 10, 'k'));

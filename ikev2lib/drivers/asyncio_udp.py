@@ -96,12 +96,12 @@ class AsyncioIkeDriver:
         driver = cls(loop)
         driver._host = host
         driver.esp_elsewhere = esp_elsewhere
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         ike, _ = await loop.create_datagram_endpoint(
-            lambda: _Socket(driver, False), local_addr=(host, ike_port), family=socket.AF_INET
+            lambda: _Socket(driver, False), local_addr=(host, ike_port), family=family
         )
         natt, _ = await loop.create_datagram_endpoint(
-            lambda: _Socket(driver, True), local_addr=(host, natt_port), family=socket.AF_INET,
-            reuse_port=esp_elsewhere,
+            lambda: _Socket(driver, True), local_addr=(host, natt_port), family=family, reuse_port=esp_elsewhere,
         )
         driver._ike, driver._natt = ike, natt
         bound = ike.get_extra_info("sockname")

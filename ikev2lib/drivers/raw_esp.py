@@ -1,7 +1,9 @@
 """Raw ESP (IP protocol 50, RFC 4303) for the asyncio driver: the socket and the IPv4 header rule.
 
 Child SAs without UDP encapsulation (no NAT, `ChildSaCreated.udp_encap` False) send and receive ESP
-directly over IPv4 on a `socket(AF_INET, SOCK_RAW, IPPROTO_ESP)` socket, which needs CAP_NET_RAW.
+directly over IP on a `socket(AF_INET or AF_INET6, SOCK_RAW, IPPROTO_ESP)` socket, which needs
+CAP_NET_RAW. An IPv6 raw socket delivers the ESP packet alone (the kernel keeps the IPv6 header and
+names the source in recvfrom); the IPv4 one delivers the header too, which the rule below checks.
 Sending, the kernel builds the IPv4 header (protocol 50) in front of the ESP packet. Receiving, a
 raw IPv4 socket delivers every ESP packet addressed to its bound address with the IPv4 header in
 front (reassembled: Linux defragments before raw delivery); `split_ipv4_esp` checks that header and
@@ -93,9 +95,10 @@ def split_ipv4_esp(packet: bytes | bytearray | memoryview) -> tuple[str, memoryv
 
 
 def open_raw_esp_socket(host: str) -> socket.socket:
-    """A non-blocking raw IPv4 ESP socket bound to `host`; RawEspUnavailable if that is refused."""
+    """A non-blocking raw ESP socket (IPv4 or IPv6, as `host`) bound to `host`; RawEspUnavailable if
+    that is refused."""
     try:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_ESP)
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_RAW, IPPROTO_ESP)
     except OSError as exc:
         raise RawEspUnavailable(host, exc) from exc
     try:
@@ -129,12 +132,18 @@ class RawEspSocket:
             if self._sock is None:
                 return
             try:
-                packet = self._sock.recv(MAX_IP_PACKET)
+                packet, source = self._sock.recvfrom(MAX_IP_PACKET)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # e.g. a queued ICMP error
                 self.read_errors += 1
                 return
+            if self._sock.family == socket.AF_INET6:  # the ESP packet alone
+                if len(packet) < ESP_MIN_PACKET:
+                    self._on_drop(RawDrop.SHORT_ESP.value)
+                else:
+                    self._on_packet(memoryview(packet), str(source[0]))
+                continue
             parsed = split_ipv4_esp(packet)
             if isinstance(parsed, RawDrop):
                 self._on_drop(parsed.value)

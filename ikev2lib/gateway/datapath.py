@@ -31,7 +31,7 @@ packet goes to the first entry whose selectors hold it, and a packet that none h
 counted (`no_policy`), never sent in clear.
 
 Counters belong to the connection (one forwarder slot per connection name), so they stay monotonic
-across rekeys. Only IPv4 outer addresses; inner IPv4 and IPv6.
+across rekeys. Outer IPv4 or IPv6 (the listen address's family), inner IPv4 and IPv6.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class _Tunnel:
         """(sort key, forwarder entry): the inbound SA with every selector (for the RFC 4301 5.2 check)
         first, then one outbound entry per remote selector, ranked by specificity, newest first."""
         if self._entries is None:
-            peer = socket.inet_aton(self.peer[0])
+            peer = ipaddress.ip_address(self.peer[0]).packed
             mss = self.mtu - 40 if mss_clamp else 0
             local, remote = list(self.local), list(self.remote)
             entries: list[tuple[tuple[int, ...], Tunnel]] = [
@@ -181,9 +181,11 @@ class DataPath:
         self._order = 0
         self._lock = threading.Lock()  # event hooks and status readers may come from different threads
         self.path_mtu = config.path_mtu
+        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.outer_ipv6 = self.family == socket.AF_INET6
         self._icmp_src4, self._icmp_src6 = _icmp_sources(config.addresses)
-        self.tun_mtu = min(tunnel_mtu(config.path_mtu, WORST_CASE_ALGORITHM, udp_encap=True, outer_ipv6=False),
-                           MAX_INNER_MTU)
+        self.tun_mtu = min(tunnel_mtu(config.path_mtu, WORST_CASE_ALGORITHM, udp_encap=True,
+                                      outer_ipv6=":" in host), MAX_INNER_MTU)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -212,7 +214,7 @@ class DataPath:
 
     def _open_sockets(self) -> None:
         for _ in range(self.workers):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock = socket.socket(self.family, socket.SOCK_DGRAM)
             self._sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             for option, forced in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # SO_*BUFFORCE: root
@@ -224,7 +226,7 @@ class DataPath:
         # the driver's IKE socket bound first: it is socket 0 of the group, the workers 1..N
         _esp_fast.attach_steering(self._sockets[0].fileno(), self.workers)
         try:
-            raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_ESP)
+            raw = socket.socket(self.family, socket.SOCK_RAW, IPPROTO_ESP)
             raw.bind((self.host, 0))
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
             self._raw = raw
@@ -287,7 +289,7 @@ class DataPath:
         local = tuple(_selector(ts) for ts in child.local_ts_wire)
         remote = tuple(_selector(ts) for ts in child.remote_ts_wire)
         mtu = min(self.tun_mtu, tunnel_mtu(self.path_mtu, _algorithm(event.outbound), udp_encap=event.udp_encap,
-                                           outer_ipv6=False))
+                                           outer_ipv6=self.outer_ipv6))
         routes = tuple(dict.fromkeys(route for selector in remote for route in _routes(selector)))
         self._order += 1
         replaces = (ike_sa_id, event.old_child_id) if isinstance(event, ChildSaRekeyed) else None

@@ -17,6 +17,9 @@ from typing import Any
 
 import pytest
 
+from ikev2lib.gateway.datapath import WORST_CASE_ALGORITHM
+from ikev2lib.gateway.mtu import tunnel_mtu
+
 from .fixtures import CharonFactory
 from .gateway_process import RunningGateway, established
 from .netns import Namespace, NamespacePair, PairAddresses
@@ -295,3 +298,36 @@ def test_ipv6_inside_an_ipv4_tunnel_with_mss_clamping(tmp_path: Path) -> None:
         assert report["end"]["sum_received"]["bytes"] > 1_000_000
         assert report["end"]["sum_sent"].get("retransmits", 0) < 100  # segments fit: the MSS was clamped
         assert "policy" not in traffic(left)["drops"] and "too_big" not in traffic(left)["drops"]
+
+
+@pytest.mark.parametrize("encap", [False, True], ids=["raw-esp", "udp-encap"])
+def test_two_gateways_over_an_ipv6_network(tmp_path: Path, encap: bool) -> None:
+    """Outer IPv6 (raw ESP over IPv6, or UDP/4500 over IPv6), inner IPv4, both directions."""
+    outer = PairAddresses(left_outer="2001:db8:ff::1", right_outer="2001:db8:ff::2", prefix_len=64, left_inner=(),
+                          right_inner=())
+    with NamespacePair(outer) as ns, contextlib.ExitStack() as stack:
+        for side, ifname, addr in ((ns.left, ns.left_if, outer.left_outer), (ns.right, ns.right_if, outer.right_outer)):
+            side.ip("addr", "del", f"{addr}/64", "dev", ifname)  # again without duplicate address detection:
+            side.ip("addr", "add", f"{addr}/64", "dev", ifname, "nodad")  # bind() fails on a tentative address
+        right = start_gateway(stack, ns.right, tmp_path / "right", gateway_toml(
+            me=outer.right_outer, peer=outer.left_outer, inner=RIGHT_INNER, local_net=RIGHT_NET, remote_net=LEFT_NET,
+            local_id="right", remote_id="left", initiate=False, encap=encap))
+        right.wait(lambda s: s["listen"], "right gateway listening")
+        left = start_gateway(stack, ns.left, tmp_path / "left", gateway_toml(
+            me=outer.left_outer, peer=outer.right_outer, inner=LEFT_INNER, local_net=LEFT_NET, remote_net=RIGHT_NET,
+            local_id="left", remote_id="right", initiate=True, encap=encap))
+        left.wait(established("site"), "tunnel up")
+        wait_for_ping(ns.left, LEFT_INNER, RIGHT_INNER)
+        ping(ns.left, LEFT_INNER, RIGHT_INNER)
+        ping(ns.right, RIGHT_INNER, LEFT_INNER)
+        with iperf_server(ns.right, RIGHT_INNER):
+            forward = iperf_tcp(ns.left, LEFT_INNER, RIGHT_INNER, seconds=2)
+            backward = iperf_tcp(ns.left, LEFT_INNER, RIGHT_INNER, seconds=2, reverse=True)
+        assert forward["end"]["sum_received"]["bytes"] > 1_000_000
+        assert backward["end"]["sum_received"]["bytes"] > 1_000_000
+        status = left.status()
+        assert status["ike_sas"][0]["remote"].startswith("2001:db8:ff::2")
+        assert status["ike_sas"][0]["children"][0]["udp_encap"] is encap
+        # the outer IPv6 header is 20 bytes longer: the TUN MTU comes from the IPv6 overhead
+        assert status["datapath"]["mtu"] == tunnel_mtu(1500, WORST_CASE_ALGORITHM, udp_encap=True, outer_ipv6=True)
+        assert traffic(left)["drops"] == {}
