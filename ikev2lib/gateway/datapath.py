@@ -52,7 +52,7 @@ from ..exceptions import LocalProtocolError
 from ..wire.ts import TrafficSelector
 from .counters import DROP_REASONS, TunnelCounters
 from .model import DataPathConfig
-from .mtu import tunnel_mtu
+from .mtu import mss_for, tunnel_mtu
 from .tun import TunDevice
 
 __all__ = ["DataPath", "DataPathUnavailable", "SOCKET_BUFFER", "WORST_CASE_ALGORITHM"]
@@ -60,6 +60,7 @@ __all__ = ["DataPath", "DataPathUnavailable", "SOCKET_BUFFER", "WORST_CASE_ALGOR
 log = logging.getLogger("ikev2lib.gateway.datapath")
 
 TUN_QUEUE_LENGTH = 5000  # packets the kernel holds per queue while its worker is busy with a batch
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # <asm/socket.h>: beyond net.core.*mem_max (root); else capped
 SOCKET_BUFFER = 4 << 20  # bytes of kernel buffer per worker socket: bursts of a fast TCP flow fit
 WORST_CASE_ALGORITHM = "aes256-sha512"  # largest ESP overhead: the TUN MTU fits every suite
 IPPROTO_ESP = 50
@@ -145,7 +146,7 @@ class _Tunnel:
         first, then one outbound entry per remote selector, ranked by specificity, newest first."""
         if self._entries is None:
             peer = ipaddress.ip_address(self.peer[0]).packed
-            mss = self.mtu - 40 if mss_clamp else 0
+            mss = mss_for(self.mtu, ipv6=False) if mss_clamp else 0  # the C side takes 20 more off for IPv6
             local, remote = list(self.local), list(self.remote)
             entries: list[tuple[tuple[int, ...], Tunnel]] = [
                 ((0,), (self.slot, self.inbound, None, self.spi_in, self.udp_encap, peer, self.peer[1], self.mtu,
@@ -185,7 +186,7 @@ class DataPath:
         self.outer_ipv6 = self.family == socket.AF_INET6
         self._icmp_src4, self._icmp_src6 = _icmp_sources(config.addresses)
         self.tun_mtu = min(tunnel_mtu(config.path_mtu, WORST_CASE_ALGORITHM, udp_encap=True,
-                                      outer_ipv6=":" in host), MAX_INNER_MTU)
+                                      outer_ipv6=self.outer_ipv6), MAX_INNER_MTU)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -217,7 +218,7 @@ class DataPath:
             sock = socket.socket(self.family, socket.SOCK_DGRAM)
             self._sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            for option, forced in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # SO_*BUFFORCE: root
+            for option, forced in ((socket.SO_RCVBUF, SO_RCVBUFFORCE), (socket.SO_SNDBUF, SO_SNDBUFFORCE)):
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, forced, SOCKET_BUFFER)
                 except OSError:
