@@ -292,21 +292,25 @@ class Gateway:
         self.metrics.observe(event, listener.driver.loop.time(), listener.driver.endpoint)
         if isinstance(event, IkeSaEstablished):
             listener.established[event.ike_sa_id or 0] = event.connection
+        name = listener.established.get(event.ike_sa_id or 0, "?")
+        # the structured fields of a JSON log line (--log-format json); never keys or SPIs' secrets
+        extra = {"connection": name, "ike_sa_id": event.ike_sa_id, "event": type(event).__name__}
+        if isinstance(event, IkeSaEstablished):
             log.info("%s: IKE SA %d established with %s[%s] (%s)", event.connection, event.ike_sa_id,
-                     event.remote_addr[0], event.remote_id, event.proposal)
+                     event.remote_addr[0], event.remote_id, event.proposal, extra=extra)
         elif isinstance(event, ChildSaCreated):
-            log.info("IKE SA %s: Child SA %s (%d) installed, SPIs %s_i %s_o, %s === %s", event.ike_sa_id,
+            log.info("%s: IKE SA %s: Child SA %s (%d) installed, SPIs %s_i %s_o, %s === %s", name, event.ike_sa_id,
                      event.name, event.child_id, event.spi_in.hex(), event.spi_out.hex(),
-                     ",".join(event.local_ts), ",".join(event.remote_ts))
+                     ",".join(event.local_ts), ",".join(event.remote_ts), extra=extra)
         elif isinstance(event, (ChildSaRekeyed, IkeSaRekeyed)):
-            log.info("IKE SA %s: %s", event.ike_sa_id, type(event).__name__)
+            log.info("%s: IKE SA %s: %s", name, event.ike_sa_id, type(event).__name__, extra=extra)
         elif isinstance(event, ChildSaDeleted):
-            log.info("IKE SA %s: Child SA %d deleted", event.ike_sa_id, event.child_id)
+            log.info("%s: IKE SA %s: Child SA %d deleted", name, event.ike_sa_id, event.child_id, extra=extra)
         elif isinstance(event, IkeSaDeleted):
-            name = listener.established.pop(event.ike_sa_id or 0, "?")
-            log.info("%s: IKE SA %s deleted (%s)", name, event.ike_sa_id, event.reason)
+            listener.established.pop(event.ike_sa_id or 0, None)
+            log.info("%s: IKE SA %s deleted (%s)", name, event.ike_sa_id, event.reason, extra=extra)
         elif isinstance(event, (ProtocolErrorEvent, PeerDead)):
-            log.warning("%s: %s", listener.address, event)
+            log.warning("%s: %s: %s", name, listener.address, event, extra=extra)
 
     def status(self) -> dict[str, Any]:
         ike_sas = []

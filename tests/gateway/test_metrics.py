@@ -358,6 +358,8 @@ def test_json_logs_of_a_running_gateway(restored_root_logger: None) -> None:
     messages = [e["message"] for e in entries if e["logger"] == "ikev2lib.gateway"]
     assert any(m.startswith("site: IKE SA") and "established" in m for m in messages), messages
     assert any(m.startswith("hub: IKE SA") and "established" in m for m in messages), messages
+    events = [e for e in entries if e.get("event") == "IkeSaEstablished"]  # the structured fields of each event
+    assert {e["connection"] for e in events} == {"site", "hub"} and all(e["ike_sa_id"] for e in events)
     assert all(e["time"].endswith("Z") and e["level"] in ("INFO", "WARNING") for e in entries)
     with pytest.raises(ValueError, match="log format must be one of text, json"):
         setup_logging(logging.INFO, "xml")
