@@ -2,7 +2,8 @@
 tunnel_compare): each runs with the smallest bounds and must end with its JSON line, whose
 `targets_met` holds one verdict per target (True/False, or None for a part that did not run). Only the
 shape is checked, never a rate or whether a target is met: speed is measured, never asserted
-(tunnel_compare's rows must carry traffic: a positive TCP rate and a ping through the path).
+(tunnel_compare's rows must carry traffic: a positive TCP rate and a ping through the path; its
+strongswan row also runs the default --flood, which must have sent every kind).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def test_connections_compare_reports_ratios() -> None:
             pytest.fail(f"{name} = {result[name]!r}")
 
 
-TUNNEL_TARGETS = {"tcp_ikev2lib_vs_strongswan", "tcp_ikev2lib_vs_strongswan_stretch"}
+TUNNEL_TARGETS = {"tcp_ikev2lib_vs_strongswan", "tcp_ikev2lib_vs_strongswan_stretch", "tcp_under_flood_vs_clean"}
 
 
 @pytest.mark.parametrize("path", ["veth", "strongswan"])
@@ -94,3 +95,10 @@ def test_tunnel_compare_measures_a_path(path: str) -> None:
         pytest.fail(f"{path}: no TCP rate: {row!r}")
     if not row["ping"]["received"] > 0:
         pytest.fail(f"{path}: no ping through it: {row['ping']!r}")
+    if path == "strongswan":  # the default --flood runs on this path too: clean and flooded TCP, packets sent
+        flooded = (result.get("flood") or {}).get("paths", {}).get(path)
+        if flooded is None:
+            pytest.fail(f"{path}: no flood row: {result.get('flood')!r}")
+        if not (flooded["clean"]["mbit_s"] > 0 and all(flooded["sent"][kind] > 0 for kind in
+                                                        ("forged", "replayed", "unknown_spi"))):
+            pytest.fail(f"{path}: flood row without traffic: {flooded!r}")

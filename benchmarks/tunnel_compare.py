@@ -23,13 +23,32 @@ hits every path alike):
 - CPU share per tunnel process (charon, gateway) from /proc/PID/stat over each run (1.0 = one core),
   and iperf3's own CPU from its JSON.
 
-Ratios: each tunnel / bare veth, and ikev2lib / strongSwan TCP, whose target is >= 3 (stretch >= 5).
+Hostile traffic under load (`--flood`, on by default, about 30 s at 5 s runs; `--no-flood` skips it):
+on the `strongswan` and `ikev2lib` paths (`--flood-all`: `ikev2lib-strongswan` too), after the
+rounds, iperf3 TCP with `-R` (the right side sends, so the LEFT gateway receives and decrypts the
+tunnel's stream) once clean, then once while a flooder in the right namespace sends to the left outer
+address, from the right's, at up to `--flood-rate` packets/s per kind (default 20,000) for the run's
+duration: (1) forged: real ESP of the tunnel captured on the left veth during the clean run with the
+sequence number moved far ahead (passes the window, fails the ICV: the expensive drop), (2) replayed:
+the captured packets as they were (the replay window refuses them), (3) the captured packets with an
+SPI nobody holds. Raw IP protocol 50 for a raw-ESP tunnel (ikev2lib <-> ikev2lib), UDP/4500 for a
+UDP-encapsulated one (strongSwan libipsec always is). The flooder reports what it actually sent and
+its CPU; for an ikev2lib left side, its drop counters (`ikev2lib status --json`) before and after
+are compared with what was sent per kind (icv / replay + window / no_sa), and the left namespace's
+kernel socket drops (full receive buffers, /proc/net/raw and /proc/net/udp) account for a difference.
+On `ikev2lib` a control run between the two sends the same packets at the same rate as IP protocol
+253, which the left kernel discards after IP input: the share of the loss that the flooder and the
+kernel cost on these shared cores, apart from what handling the drops costs the gateway.
+
+Ratios: each tunnel / bare veth, and ikev2lib / strongSwan TCP, whose target is >= 3 (stretch >= 5);
+ikev2lib TCP with the flood / without it (`tcp_under_flood_vs_clean`), target >= 0.7.
 Prints a table, then (LAST line) one JSON object with every figure, `targets` and `targets_met`.
 Needs root, iperf3 and strongswan-charon. Every namespace, charon, gateway and iperf3 process is
 removed at the end and on errors; every wait and subprocess is bounded.
 
 Usage: .venv/bin/python benchmarks/tunnel_compare.py [--seconds 5] [--rounds 2] [--quick]
-       [--only {veth,strongswan,ikev2lib,ikev2lib-strongswan}]...
+       [--only {veth,strongswan,ikev2lib,ikev2lib-strongswan}]... [--profile]
+       [--no-flood | --flood-only] [--flood-all] [--flood-rate 20000]
 """
 
 from __future__ import annotations
@@ -62,6 +81,7 @@ from interop.netns import (  # noqa: E402
     Namespace,
     NamespacePair,
     NetnsError,
+    NsTask,
     PairAddresses,
     require_root,
     stop_process,
@@ -71,6 +91,7 @@ from interop.strongswan import CHARON, Charon, CharonError, CharonSettings, psk_
 # Targets (speed is reported, never asserted in tests): same-run ratios only.
 TARGET_TCP_VS_STRONGSWAN = 3.0  # ikev2lib <-> ikev2lib TCP Mbit/s / strongSwan <-> strongSwan TCP Mbit/s
 STRETCH_TCP_VS_STRONGSWAN = 5.0
+TARGET_TCP_UNDER_FLOOD = 0.7  # ikev2lib <-> ikev2lib TCP Mbit/s with the --flood / the same without it
 
 PATHS = ("veth", "strongswan", "ikev2lib", "ikev2lib-strongswan")
 NS_PREFIX = "tcmp"  # namespace names tcmp-<tag>-l / -r; no other test uses this prefix
@@ -274,6 +295,8 @@ class Tunnel:
     client_addr: str  # iperf3 client binds here (left namespace)
     server_addr: str  # iperf3 server binds here (right namespace)
     processes: dict[str, int] = field(default_factory=dict)  # label -> pid whose CPU share is reported
+    gateway: RunningGateway | None = None  # the LEFT ikev2lib gateway (drop counters), None for charon
+    esp_in_udp: bool = True  # how ESP crosses the outer network: UDP/4500 or raw IP protocol 50
 
     def ping(self, count: int) -> dict[str, Any]:
         timeout = count * (PING_INTERVAL + PING_REPLY_TIMEOUT) + CMD_TIMEOUT
@@ -364,6 +387,12 @@ def wait_gateway_established(gateway: RunningGateway, side: str) -> None:
                            f"{GATEWAY_TIMEOUT:.0f} s") from exc
 
 
+def child_udp_encap(gateway: RunningGateway) -> bool:
+    """Whether the gateway's Child SA of CONNECTION sends ESP in UDP/4500 (else raw IP protocol 50)."""
+    ike = established(CONNECTION)(gateway.status())
+    return bool(ike and ike["children"][0].get("udp_encap"))
+
+
 def no_data_path(exc: NotAvailable, gateway_sides: str) -> NotAvailable:
     return NotAvailable(f"{exc}; the {gateway_sides} has no working TUN data path")
 
@@ -382,6 +411,7 @@ def setup_ikev2lib(stack: contextlib.ExitStack, work: Path) -> Tunnel:
     wait_gateway_established(right, "right")
     tunnel = Tunnel("ikev2lib", "ikev2lib run <-> ikev2lib run (TUN data path)", pair, LEFT_INNER, RIGHT_INNER)
     tunnel.processes = {"gateway left": left.proc.pid, "gateway right": right.proc.pid}
+    tunnel.gateway, tunnel.esp_in_udp = left, child_udp_encap(left)
     try:
         tunnel.wait_for_ping(TUNNEL_READY_TIMEOUT)
     except NotAvailable as exc:
@@ -404,6 +434,7 @@ def setup_ikev2lib_strongswan(stack: contextlib.ExitStack, work: Path) -> Tunnel
     tunnel = Tunnel("ikev2lib-strongswan", "ikev2lib run <-> strongSwan charon (kernel-libipsec)", pair,
                     LEFT_INNER, RIGHT_INNER)
     tunnel.processes = {"gateway left": left.proc.pid, "charon right": namespace_pid(pair.right, "charon")}
+    tunnel.gateway, tunnel.esp_in_udp = left, child_udp_encap(left)
     try:
         tunnel.wait_for_ping(TUNNEL_READY_TIMEOUT)
     except NotAvailable as exc:
@@ -446,31 +477,40 @@ def _json(text: str, who: str) -> dict[str, Any]:
     return data
 
 
-def iperf_run(tunnel: Tunnel, seconds: float, extra: list[str]) -> dict[str, Any]:
+def iperf_run(tunnel: Tunnel, seconds: float, extra: list[str],
+              alongside: Callable[[], NsTask] | None = None) -> dict[str, Any]:
     """One iperf3 test through `tunnel`: a one-off server in the right namespace, the client in the left.
-    Returns both JSON documents and the CPU share of the tunnel's processes over the run."""
+    Returns both JSON documents and the CPU share of the tunnel's processes over the run.
+    `alongside`: started (a task in a namespace) just before the client, its result awaited after it
+    (`alongside` in the answer)."""
     server = tunnel.pair.right.popen([IPERF, "-s", "-1", "-J", "-B", tunnel.server_addr, "-p", str(IPERF_PORT)],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    task = None
     try:
         _wait_listening(tunnel.pair.right, IPERF_PORT, server)
         cpu0 = {label: cpu_seconds(pid) for label, pid in tunnel.processes.items()}
         started = time.monotonic()
+        task = alongside() if alongside is not None else None
         client = tunnel.pair.left.run(
             [IPERF, "-c", tunnel.server_addr, "-B", tunnel.client_addr, "-p", str(IPERF_PORT), "-t", f"{seconds:g}",
              "-J", *extra], timeout=seconds + IPERF_MARGIN, check=False)  # fmt: skip
         wall = time.monotonic() - started
         cpu1 = {label: cpu_seconds(pid) for label, pid in tunnel.processes.items()}
+        side_result = task.result(seconds + IPERF_MARGIN) if task is not None else None
         try:
             server_out, _ = server.communicate(timeout=SERVER_EXIT_TIMEOUT)
         except subprocess.TimeoutExpired as exc:
             raise MeasureError(f"iperf3 server did not end within {SERVER_EXIT_TIMEOUT:.0f} s") from exc
     finally:
+        if task is not None:
+            task.kill()  # a no-op once its result was read
         stop_process(server)
     cpu: dict[str, float | None] = {}
     for label in tunnel.processes:
         before, after = cpu0[label], cpu1[label]
         cpu[label] = None if before is None or after is None else (after - before) / wall
-    return {"client": _json(client.stdout, "client"), "server": _json(server_out, "server"), "cpu": cpu}
+    return {"client": _json(client.stdout, "client"), "server": _json(server_out, "server"), "cpu": cpu,
+            "alongside": side_result, "wall": wall}
 
 
 def measure_tcp(tunnel: Tunnel, seconds: float) -> dict[str, Any]:
@@ -531,6 +571,240 @@ def measure(tunnels: dict[str, Tunnel], seconds: float, rounds: int, ping_count:
 
 
 # --------------------------------------------------------------------------------------------------
+# hostile traffic under load (--flood)
+#
+# The LEFT gateway is flooded while it receives the tunnel's TCP: iperf3 -R (the server in the right
+# namespace sends, the left client receives), so the flood competes with the decryption of the
+# tunnel's bulk ESP on the side that verifies it, in the same receive path (for ikev2lib raw ESP: the
+# one raw socket its worker 0 reads). The flooder runs in the right namespace, sending from the right
+# gateway's outer address to the left's, as the peer would.
+
+FLOOD_KINDS = ("forged", "replayed", "unknown_spi")
+DEFAULT_FLOOD_RATE = 20_000  # packets/s per kind (the flooder reports what it actually sent)
+MAX_FLOOD_RATE = 1_000_000
+FLOOD_CAPTURE = 256  # real ESP packets of the tunnel captured on the left veth during the clean run
+FLOOD_CAPTURE_MIN_BYTES = 1000  # IP packets this long or longer: data segments, a full ICV check each
+FLOOD_SEQ = 0x7FFF0000  # forged sequence numbers start here: right of any window, so the ICV decides
+UNKNOWN_SPI = b"\x99\x99\x99\x99"
+FLOOD_TAIL = 0.25  # seconds the flood lasts beyond -t (iperf3 connects before its clock starts)
+FLOOD_BURST = 64  # packets of one kind sent before the next kind's turn
+FLOOD_IDLE = 0.0002  # seconds the flooder sleeps when no packet is due
+FLOOD_SETTLE = 0.3  # seconds for the gateway to drain its queues before its counters are read
+NATT_PORT = 4500
+FLOOD_PATHS = ("strongswan", "ikev2lib")  # the paths flooded, in this order (ikev2lib-strongswan: --flood-all)
+CONTROL_PATHS = ("ikev2lib",)  # paths that also get the control flood (all of them with --flood-all)
+CONTROL_PROTO = 253  # IP protocol of the control flood (RFC 3692 experimental): no socket takes it
+SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
+FLOOD_DIRECTION = ("iperf3 -R: the right side sends the TCP stream, the left gateway receives and decrypts it and "
+                   "is the one flooded (from the right namespace, source = the right gateway's outer address)")
+
+
+def capture_esp(interface: str, udp: bool, count: int, min_bytes: int, timeout: float) -> list[bytes]:
+    """Up to `count` packets of the tunnel's ESP addressed to this side, seen on `interface` (AF_PACKET,
+    in the namespace), each as its IP payload: the ESP packet, or UDP header + ESP for ESP in UDP/4500
+    (non-ESP marker excluded). Only IP packets of `min_bytes` or more."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+    found: list[bytes] = []
+    try:
+        sock.bind((interface, 0))
+        sock.settimeout(0.2)
+        deadline = time.monotonic() + timeout
+        while len(found) < count and time.monotonic() < deadline:
+            try:
+                packet, meta = sock.recvfrom(70000)
+            except TimeoutError:
+                continue
+            if meta[2] != socket.PACKET_HOST or len(packet) < max(min_bytes, 20):
+                continue
+            payload = packet[(packet[0] & 0x0F) * 4:]
+            if udp:
+                if packet[9] != 17 or len(payload) < 16 or int.from_bytes(payload[2:4], "big") != NATT_PORT \
+                        or payload[8:12] == bytes(4):
+                    continue
+            elif packet[9] != 50:
+                continue
+            found.append(bytes(payload))
+    finally:
+        sock.close()
+    return found
+
+
+def flood_packets(captured: list[bytes], udp: bool) -> dict[str, list[bytes]]:
+    """The three kinds built from captured ESP (IP payloads): the sequence number moved far ahead
+    (authentic-looking, fails the ICV), the packets as captured (replays), an SPI nobody holds."""
+    off = 8 if udp else 0  # ESP starts after the UDP header
+
+    def no_checksum(p: bytes) -> bytes:  # a changed UDP payload: checksum 0 (none, allowed over IPv4)
+        return p[:6] + b"\x00\x00" + p[8:] if udp else p
+
+    forged = [no_checksum(p[:off + 4] + ((FLOOD_SEQ + i) & 0xFFFFFFFF).to_bytes(4, "big") + p[off + 8:])
+              for i, p in enumerate(captured)]
+    unknown = [no_checksum(p[:off] + UNKNOWN_SPI + p[off + 4:]) for p in captured]
+    return {"forged": forged, "replayed": list(captured), "unknown_spi": unknown}
+
+
+def _drop_all_input(sock: socket.socket) -> None:
+    """A classic BPF program returning 0 on `sock`: a raw socket sending the flood queues no copy of
+    what its namespace receives."""
+    import ctypes
+
+    program = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF_RET | BPF_K, 0
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("HL", 1, ctypes.addressof(program)))
+
+
+def send_flood(src: str, dst: str, proto: int, packets: dict[str, list[bytes]], rate: int,
+               seconds: float) -> dict[str, Any]:
+    """Send each kind's packets in turn (cycling through its list) at up to `rate` packets/s per kind for
+    `seconds`, on a raw socket of IP protocol `proto` (50: ESP; 17: UDP, the packets carry their UDP
+    header): at most rate * seconds packets per kind, and never past `seconds`. Returns what was sent."""
+    limit = int(rate * seconds)
+    attempts = dict.fromkeys(packets, 0)
+    sent = dict.fromkeys(packets, 0)
+    errors: dict[str, int] = {}
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
+    try:
+        _drop_all_input(sock)
+        sock.bind((src, 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        cpu0, started = time.process_time(), time.perf_counter()
+        elapsed = 0.0
+        while elapsed < seconds:
+            due_any = False
+            for kind, batch in packets.items():
+                n = min(min(int(elapsed * rate) + 1, limit) - attempts[kind], FLOOD_BURST)
+                for _ in range(max(n, 0)):
+                    try:
+                        sock.sendto(batch[attempts[kind] % len(batch)], (dst, 0))
+                        sent[kind] += 1
+                    except OSError as exc:  # e.g. ENOBUFS: not sent, still counted against the bound
+                        errors[exc.strerror or str(exc)] = errors.get(exc.strerror or str(exc), 0) + 1
+                    attempts[kind] += 1
+                due_any = due_any or n > 0
+            if not due_any:
+                time.sleep(FLOOD_IDLE)
+            elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu0
+    finally:
+        sock.close()
+    return {"sent": sent, "send_errors": errors, "seconds": elapsed, "cpu_seconds": cpu}
+
+
+def socket_drops() -> dict[str, int]:
+    """Packets the kernel dropped at this namespace's raw ESP sockets and UDP/4500 sockets (full
+    receive buffers), from /proc/net/raw and /proc/net/udp (their `drops` column)."""
+    out = {"raw_esp": 0, "udp_4500": 0}
+    for table, key, port in (("raw", "raw_esp", 50), ("udp", "udp_4500", NATT_PORT)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 2 and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                out[key] += int(fields[-1])
+    return out
+
+
+def gateway_drops(gateway: RunningGateway) -> dict[str, dict[str, int]]:
+    """The gateway's drop counters: CONNECTION's (`tunnel`) and those no connection owns (`gateway`)."""
+    datapath = gateway.status()["datapath"]
+    return {"tunnel": dict(datapath["traffic"].get(CONNECTION, {}).get("drops", {})),
+            "gateway": dict(datapath["drops"])}
+
+
+def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in sorted(set(after) | set(before))
+            if after.get(k, 0) != before.get(k, 0)}
+
+
+def reverse_tcp(run: dict[str, Any]) -> dict[str, Any]:
+    """The figures of an iperf3 -R TCP run: Mbit/s received by the left client, the right server's
+    retransmissions, the tunnel processes' CPU share."""
+    return {"mbit_s": run["client"]["end"]["sum_received"]["bits_per_second"] / 1e6,
+            "retransmits": run["server"]["end"].get("sum_sent", {}).get("retransmits"), "cpu": run["cpu"]}
+
+
+def measure_flood(tunnel: Tunnel, seconds: float, rate: int, control: bool) -> dict[str, Any]:
+    """TCP (iperf3 -R) through `tunnel` without, then with, the flood arriving at the left side; the
+    clean run also captures the real ESP the flood is made of. For an ikev2lib left side, the
+    gateway's drop counters before and after the flooded run, and what they counted per kind.
+
+    `control`: one more run between the two with the same packets at the same rate sent as IP protocol
+    CONTROL_PROTO, which the left kernel discards after its IP input (no socket, no gateway): what the
+    flooder and the kernel cost on these shared cores, so that flooded / control is the part of the
+    loss due to the gateway handling the drops."""
+    left, right, udp = tunnel.pair.left, tunnel.pair.right, tunnel.esp_in_udp
+    clean = iperf_run(tunnel, seconds, ["-R"], alongside=lambda: left.start(
+        capture_esp, tunnel.pair.left_if, udp, FLOOD_CAPTURE, FLOOD_CAPTURE_MIN_BYTES, seconds))
+    captured: list[bytes] = clean["alongside"]
+    if not captured:
+        raise MeasureError(f"no {'UDP/4500' if udp else 'raw'} ESP of {FLOOD_CAPTURE_MIN_BYTES} B or more "
+                           f"captured on {tunnel.pair.left_if} during the clean run")
+    packets = flood_packets(captured, udp)
+    control_row = None
+    if control:
+        time.sleep(SETTLE_SECONDS)
+        control_run = iperf_run(tunnel, seconds, ["-R"], alongside=lambda: right.start(
+            send_flood, tunnel.pair.right_addr, tunnel.pair.left_addr, CONTROL_PROTO, packets, rate,
+            seconds + FLOOD_TAIL))
+        sent_control = control_run["alongside"]
+        control_row = {**reverse_tcp(control_run), "sent": sent_control["sent"],
+                       "flooder_cpu": sent_control["cpu_seconds"] / sent_control["seconds"]}
+    time.sleep(SETTLE_SECONDS)
+    before = gateway_drops(tunnel.gateway) if tunnel.gateway else None
+    kernel_before: dict[str, int] = left.call(socket_drops)
+    flooded = iperf_run(tunnel, seconds, ["-R"], alongside=lambda: right.start(
+        send_flood, tunnel.pair.right_addr, tunnel.pair.left_addr, 17 if udp else 50, packets, rate,
+        seconds + FLOOD_TAIL))
+    time.sleep(FLOOD_SETTLE)
+    kernel_after: dict[str, int] = left.call(socket_drops)
+    after = gateway_drops(tunnel.gateway) if tunnel.gateway else None
+    sent: dict[str, Any] = flooded["alongside"]
+    ping_after = tunnel.ping(QUICK_PING_COUNT)  # the tunnel still carries traffic once the flood is over
+    clean_tcp, flooded_tcp = reverse_tcp(clean), reverse_tcp(flooded)
+    row: dict[str, Any] = {
+        "esp": "UDP/4500" if udp else "raw ESP (IP protocol 50)", "captured": len(captured),
+        "captured_bytes_avg": sum(map(len, captured)) / len(captured),
+        "clean": clean_tcp, "flooded": flooded_tcp,
+        "ratio": flooded_tcp["mbit_s"] / clean_tcp["mbit_s"] if clean_tcp["mbit_s"] else None,
+        "control": control_row,
+        "ratio_vs_control": (flooded_tcp["mbit_s"] / control_row["mbit_s"]
+                             if control_row and control_row["mbit_s"] else None),
+        "sent": sent["sent"], "send_errors": sent["send_errors"], "flood_seconds": sent["seconds"],
+        "sent_pps": {kind: n / sent["seconds"] for kind, n in sent["sent"].items()},
+        "flooder_cpu": sent["cpu_seconds"] / sent["seconds"],
+        "kernel_socket_drops": _delta(kernel_after, kernel_before), "ping_after": ping_after,
+        "counted": None, "counted_minus_sent": None, "gateway_drops_before": before, "gateway_drops_after": after,
+    }
+    if before is not None and after is not None:
+        tunnel_delta = _delta(after["tunnel"], before["tunnel"])
+        gateway_delta = _delta(after["gateway"], before["gateway"])
+        counted = {"forged": tunnel_delta.get("icv", 0),
+                   "replayed": tunnel_delta.get("replay", 0) + tunnel_delta.get("window", 0),
+                   "unknown_spi": gateway_delta.get("no_sa", 0)}
+        row["counted"] = counted
+        row["counted_minus_sent"] = {kind: counted[kind] - sent["sent"][kind] for kind in FLOOD_KINDS}
+        row["kernel_drops_vs_missing"] = {
+            "missing": -sum(row["counted_minus_sent"].values()),
+            "kernel_socket_drops": sum(row["kernel_socket_drops"].values())}
+        row["other_drops"] = {**{f"tunnel {k}": v for k, v in tunnel_delta.items()
+                                 if k not in ("icv", "replay", "window")},
+                              **{f"gateway {k}": v for k, v in gateway_delta.items() if k != "no_sa"}}
+    return row
+
+
+def measure_floods(tunnels: dict[str, Tunnel], names: tuple[str, ...], seconds: float,
+                   rate: int, control: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {"seconds": seconds, "rate_per_kind": rate, "direction": FLOOD_DIRECTION,
+                           "paths": {}, "errors": {}}
+    for name in names:
+        if name not in tunnels:
+            continue
+        time.sleep(SETTLE_SECONDS)
+        try:
+            out["paths"][name] = measure_flood(tunnels[name], seconds, rate, name in control)
+        except (MeasureError, NetnsError, subprocess.TimeoutExpired, AssertionError, OSError) as exc:
+            out["errors"][name] = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
 # ratios, targets, output
 
 
@@ -565,6 +839,12 @@ def check_targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
                             ("tcp_ikev2lib_vs_strongswan_stretch", STRETCH_TCP_VS_STRONGSWAN)):
         out[name] = {"measured": measured, "target": f">= {threshold}", "baseline": baseline,
                      "met": None if measured is None else measured >= threshold}
+    flood = (report.get("flood") or {}).get("paths", {}).get("ikev2lib")
+    measured = flood["ratio"] if flood else None
+    out["tcp_under_flood_vs_clean"] = {
+        "measured": measured, "target": f">= {TARGET_TCP_UNDER_FLOOD}",
+        "baseline": "the same ikev2lib path's TCP (iperf3 -R) without the flood, the run just before",
+        "met": None if measured is None else measured >= TARGET_TCP_UNDER_FLOOD}
     return out
 
 
@@ -580,8 +860,9 @@ def _cpu_text(run: dict[str, Any]) -> str:
 
 
 def print_report(report: dict[str, Any]) -> None:
-    print(f"== iperf3 through each path: {report['seconds']:g} s per run, best of {report['rounds']} "
-          "alternating rounds; UDP: received packets/s at the server (loss)")
+    rounds = f"best of {report['rounds']} alternating rounds" if report["rounds"] else "no rounds (--flood-only)"
+    print(f"== iperf3 through each path: {report['seconds']:g} s per run, {rounds}; "
+          "UDP: received packets/s at the server (loss)")
     print(f"  {'path':20} {'TCP Mbit/s':>11} {'UDP 64 B pps':>13} {'loss':>6} {'UDP 1400 B pps':>15} {'loss':>6} "
           f"{'ping avg ms':>12} {'inner MTU':>9}")
     for name in PATHS:
@@ -626,10 +907,48 @@ def print_report(report: dict[str, Any]) -> None:
     if report["profile"]:
         print("== perf profile of the left ikev2lib gateway during a TCP run (share of its samples)")
         print("\n".join(f"  {line}" for line in report["profile"]))
+    if report.get("flood"):
+        print_flood(report["flood"])
     print("== targets (same-run ratios)")
     for name, t in report["targets"].items():
         verdict = {True: "met", False: "NOT met", None: "-"}[t["met"]]
         print(f"  {name:36} {_fmt(t['measured'], '.2f'):>8}  target {t['target']:<6} {verdict:8} vs {t['baseline']}")
+
+
+def print_flood(flood: dict[str, Any]) -> None:
+    print(f"== hostile traffic under load: TCP {flood['seconds']:g} s, {flood['direction']}; flood of up to "
+          f"{flood['rate_per_kind']:,} packets/s per kind (forged = sequence number moved ahead, fails the ICV; "
+          "replayed = captured packets again; unknown SPI)")
+    print(f"  {'path':20} {'clean Mbit/s':>12} {'flooded':>8} {'ratio':>6}  sent packets/s forged / replayed / "
+          "unknown SPI (flooder CPU)")
+    for name, row in flood["paths"].items():
+        pps = " / ".join(_fmt(row["sent_pps"][kind], ",.0f") for kind in FLOOD_KINDS)
+        print(f"  {name:20} {row['clean']['mbit_s']:>12.0f} {row['flooded']['mbit_s']:>8.0f} "
+              f"{_fmt(row['ratio'], '.2f'):>6}  {pps} ({row['flooder_cpu']:.2f} core, {row['esp']}, "
+              f"{row['captured']} captured of {row['captured_bytes_avg']:.0f} B)")
+        control = row["control"]
+        if control is not None:
+            print(f"  {'':20} control flood (same packets and rate as IP protocol {CONTROL_PROTO}, discarded by the "
+                  f"left kernel): {control['mbit_s']:.0f} Mbit/s ({control['mbit_s'] / row['clean']['mbit_s']:.2f} of "
+                  f"clean; flooder {control['flooder_cpu']:.2f} core); flooded / control "
+                  f"{_fmt(row['ratio_vs_control'], '.2f')}")
+        cpu = ", ".join(f"{label} {_fmt(share, '.2f')}" for label, share in row["flooded"]["cpu"].items())
+        print(f"  {'':20} CPU flooded: {cpu}; retransmits clean {row['clean']['retransmits']}, "
+              f"flooded {row['flooded']['retransmits']}; ping after {row['ping_after']['received']}/"
+              f"{row['ping_after']['sent']}")
+        if row["counted"] is not None:
+            counted = ", ".join(f"{kind} {row['counted'][kind]:,}/{row['sent'][kind]:,}" for kind in FLOOD_KINDS)
+            diff = {kind: d for kind, d in row["counted_minus_sent"].items() if d}
+            print(f"  {'':20} counted by the gateway / sent: {counted} "
+                  f"({'all counted' if not diff else f'difference {diff}'}; "
+                  f"other drops {row['other_drops'] or 'none'})")
+        else:
+            print(f"  {'':20} no drop counters (charon)")
+        if row["send_errors"] or row["kernel_socket_drops"]:
+            print(f"  {'':20} send errors {row['send_errors'] or 'none'}; kernel socket drops at the left "
+                  f"{row['kernel_socket_drops'] or 'none'}")
+    for name, error in flood["errors"].items():
+        print(f"  {name:20} error: {error}")
 
 
 CORE_PACKET = 1406  # the inner MTU of the ikev2lib path: what a full-size TCP segment is
@@ -693,7 +1012,9 @@ def terminate_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run(selected: list[str], seconds: float, rounds: int, ping_count: int, profile: bool = False) -> dict[str, Any]:
+def run(selected: list[str], seconds: float, rounds: int, ping_count: int, profile: bool = False,
+        flood: tuple[str, ...] = (), flood_rate: int = DEFAULT_FLOOD_RATE,
+        control: tuple[str, ...] = CONTROL_PATHS) -> dict[str, Any]:
     paths: dict[str, dict[str, Any] | None] = dict.fromkeys(PATHS)
     not_run = {name: "not selected (--only)" for name in PATHS if name not in selected}
     tunnels: dict[str, Tunnel] = {}
@@ -715,8 +1036,10 @@ def run(selected: list[str], seconds: float, rounds: int, ping_count: int, profi
                     not_run[name] = f"{type(exc).__name__}: {not_run[name]}"
                 path_stack.close()
         paths.update(measure(tunnels, seconds, rounds, ping_count))
+        flooded = measure_floods(tunnels, flood, seconds, flood_rate, control) if flood else None
         worker_profile = profile_gateway(tunnels["ikev2lib"]) if profile and "ikev2lib" in tunnels else []
-    report: dict[str, Any] = {"seconds": seconds, "rounds": rounds, "paths": paths, "not_run": not_run}
+    report: dict[str, Any] = {"seconds": seconds, "rounds": rounds, "paths": paths, "not_run": not_run,
+                              "flood": flooded}
     core = esp_core_rate()
     tcp = _figure(paths.get("ikev2lib"), "tcp", "mbit_s")
     report["esp_core"] = {"batch_encap_pps": core, "packet_bytes": CORE_PACKET,
@@ -735,13 +1058,28 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 s runs, one round (smoke test)")
     parser.add_argument("--only", action="append", choices=PATHS, help="measure only this path (repeatable)")
     parser.add_argument("--profile", action="store_true", help="perf profile of the ikev2lib gateway in a TCP run")
+    parser.add_argument("--flood", action=argparse.BooleanOptionalAction, default=True,
+                        help="TCP without and with forged / replayed / unknown-SPI ESP arriving at the left side "
+                             f"({', '.join(FLOOD_PATHS)}; default on)")
+    parser.add_argument("--flood-all", action="store_true",
+                        help="flood ikev2lib-strongswan too, and give every flooded path the control flood")
+    parser.add_argument("--flood-only", action="store_true", help="no alternating rounds: setup, ping, the flood runs")
+    parser.add_argument("--flood-rate", type=int, default=DEFAULT_FLOOD_RATE, help="flood packets/s per kind")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.rounds = QUICK_SECONDS, 1
     if not 0 < args.seconds <= MAX_SECONDS or not 1 <= args.rounds <= MAX_ROUNDS:
         parser.error(f"--seconds must be in (0, {MAX_SECONDS:g}] and --rounds in [1, {MAX_ROUNDS}]")
+    if not 1 <= args.flood_rate <= MAX_FLOOD_RATE:
+        parser.error(f"--flood-rate must be in [1, {MAX_FLOOD_RATE:,}]")
     selected = [name for name in PATHS if name in (args.only or PATHS)]
-    report = run(selected, args.seconds, args.rounds, QUICK_PING_COUNT if args.quick else PING_COUNT, args.profile)
+    flood = (*FLOOD_PATHS, *(("ikev2lib-strongswan",) if args.flood_all else ())) if args.flood else ()
+    if args.flood_only:
+        if not flood:
+            parser.error("--flood-only with --no-flood measures nothing")
+        args.rounds = 0
+    report = run(selected, args.seconds, args.rounds, QUICK_PING_COUNT if args.quick else PING_COUNT, args.profile,
+                 flood, args.flood_rate, flood if args.flood_all else CONTROL_PATHS)
     print_report(report)
     print(json.dumps(report, separators=(",", ":")))
 
