@@ -15,6 +15,11 @@ That socket needs CAP_NET_RAW; if it cannot be opened, `send_esp` and `next_even
 accepted only on the path of its SA (raw or UDP) and, when raw, only from the peer's address; every
 refused packet is counted in `esp_drops` by reason. On loopback with both peers on one address each
 raw socket also sees the other's ESP (counted as `unknown_spi`).
+
+Sockets are IPv4 or IPv6 as `host` is. With `esp_elsewhere=True` (the gateway's data path, which has
+sockets of its own in the NAT-T port's SO_REUSEPORT group) the driver moves IKE only: `event_hook`
+sees each event before the datagrams of the same call leave, so a Child SA is installed in the data
+path before the peer can use it, and ESP that still reaches this socket is counted, not decapsulated.
 """
 
 from __future__ import annotations
