@@ -37,7 +37,7 @@ rm -f "$pytest_log"
 echo "== pytest under python -O (validation never relies on assert)"
 $PY -O -m pytest -q -p no:cacheprovider -W ignore::pytest.PytestConfigWarning tests/wire tests/crypto tests/pki tests/esp tests/gateway tests/test_identities.py tests/test_proposals.py
 
-echo "== C ESP core: unit tests under ASan+UBSan, libFuzzer over decap (${FUZZ_SECONDS}s)"
+echo "== C data plane: unit tests under ASan+UBSan, libFuzzer over decap, inner packets, forwarder, offload (${FUZZ_SECONDS}s each)"
 scripts/test-esp-core.sh
 
 echo "== fuzz: wire codec (atheris, ${FUZZ_SECONDS}s, seeded with fuzz/corpus_wire)"
