@@ -552,6 +552,9 @@ static void inbound(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io, int fd, 
     if (io->vnet_hdr) { /* TCP segments of one flow merged into GSO frames: fewer, larger writes */
         size_t frames = offload_coalesce(&w->out[0][0], sizeof(w->out), w->out_offs, w->out_lens, n, w->frames,
                                          sizeof(w->frames), w->frame_offs, w->frame_lens, NULL);
+        size_t delivered = 0;
+        for (size_t i = 0; i < n; i++) delivered += deliver[i];
+        if (frames == 0 && delivered) count(&dp->drops[FWD_DROP_ERROR], delivered); /* cannot happen: w->frames holds a batch */
         for (size_t j = 0; j < frames; j++)
             if (write(io->tun_fd, w->frames + w->frame_offs[j], w->frame_lens[j]) < 0)
                 count(&dp->drops[FWD_DROP_ERROR], 1);
