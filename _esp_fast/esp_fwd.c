@@ -116,8 +116,8 @@ int esp_fwd_set_tables(esp_fwd_t *dp, const esp_fwd_tunnel_t *tunnels, size_t n,
     for (size_t i = 0; i < n; i++) {
         const esp_fwd_tunnel_t *t = &tunnels[i];
         if (t->slot >= dp->max_slots || t->n_local > FWD_MAX_SELECTORS || t->n_remote > FWD_MAX_SELECTORS ||
-            t->sel_offset > n_sels || t->n_local + t->n_remote > n_sels - t->sel_offset || (t->peer_family != 4 && t->peer_family != 6) ||
-            t->mtu > FWD_MAX_INNER)
+            t->sel_offset > n_sels || t->n_local + t->n_remote > n_sels - t->sel_offset ||
+            (t->peer_family != 4 && t->peer_family != 6) || t->mtu > FWD_MAX_INNER)
             return -1;
         if (t->in_sa != NULL) n_in++;
     }
@@ -379,7 +379,8 @@ static int outbound_packet(esp_fwd_t *dp, worker_t *w, const fwd_tables_t *t, co
     }
     const esp_fwd_tunnel_t *tn = &t->tunnels[ti];
     if (info.length > tn->mtu && info.df) {
-        const uint8_t *src = info.family == 4 ? (t->has_src4 ? t->icmp_src4 : NULL) : (t->has_src6 ? t->icmp_src6 : NULL);
+        const uint8_t *src = info.family == 4 ? (t->has_src4 ? t->icmp_src4 : NULL)
+                                              : (t->has_src6 ? t->icmp_src6 : NULL);
         size_t hdr = io->vnet_hdr ? OFFLOAD_VNET_HDR_LEN : 0; /* an all-zero virtio_net_hdr: a plain packet */
         memset(w->icmp, 0, hdr);
         size_t m = icmp_allowed(w) ? inner_too_big(pkt, &info, tn->mtu, src, w->icmp + hdr, ICMP_BUF) : 0;
@@ -554,7 +555,8 @@ static void inbound(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io, int fd, 
                                          sizeof(w->frames), w->frame_offs, w->frame_lens, NULL);
         size_t delivered = 0;
         for (size_t i = 0; i < n; i++) delivered += deliver[i];
-        if (frames == 0 && delivered) count(&dp->drops[FWD_DROP_ERROR], delivered); /* cannot happen: w->frames holds a batch */
+        if (frames == 0 && delivered) /* cannot happen: w->frames holds a whole batch */
+            count(&dp->drops[FWD_DROP_ERROR], delivered);
         for (size_t j = 0; j < frames; j++)
             if (write(io->tun_fd, w->frames + w->frame_offs[j], w->frame_lens[j]) < 0)
                 count(&dp->drops[FWD_DROP_ERROR], 1);
