@@ -252,7 +252,7 @@ typedef struct {
 } send_queue_t;
 
 typedef struct {
-    uint8_t in[FWD_BATCH][RECV_SLOT > RAW_SLOT ? RECV_SLOT : RAW_SLOT];
+    uint8_t in[FWD_BATCH][RAW_SLOT];    /* RAW_SLOT >= RECV_SLOT: one slot size serves both sockets */
     uint8_t out[FWD_BATCH][OUT_SLOT];
     uint32_t offs[FWD_BATCH], lens[FWD_BATCH], out_offs[FWD_BATCH], out_lens[FWD_BATCH];
     uint8_t status[FWD_BATCH], nh[FWD_BATCH];

@@ -49,6 +49,7 @@ from .. import _esp_fast
 from ..esp import BACKEND as ESP_BACKEND
 from ..events import ChildSaCreated, ChildSaDeleted, ChildSaRekeyed, Event
 from ..exceptions import LocalProtocolError
+from ..wire.enums import TSType
 from ..wire.ts import TrafficSelector
 from .counters import DROP_REASONS, TunnelCounters
 from .model import DataPathConfig
@@ -65,7 +66,6 @@ SOCKET_BUFFER = 4 << 20  # bytes of kernel buffer per worker socket: bursts of a
 WORST_CASE_ALGORITHM = "aes256-sha512"  # largest ESP overhead: the TUN MTU fits every suite
 IPPROTO_ESP = 50
 DELETE_REKEYED_DELAY = 5.0  # seconds a rekeyed Child SA's inbound SA outlives its delete (strongSwan's default)
-TS_IPV4 = 7  # RFC 7296 3.13.1: TS_IPV4_ADDR_RANGE (8 is TS_IPV6_ADDR_RANGE)
 FULL_PORTS = (0, 65535)
 _LIMITS = _esp_fast._forwarder_limits()
 MAX_INNER_MTU = int(_LIMITS["max_inner"])
@@ -80,7 +80,7 @@ class DataPathUnavailable(LocalProtocolError):
 
 
 def _selector(ts: TrafficSelector) -> Selector:
-    family = 4 if ts.ts_type == TS_IPV4 else 6
+    family = 4 if ts.ts_type == TSType.TS_IPV4_ADDR_RANGE else 6
     return (family, ts.ip_protocol, ts.start_port, ts.end_port, bytes(ts.start_address), bytes(ts.end_address))
 
 

@@ -29,8 +29,6 @@ from ikev2lib import _esp_fast
 from ikev2lib.esp import EspSA, EspUsageError
 from ikev2lib.gateway.counters import DROP_REASONS
 
-pytestmark = pytest.mark.skipif(_esp_fast is None, reason="C back end")  # always built: see test_build.py
-
 KEY = bytes(range(20))  # AES-128 key + 4-byte salt
 WAIT = 1.0  # seconds a test waits for a datagram that must (or must not) arrive
 
