@@ -36,12 +36,17 @@ def esp_algorithm_name(selected: SelectedProposal) -> str | None:
     return esp_suite_name(selected.encr_id, selected.encr_key_bits, selected.integ_id)
 
 
-def random_esp_spi() -> bytes:
-    """A random 4-octet SPI outside the reserved range 0..255 (RFC 4303 2.1)."""
+def random_esp_spi(residue: tuple[int, int] | None = None) -> bytes:
+    """A random 4-octet SPI outside the reserved range 0..255 (RFC 4303 2.1). With `residue` (k, n),
+    one whose value is k modulo n: a receiver that steers ESP by SPI modulo n (the gateway's data
+    path) then decrypts an RFC 9611 per-resource SA on worker k without any table."""
     while True:
-        spi = os.urandom(4)
-        if int.from_bytes(spi, "big") > 255:
-            return spi
+        value = int.from_bytes(os.urandom(4), "big")
+        if residue is not None:
+            k, n = residue
+            value += k - value % n
+        if 255 < value <= 0xFFFFFFFF:
+            return value.to_bytes(4, "big")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -152,6 +157,11 @@ class ChildSa:
     state: ChildState = ChildState.INSTALLED
     # a simultaneous rekey by the peer (RFC 7296 2.8.1): (its new child_id, its Ni, our Nr)
     collision: tuple[int, bytes, bytes] | None = None
+    # RFC 9611: one of a group of Child SAs with the same selectors; `resource` is our resource index
+    # (None for the group's fallback SA), `peer_resource` the Resource Identifier the peer sent (opaque)
+    per_resource: bool = False
+    resource: int | None = None
+    peer_resource: bytes = b""
 
     def esp_sas(self) -> tuple[DataPlaneSA, DataPlaneSA]:
         """(inbound, outbound) ESP SAs, once `build_esp_pair` made them."""

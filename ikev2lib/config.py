@@ -32,6 +32,9 @@ MIN_FRAGMENT_SIZE = 256  # smaller leaves no room for a useful fragment
 MAX_RETRANSMIT_TRIES = 20
 # Largest packet/byte limit of a Child SA: the ESP data plane counts in unsigned 64 bits.
 MAX_SA_VOLUME = 2**64 - 1
+# Per-resource Child SAs of one child config (RFC 9611): with the fallback and a rekey's overlap they
+# stay well inside the 64 Child SAs an IKE SA holds (ike_sa.MAX_CHILD_SAS).
+MAX_PER_CPU_SAS = 16
 # strongSwan's default hard limit is the soft one plus 10% (life_* = rekey_* + 10%).
 _LIFE_FACTOR = 1.1
 # How a side authenticates (strongSwan's local/remote `auth`): a pre-shared key, or a signature by the
@@ -100,9 +103,18 @@ class ChildConfig:
     rekey_bytes: int = 0
     life_packets: int | None = None
     life_bytes: int | None = None
+    # RFC 9611 per-resource Child SAs: 0 = off. N > 0: the first Child SA asks for them (SA_RESOURCE_INFO)
+    # and becomes the fallback SA; if the peer agrees, the initiator adds N more with the same selectors,
+    # resource 0..N-1, each with its own sequence counter and replay window (one per worker or CPU). As
+    # responder, up to N are accepted; more are refused with TS_MAX_QUEUE.
+    per_cpu_sas: int = 0
 
     def __post_init__(self) -> None:
         check_proposals(self.esp_proposals, ProtocolId.ESP, f"esp_proposals (child {self.name!r})")
+        if not isinstance(self.per_cpu_sas, int) or isinstance(self.per_cpu_sas, bool) or not (
+            0 <= self.per_cpu_sas <= MAX_PER_CPU_SAS
+        ):
+            raise LocalProtocolError(f"per_cpu_sas must be an integer in 0..{MAX_PER_CPU_SAS}")
         if self.mode not in ("tunnel", "transport"):
             raise LocalProtocolError("mode must be 'tunnel' or 'transport'")
         _check_ts("local_ts", self.local_ts)

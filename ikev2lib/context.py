@@ -88,10 +88,10 @@ class EngineContext(Generic[SA]):
         self._next_child_id += 1
         return value
 
-    def new_esp_spi(self) -> bytes:
-        """A fresh inbound ESP SPI, reserved until `release_esp_spi`."""
+    def new_esp_spi(self, residue: tuple[int, int] | None = None) -> bytes:
+        """A fresh inbound ESP SPI, reserved until `release_esp_spi` (`residue`: see random_esp_spi)."""
         while True:
-            spi = random_esp_spi()
+            spi = random_esp_spi(residue)
             if spi not in self.esp_spis:
                 self.esp_spis.add(spi)
                 return spi

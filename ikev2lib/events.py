@@ -78,6 +78,11 @@ class ChildSaCreated(Event):
     local_ts: tuple[str, ...]
     remote_ts: tuple[str, ...]
     name: str = ""  # the ChildConfig's name
+    # RFC 9611: None for an ordinary Child SA and for a per-resource group's fallback SA; k for the
+    # group's SA of resource k (a data path sends on it from worker k only; its inbound SPI is k modulo
+    # ChildConfig.per_cpu_sas). `per_resource` tells the fallback from an ordinary Child SA.
+    resource: int | None = None
+    per_resource: bool = False
     # ready-to-use ESP SA objects (ikev2lib.esp.EspSA, or what the endpoint's esp factory built)
     inbound: DataPlaneSA = field(repr=False, compare=False)
     outbound: DataPlaneSA = field(repr=False, compare=False)
@@ -100,6 +105,8 @@ class ChildSaRekeyed(Event):
     proposal: str
     udp_encap: bool  # as ChildSaCreated.udp_encap
     initiator: bool
+    resource: int | None = None  # as ChildSaCreated.resource: a rekey keeps the old SA's
+    per_resource: bool = False
     inbound: DataPlaneSA = field(repr=False, compare=False)
     outbound: DataPlaneSA = field(repr=False, compare=False)
 

@@ -105,7 +105,7 @@ class IkeSa:
         "selected", "proposal_text", "keys", "_in", "_out", "children", "init", "rekey_at", "init_key",
         "scheduled_at", "peer_fragmentation", "peer_deleted", "response_data", "_send_mid", "_recv_mid",
         "_outstanding", "_queue", "_cached_response", "_reassembly", "_last_invalid_mid_report",
-        "peer_signature_hashes", "peer_certreq", "peer_certificate",
+        "peer_signature_hashes", "peer_certreq", "peer_certificate", "resource_limited",
     )  # fmt: skip
 
     def __init__(
@@ -144,6 +144,7 @@ class IkeSa:
         self._in: SKCipher | None = None
         self._out: SKCipher | None = None
         self.children: dict[int, ChildSa] = {}
+        self.resource_limited: set[str] = set()  # child configs the peer refused more per-resource SAs for
         self.init: InitExchange | None = None  # until IKE_AUTH is done
         self.rekey_at: float | None = None
         self.init_key: tuple[bytes, Address] | None = None  # responder: (SPIi, address) of IKE_SA_INIT

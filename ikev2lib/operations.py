@@ -26,6 +26,7 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class CreateChild:
     config: ChildConfig
+    resource: int | None = None  # RFC 9611: an additional per-resource Child SA for this resource index
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,8 +127,8 @@ def start_operation(sa: IkeSa, operation: Operation, now: float) -> None:
     if sa.state != IkeState.ESTABLISHED:
         return
     match operation:
-        case CreateChild(config=config):
-            child_create.start(sa, config, None, now)
+        case CreateChild(config=config, resource=resource):
+            child_create.start(sa, config, None, now, resource=resource)
         case RekeyChild(child_id=child_id):
             child = sa.children.get(child_id)
             child_config = None if child is None else sa.find_child_config(child.config_name)

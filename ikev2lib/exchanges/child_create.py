@@ -3,6 +3,14 @@ CREATE_CHILD_SA, new Child SAs and Child SA rekeys in both roles, and rekey coll
 
 `make_offer` / `accept_answer` are the initiator's halves, `answer_offer` the responder's; IKE_AUTH
 uses them for the first Child SA. Every Child SA is built by `_install`, whichever side we are.
+
+RFC 9611 per-resource Child SAs (`ChildConfig.per_cpu_sas`): a new Child SA of such a config carries
+SA_RESOURCE_INFO. If the answer carries it too, that SA is the group's fallback and the initiator
+queues one more CREATE_CHILD_SA per resource (same selectors, SA_RESOURCE_INFO with the resource
+index as its identifier). The responder numbers the SAs after the fallback with the lowest free
+resource index and refuses more than `per_cpu_sas` with TS_MAX_QUEUE, after which the initiator asks
+for no more. A rekey keeps the old SA's resource (as strongSwan, without resending the notify). Our
+inbound SPI of resource k is k modulo per_cpu_sas (context.new_esp_spi), whichever side we are.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from ..negotiation import (
     ts_within,
     validate_chosen_proposal,
 )
-from ..operations import DeleteChild
+from ..operations import CreateChild, DeleteChild
 from ..state import ChildInput, ChildState, IkeInput
 from ..wire import KE, SA, ExchangeType, Nonce, Notify, NotifyType, Payload, Proposal, ProtocolId, TrafficSelector, TSi, TSr
 from .common import (
@@ -60,6 +68,10 @@ __all__ = [
 
 MAX_CHILD_KE_RETRIES = 2  # INVALID_KE_PAYLOAD answers to one CREATE_CHILD_SA we follow
 _MIN_ESP_SPI = 256  # RFC 4303 2.1: SPIs 1..255 are reserved
+# RFC 9611 leaves the Resource Identifier opaque; we keep what a peer sends up to this many octets
+# (strongSwan sends a 4-octet CPU number) and refuse longer ones as malformed.
+MAX_RESOURCE_INFO = 64
+_RESOURCE_ID_LEN = 4  # ours: the resource index, big-endian, as strongSwan encodes its CPU IDs
 
 
 @dataclass(eq=False)
@@ -75,6 +87,10 @@ class ChildOffer:
     nonce: bytes = b""
     ke: KeyExchange | None = None
     released: bool = False
+    # RFC 9611: asked for with SA_RESOURCE_INFO (new SA), or inherited from the SA a rekey replaces
+    per_resource: bool = False
+    resource: int | None = None
+    inherited: bool = False
 
 
 def release(sa: IkeSa, offer: ChildOffer | None) -> None:
@@ -87,13 +103,31 @@ def _valid_esp_spi(spi: bytes) -> bool:
     return len(spi) == 4 and int.from_bytes(spi, "big") >= _MIN_ESP_SPI
 
 
+def _spi_residue(cfg: ChildConfig, resource: int | None) -> tuple[int, int] | None:
+    """(k, n) for the inbound SPI of resource k, when the config still has that many resources."""
+    if resource is None or not 0 <= resource < cfg.per_cpu_sas:
+        return None
+    return resource, cfg.per_cpu_sas
+
+
+def _peer_resource(notify: Notify) -> bytes:
+    if len(notify.data) > MAX_RESOURCE_INFO:
+        raise RemoteProtocolError("SA_RESOURCE_INFO identifier too long", notify=NotifyType.INVALID_SYNTAX)
+    return bytes(notify.data)
+
+
 def make_offer(
-    sa: IkeSa, cfg: ChildConfig, *, for_auth: bool, rekey_of: ChildSa | None, ke_group: int | None = None
+    sa: IkeSa, cfg: ChildConfig, *, for_auth: bool, rekey_of: ChildSa | None, ke_group: int | None = None,
+    resource: int | None = None,
 ) -> ChildOffer:
+    """Our offer of a new Child SA from `cfg` (`resource`: an additional RFC 9611 per-resource SA), or
+    of the rekey of `rekey_of`."""
     proposals = our_proposals(cfg.esp_proposals, ProtocolId.ESP)
     if for_auth:
         without_ke(proposals)
-    spi_in = sa.ctx.new_esp_spi()
+    if rekey_of is not None:
+        resource = rekey_of.resource
+    spi_in = sa.ctx.new_esp_spi(_spi_residue(cfg, resource))
     for proposal in proposals:
         proposal.spi = spi_in
     if rekey_of is not None:  # a rekey keeps the selectors the old SA was narrowed to
@@ -101,10 +135,16 @@ def make_offer(
     else:
         tsi = [ts_from_config(n) for n in cfg.local_ts]
         tsr = [ts_from_config(n) for n in cfg.remote_ts]
-    offer = ChildOffer(cfg=cfg, spi_in=spi_in, proposals=proposals, tsi=tsi, tsr=tsr, payloads=[])
+    offer = ChildOffer(cfg=cfg, spi_in=spi_in, proposals=proposals, tsi=tsi, tsr=tsr, payloads=[],
+                       resource=resource)  # fmt: skip
     payloads: list[Payload] = []
     if rekey_of is not None:
         payloads.append(Notify(NotifyType.REKEY_SA, protocol_id=ProtocolId.ESP, spi=rekey_of.spi_in))
+        offer.per_resource, offer.inherited = rekey_of.per_resource, True
+    elif cfg.per_cpu_sas:
+        offer.per_resource = True
+        data = b"" if resource is None else resource.to_bytes(_RESOURCE_ID_LEN, "big")
+        payloads.append(Notify(NotifyType.SA_RESOURCE_INFO, data))
     if cfg.mode == "transport":
         payloads.append(Notify(NotifyType.USE_TRANSPORT_MODE))
     payloads.append(SA(proposals))
@@ -200,12 +240,52 @@ def accept_answer(sa: IkeSa, offer: ChildOffer, payloads: list[Payload], ni: byt
     if not ts_within(tsi, offer.tsi) or not ts_within(tsr, offer.tsr):
         raise RemoteProtocolError("narrowed selectors are not within ours", notify=NotifyType.TS_UNACCEPTABLE)
     transport = offer.cfg.mode == "transport" and find_notify(payloads, NotifyType.USE_TRANSPORT_MODE) is not None
+    resource_info = find_notify(payloads, NotifyType.SA_RESOURCE_INFO) if offer.per_resource else None
+    peer_resource = b"" if resource_info is None or offer.inherited else _peer_resource(resource_info)
     child = _install(
         sa, cfg=offer.cfg, spi_in=offer.spi_in, spi_out=bytes(chosen.spi), selected=selected, transport=transport,
         local_ts=tsi, remote_ts=tsr, ni=ni, nr=nr, shared=shared, exchange_initiator=True, now=now,
     )  # fmt: skip
     offer.released = True  # the SPI now belongs to the installed Child SA
+    if offer.inherited or resource_info is not None:  # a peer that omits the notify made an ordinary SA
+        child.per_resource, child.resource, child.peer_resource = offer.per_resource, offer.resource, peer_resource
     return child
+
+
+def request_resources(sa: IkeSa, cfg: ChildConfig, child: ChildSa) -> None:
+    """After a per-resource group's fallback SA: queue one CREATE_CHILD_SA per resource (RFC 9611)."""
+    if child.per_resource and child.resource is None:
+        for resource in range(cfg.per_cpu_sas):
+            try:
+                sa.enqueue(CreateChild(cfg, resource))
+            except LocalProtocolError:  # the request queue is full: these SAs are not asked for
+                sa.ctx.count("per_resource_requests_dropped", cfg.per_cpu_sas - resource)
+                break
+
+
+def _group_state(sa: IkeSa, cfg: ChildConfig) -> tuple[bool, list[int]]:
+    """The per-resource group of `cfg` on this IKE SA: whether its fallback SA is up, and our resource
+    indexes that no live SA of the group holds (a rekey's two SAs share theirs)."""
+    group = [c for c in sa.children.values()
+             if c.per_resource and c.config_name == cfg.name and c.state in (ChildState.INSTALLED, ChildState.REKEYING)]
+    used = {c.resource for c in group}
+    return None in used, [k for k in range(cfg.per_cpu_sas) if k not in used]
+
+
+def _responder_resource(sa: IkeSa, cfg: ChildConfig, payloads: list[Payload]) -> tuple[int | None, bytes] | None:
+    """RFC 9611 as responder for a new Child SA: None if it is an ordinary one, else (our resource
+    index, None for the group's fallback; the peer's identifier). TS_MAX_QUEUE once the group is full.
+    Resource indexes are each side's own: the peer's identifier is kept, not matched against ours."""
+    notify = find_notify(payloads, NotifyType.SA_RESOURCE_INFO)
+    if notify is None or not cfg.per_cpu_sas:
+        return None  # without the notify (or without our support) it is just another Child SA (2.8)
+    peer_resource = _peer_resource(notify)
+    has_fallback, free = _group_state(sa, cfg)
+    if not has_fallback:
+        return None, peer_resource  # the first of the group: the fallback SA
+    if not free:
+        raise RemoteProtocolError(f"all {cfg.per_cpu_sas} per-resource Child SAs exist", notify=NotifyType.TS_MAX_QUEUE)
+    return free[0], peer_resource
 
 
 def _select(
@@ -233,13 +313,19 @@ def _select(
 
 
 def answer_offer(
-    sa: IkeSa, payloads: list[Payload], ni: bytes, nr: bytes, *, for_auth: bool, now: float, names: list[str] | None
+    sa: IkeSa, payloads: list[Payload], ni: bytes, nr: bytes, *, for_auth: bool, now: float, names: list[str] | None,
+    rekey_of: ChildSa | None = None,
 ) -> tuple[ChildSa, list[Payload]]:
-    """Select, narrow and install a Child SA for a peer's offer; our answer's payloads."""
+    """Select, narrow and install a Child SA for a peer's offer (the rekey of `rekey_of`, if given);
+    our answer's payloads."""
     sa_payload = need(payloads, SA, "SA")
     peer_tsi = selectors(need(payloads, TSi, "TSi"))
     peer_tsr = selectors(need(payloads, TSr, "TSr"))
     cfg, selected, tsi, tsr = _select(sa, sa_payload, peer_tsi, peer_tsr, for_auth, names)
+    if rekey_of is not None:
+        grouping = (rekey_of.resource, rekey_of.peer_resource) if rekey_of.per_resource else None
+    else:
+        grouping = _responder_resource(sa, cfg, payloads)
     shared = None
     our_ke: KeyExchange | None = None
     if selected.ke_group is not None:
@@ -254,7 +340,8 @@ def answer_offer(
     if len(sa.children) >= MAX_CHILD_SAS:
         raise RemoteProtocolError("too many Child SAs", notify=NotifyType.NO_ADDITIONAL_SAS)
     transport = cfg.mode == "transport" and find_notify(payloads, NotifyType.USE_TRANSPORT_MODE) is not None
-    spi_in = sa.ctx.new_esp_spi()
+    resource = None if grouping is None else grouping[0]
+    spi_in = sa.ctx.new_esp_spi(_spi_residue(cfg, resource))
     try:
         child = _install(
             sa, cfg=cfg, spi_in=spi_in, spi_out=selected.spi, selected=selected, transport=transport,
@@ -264,6 +351,11 @@ def answer_offer(
         sa.ctx.release_esp_spi(spi_in)
         raise
     answer: list[Payload] = []
+    if grouping is not None:
+        child.per_resource, (child.resource, child.peer_resource) = True, grouping
+        if rekey_of is None:
+            data = b"" if resource is None else resource.to_bytes(_RESOURCE_ID_LEN, "big")
+            answer.append(Notify(NotifyType.SA_RESOURCE_INFO, data))
     if transport:
         answer.append(Notify(NotifyType.USE_TRANSPORT_MODE))
     answer.append(SA([selected.to_wire(spi_in)]))
@@ -284,7 +376,8 @@ def emit_created(sa: IkeSa, child: ChildSa) -> None:
         ChildSaCreated(
             ike_sa_id=sa.ike_sa_id, child_id=child.child_id, spi_in=child.spi_in, spi_out=child.spi_out,
             proposal=child.proposal_text, mode=child.mode, udp_encap=child.udp_encap, local_ts=child.local_ts,
-            remote_ts=child.remote_ts, name=child.config_name, inbound=inbound, outbound=outbound,
+            remote_ts=child.remote_ts, name=child.config_name, resource=child.resource,
+            per_resource=child.per_resource, inbound=inbound, outbound=outbound,
         )
     )  # fmt: skip
 
@@ -295,7 +388,7 @@ def _emit_rekeyed(sa: IkeSa, old: ChildSa, child: ChildSa, *, initiator: bool) -
         ChildSaRekeyed(
             ike_sa_id=sa.ike_sa_id, old_child_id=old.child_id, child_id=child.child_id, spi_in=child.spi_in,
             spi_out=child.spi_out, proposal=child.proposal_text, udp_encap=child.udp_encap, initiator=initiator,
-            inbound=inbound, outbound=outbound,
+            resource=child.resource, per_resource=child.per_resource, inbound=inbound, outbound=outbound,
         )
     )  # fmt: skip
 
@@ -328,11 +421,14 @@ class ChildRequest(Request):
                     if old.state != ChildState.REKEYING or old.child_id not in sa.children:
                         return  # the peer rekeyed or deleted it meanwhile: nothing left to rekey
                     old.apply(ChildInput.REKEY_FAILED)
-                start(sa, offer.cfg, old, now, ke_group=group, ke_retries=self.ke_retries + 1)
+                start(sa, offer.cfg, old, now, ke_group=group, ke_retries=self.ke_retries + 1,
+                      resource=offer.resource if old is None else None)
                 return
         try:
             refused = refusal(payloads, "CREATE_CHILD_SA")
             if refused is not None:
+                if refused.notify == NotifyType.TS_MAX_QUEUE:  # RFC 9611: ask for no more of this group
+                    sa.resource_limited.add(offer.cfg.name)
                 raise refused
             nr = bytes(need(payloads, Nonce, "Nonce").data)
             child = accept_answer(sa, offer, payloads, offer.nonce, nr, now)
@@ -349,6 +445,8 @@ class ChildRequest(Request):
             return
         # the old SA went away meanwhile, or the peer rekeyed it at the same time: a new SA of its own
         emit_created(sa, child)
+        if old is None:
+            request_resources(sa, offer.cfg, child)
         if old is not None and old.collision is not None:
             # RFC 7296 2.8.1: the SA created with the lowest of the four nonces is redundant and its
             # initiator deletes it; the initiator of the surviving SA deletes the old one.
@@ -360,10 +458,18 @@ class ChildRequest(Request):
 
 
 def start(
-    sa: IkeSa, cfg: ChildConfig, old: ChildSa | None, now: float, *, ke_group: int | None = None, ke_retries: int = 0
+    sa: IkeSa, cfg: ChildConfig, old: ChildSa | None, now: float, *, ke_group: int | None = None, ke_retries: int = 0,
+    resource: int | None = None,
 ) -> None:
-    """Send a CREATE_CHILD_SA for a new Child SA from `cfg`, or for the rekey of `old`."""
-    offer = make_offer(sa, cfg, for_auth=False, rekey_of=old, ke_group=ke_group)
+    """Send a CREATE_CHILD_SA for a new Child SA from `cfg` (`resource`: RFC 9611, see the module
+    docstring), or for the rekey of `old`."""
+    if old is None and cfg.per_cpu_sas:
+        has_fallback, free = _group_state(sa, cfg)
+        if resource is not None and (cfg.name in sa.resource_limited or not has_fallback or resource not in free):
+            return  # queued after the fallback, and no longer wanted: the peer's limit, or it exists
+        if resource is None and has_fallback and free:
+            resource = free[0]  # a new member of an existing group takes our lowest free resource
+    offer = make_offer(sa, cfg, for_auth=False, rekey_of=old, ke_group=ke_group, resource=resource)
     if old is not None:
         old.apply(ChildInput.START_REKEY)
     sa.send_request(ChildRequest(offer, old, ke_retries), offer.payloads, now)
@@ -385,7 +491,7 @@ def respond(sa: IkeSa, payloads: list[Payload], ni: bytes, now: float) -> list[P
             raise RemoteProtocolError("rekey of an unknown Child SA", notify=NotifyType.CHILD_SA_NOT_FOUND)
     nr = new_nonce()
     names = None if old is None else [old.config_name]
-    child, answer = answer_offer(sa, payloads, ni, nr, for_auth=False, now=now, names=names)
+    child, answer = answer_offer(sa, payloads, ni, nr, for_auth=False, now=now, names=names, rekey_of=old)
     if old is not None:
         if old.state == ChildState.REKEYING:  # we are rekeying it too: settle it by nonces later
             old.collision = (child.child_id, ni, nr)

@@ -145,6 +145,7 @@ class AuthRequest(Request):
             report_error(sa, f"first Child SA unusable: {exc}", exc)
             return
         child_create.emit_created(sa, child)
+        child_create.request_resources(sa, offer.cfg, child)
 
 
 def start(sa: IkeSa, now: float, *, natt: bool) -> None:

@@ -80,6 +80,7 @@ class NotifyType(IntEnum):
     INVALID_GROUP_ID = 45  # G-IKEv2
     AUTHORIZATION_FAILED = 46  # G-IKEv2
     STATE_NOT_FOUND = 47  # RFC 9370
+    TS_MAX_QUEUE = 48  # RFC 9611
     # Status types (16384 - 40959).
     INITIAL_CONTACT = 16384
     SET_WINDOW_SIZE = 16385
