@@ -704,6 +704,7 @@ cdef extern from "esp_fwd.h" nogil:
         FWD_BATCH
         FWD_MAX_INNER
         FWD_MAX_SLOTS
+        FWD_MAX_WORKERS
         FWD_MAX_SELECTORS
         FWD_DROP_COUNT
         FWD_COUNTERS
@@ -723,6 +724,7 @@ cdef extern from "esp_fwd.h" nogil:
         uint32_t sel_offset
         uint32_t n_local
         uint32_t n_remote
+        uint32_t bound_worker
     ctypedef struct esp_fwd_io_t:
         int tun_fd
         int udp_fd
@@ -730,6 +732,7 @@ cdef extern from "esp_fwd.h" nogil:
         int raw_rx
         int vnet_hdr
         int stop_fd
+        int worker
     esp_fwd_t *esp_fwd_new(uint32_t max_slots)
     void esp_fwd_free(esp_fwd_t *dp)
     int esp_fwd_set_tables(esp_fwd_t *dp, const esp_fwd_tunnel_t *tunnels, size_t n, const inner_selector_t *sels,
@@ -739,11 +742,12 @@ cdef extern from "esp_fwd.h" nogil:
     void esp_fwd_slot_counters(esp_fwd_t *dp, uint32_t slot, uint64_t *out)
     void esp_fwd_global_drops(esp_fwd_t *dp, uint64_t *out)
     int esp_fwd_attach_steering(int fd, uint32_t workers)
+    int esp_fwd_attach_raw_steering(int fd, int family, uint32_t workers, uint32_t index)
 
 
 def _forwarder_limits():
     return {"batch": FWD_BATCH, "max_inner": FWD_MAX_INNER, "max_slots": FWD_MAX_SLOTS,
-            "max_selectors": FWD_MAX_SELECTORS, "drop_count": FWD_DROP_COUNT}
+            "max_selectors": FWD_MAX_SELECTORS, "drop_count": FWD_DROP_COUNT, "max_workers": FWD_MAX_WORKERS}
 
 
 cdef int _fill_selector(inner_selector_t *s, tuple ts) except -1:
@@ -782,7 +786,8 @@ cdef class CoreForwarder:
     def set_tunnels(self, list tunnels, icmp_src4=None, icmp_src6=None) -> None:
         """Replace every tunnel. Each is (slot, inbound CoreSA or None, outbound CoreSA or None, inbound SPI,
         udp_encap, peer address (4 bytes IPv4, 16 bytes IPv6), peer UDP port, MTU, MSS clamp (0 off), local selectors,
-        remote selectors); outbound policy order is the list order (most specific first)."""
+        remote selectors[, worker]); outbound policy order is the list order (most specific first). worker
+        (default -1, any): only that worker sends on the outbound SA (RFC 9611 per-resource SAs)."""
         cdef size_t n = len(tunnels), n_sels = 0, i, k
         cdef CoreSA sa
         cdef bytes peer
@@ -832,6 +837,10 @@ cdef class CoreForwarder:
                 for selector in (*tunnel[9], *tunnel[10]):
                     _fill_selector(&sels[k], selector)
                     k += 1
+                worker = tunnel[11] if len(tunnel) > 11 else -1
+                if not -1 <= worker < FWD_MAX_WORKERS:
+                    _raise_for_status(ESP_ERR_INVALID, f"worker: -1 (any) or 0..{FWD_MAX_WORKERS - 1}")
+                ts[i].bound_worker = <uint32_t>(worker + 1)
             if icmp_src4 is not None:
                 if len(icmp_src4) != 4:
                     _raise_for_status(ESP_ERR_INVALID, "icmp_src4: 4 bytes")
@@ -851,14 +860,16 @@ cdef class CoreForwarder:
             free(ts)
             free(sels)
 
-    def run(self, int tun_fd, int udp_fd, int raw_fd, int stop_fd, *, bint raw_rx=True, bint vnet_hdr=False) -> None:
+    def run(self, int tun_fd, int udp_fd, int raw_fd, int stop_fd, *, bint raw_rx=True, bint vnet_hdr=False,
+            int worker=0) -> None:
         """One worker: process packets without the GIL until `stop_fd` is readable. raw_fd (or -1) is
-        for sending raw ESP; raw_rx: this worker also reads it (give that to one worker only);
-        vnet_hdr: the TUN queue carries virtio_net_hdr frames with TSO (IFF_VNET_HDR, TUNSETOFFLOAD)."""
+        for sending raw ESP; raw_rx: this worker also reads it (a shared socket: one worker only; or one
+        socket per worker with attach_raw_steering); vnet_hdr: the TUN queue carries virtio_net_hdr
+        frames with TSO (IFF_VNET_HDR, TUNSETOFFLOAD); worker: this worker's index (bound tunnels)."""
         cdef esp_fwd_io_t io
         cdef int rc
         io.tun_fd, io.udp_fd, io.raw_fd, io.stop_fd, io.raw_rx = tun_fd, udp_fd, raw_fd, stop_fd, raw_rx
-        io.vnet_hdr = vnet_hdr
+        io.vnet_hdr, io.worker = vnet_hdr, worker
         with nogil:
             rc = esp_fwd_run(self.dp, &io)
         if rc != 0:
@@ -866,11 +877,11 @@ cdef class CoreForwarder:
             raise OSError(_errno.EIO, "forwarding worker stopped on a poll error")
 
     def poll_once(self, int tun_fd, int udp_fd, int raw_fd, int stop_fd, *, bint raw_rx=True,
-                  bint vnet_hdr=False) -> None:
+                  bint vnet_hdr=False, int worker=0) -> None:
         """Process what is ready on the descriptors once, without waiting (tests)."""
         cdef esp_fwd_io_t io
         io.tun_fd, io.udp_fd, io.raw_fd, io.stop_fd, io.raw_rx = tun_fd, udp_fd, raw_fd, stop_fd, raw_rx
-        io.vnet_hdr = vnet_hdr
+        io.vnet_hdr, io.worker = vnet_hdr, worker
         with nogil:
             esp_fwd_poll_once(self.dp, &io)
 
@@ -889,6 +900,15 @@ cdef class CoreForwarder:
 def attach_steering(int fd, uint32_t workers) -> None:
     """Steer a SO_REUSEPORT UDP/4500 group: IKE and keepalives to socket 0, ESP to 1 + SPI % workers."""
     if esp_fwd_attach_steering(fd, workers) != 0:
+        err = errno
+        import os
+        raise OSError(err, os.strerror(err))
+
+
+def attach_raw_steering(int fd, int family, uint32_t workers, uint32_t index) -> None:
+    """On worker `index`'s raw ESP socket (family 4 or 6): keep the ESP whose SPI % workers == index
+    (and, for worker 0, packets too short to hold an SPI)."""
+    if esp_fwd_attach_raw_steering(fd, family, workers, index) != 0:
         err = errno
         import os
         raise OSError(err, os.strerror(err))

@@ -291,8 +291,9 @@ static uint32_t flow_hash(const uint8_t key[40])
     return h & (FWD_FLOW_CACHE - 1);
 }
 
-/* The first tunnel (most specific first) whose selectors hold the packet, or -1. */
-static long policy_lookup(const fwd_tables_t *t, worker_t *w, const inner_info_t *info)
+/* The first tunnel (most specific first) whose selectors hold the packet and that this worker may send
+ * on, or -1. The flow cache is per worker, so a cached choice is always one of this worker's. */
+static long policy_lookup(const fwd_tables_t *t, worker_t *w, int worker, const inner_info_t *info)
 {
     uint8_t key[40];
     flow_key(info, key);
@@ -300,7 +301,7 @@ static long policy_lookup(const fwd_tables_t *t, worker_t *w, const inner_info_t
     if (e->generation == t->generation && memcmp(e->key, key, sizeof(key)) == 0) return e->tunnel;
     for (size_t i = 0; i < t->n_tunnels; i++) {
         const esp_fwd_tunnel_t *tn = &t->tunnels[i];
-        if (tn->out_sa == NULL) continue;
+        if (tn->out_sa == NULL || (tn->bound_worker != 0 && tn->bound_worker != (uint32_t)worker + 1)) continue;
         const inner_selector_t *local = &t->sels[tn->sel_offset], *remote = local + tn->n_local;
         if (inner_policy_match(local, tn->n_local, remote, tn->n_remote, info)) {
             e->generation = t->generation;
@@ -372,7 +373,7 @@ static int outbound_packet(esp_fwd_t *dp, worker_t *w, const fwd_tables_t *t, co
         drop(dp, NULL, FWD_DROP_MALFORMED);
         return 0;
     }
-    long ti = policy_lookup(t, w, &info);
+    long ti = policy_lookup(t, w, io->worker, &info);
     if (ti < 0) {
         drop(dp, NULL, FWD_DROP_NO_POLICY); /* never sent in clear */
         return 0;
@@ -618,4 +619,42 @@ int esp_fwd_attach_steering(int fd, uint32_t workers)
     };
     struct sock_fprog prog = {(unsigned short)(sizeof(code) / sizeof(code[0])), code};
     return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog));
+}
+
+#define BPF_ACCEPT 0xffffffffu /* socket filter verdict: keep the whole packet */
+
+int esp_fwd_attach_raw_steering(int fd, int family, uint32_t workers, uint32_t index)
+{
+    if (workers == 0 || index >= workers || (family != 4 && family != 6)) { errno = EINVAL; return -1; }
+    uint32_t short_verdict = index == 0 ? BPF_ACCEPT : 0;
+    /* An IPv4 raw socket's filter sees the IP header (the SPI follows IHL * 4 octets), an IPv6 one the
+     * ESP header (the kernel pulls the IPv6 header first). */
+    struct sock_filter v4[] = {
+        BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, 0),                         /* X = IHL * 4 */
+        BPF_STMT(BPF_MISC | BPF_TXA, 0),
+        BPF_STMT(BPF_ALU | BPF_ADD | BPF_K, 4),
+        BPF_STMT(BPF_MISC | BPF_TAX, 0),                                /* X = end of the SPI */
+        BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_X, 0, 1, 0),                   /* len >= X: SPI present */
+        BPF_STMT(BPF_RET | BPF_K, short_verdict),
+        BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, 0),
+        BPF_STMT(BPF_LD | BPF_W | BPF_IND, 0),                          /* A = SPI */
+        BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, workers),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, index, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, BPF_ACCEPT),
+        BPF_STMT(BPF_RET | BPF_K, 0),
+    };
+    struct sock_filter v6[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 4, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, short_verdict),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0),                          /* A = SPI */
+        BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, workers),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, index, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, BPF_ACCEPT),
+        BPF_STMT(BPF_RET | BPF_K, 0),
+    };
+    struct sock_fprog prog = family == 4 ? (struct sock_fprog){sizeof(v4) / sizeof(v4[0]), v4}
+                                         : (struct sock_fprog){sizeof(v6) / sizeof(v6[0]), v6};
+    return setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog));
 }

@@ -28,6 +28,7 @@
 #define FWD_BATCH 64            /* packets per system call batch */
 #define FWD_MAX_INNER 9000      /* largest inner packet (and TUN MTU) the workers handle */
 #define FWD_MAX_SLOTS 65536     /* counter slots (connections) */
+#define FWD_MAX_WORKERS 256     /* worker indexes a tunnel can be bound to */
 #define FWD_MAX_TUNNELS 262144  /* Child SAs in one table */
 #define FWD_MAX_SELECTORS 16    /* traffic selectors per side of one Child SA */
 #define FWD_ICMP_PER_SECOND 100 /* "too big" answers per worker and second (RFC 4443 2.4 f: rate-limit) */
@@ -66,6 +67,8 @@ typedef struct {
     uint16_t mss;               /* TCP MSS clamp for SYNs both ways (inner IPv4; IPv6 gets 20 less), 0 = off */
     uint32_t sel_offset;        /* selectors: n_local ours, then n_remote the peer's, from here */
     uint32_t n_local, n_remote;
+    uint32_t bound_worker;      /* outbound: 0 = any worker; k + 1 = only worker k sends on out_sa (an RFC
+                                 * 9611 per-resource SA: its sequence counter is never shared). 0 when zeroed */
 } esp_fwd_tunnel_t;
 
 typedef struct {
@@ -75,6 +78,7 @@ typedef struct {
     int raw_rx;                 /* 1: this worker also reads raw_fd (one worker only: raw sockets each get a copy) */
     int vnet_hdr;               /* 1: the TUN has IFF_VNET_HDR and TSO offloads: reads are split, writes coalesced */
     int stop_fd;                /* readable = stop (an eventfd shared by all workers) */
+    int worker;                 /* this worker's index: outbound entries bound to another worker are skipped */
 } esp_fwd_io_t;
 
 typedef struct esp_fwd esp_fwd_t;
@@ -100,5 +104,10 @@ void esp_fwd_global_drops(esp_fwd_t *dp, uint64_t out[FWD_DROP_COUNT]);
 /* On a bound SO_REUSEPORT UDP socket: steer datagrams whose first word is zero (IKE, RFC 3948) and
  * shorter ones (keepalives) to socket 0 of the group, ESP to socket 1 + SPI % workers. 0 or -1 (errno). */
 int esp_fwd_attach_steering(int fd, uint32_t workers);
+
+/* On worker `index`'s raw ESP socket (family 4 or 6): keep only ESP whose SPI % workers == index, so
+ * that each worker reads its own SAs as with UDP (raw sockets each get a copy of every packet). Packets
+ * too short to hold an SPI go to worker 0, which counts them as malformed. 0 or -1 (errno). */
+int esp_fwd_attach_raw_steering(int fd, int family, uint32_t workers, uint32_t index);
 
 #endif

@@ -306,6 +306,23 @@ def test_a_rekeyed_sa_drains_inbound_while_the_new_one_sends(rig: Rig) -> None:
     assert rig.counters()["packets_in"] == 1 and rig.counters()["packets_out"] == 1  # one slot: one counter
 
 
+def test_per_resource_sas_are_sent_on_by_their_own_worker_and_the_rest_use_the_fallback(rig: Rig) -> None:
+    """RFC 9611: members bound to workers 0 and 1, the fallback (slot 1) for any other worker, all with
+    the same selectors. Each member has its own peer socket here, so the wire shows which SA was used."""
+    fallback = tunnel(rig, 1, 0x1001, 0x2001)
+    members = [tunnel(rig, 5 + k, 0x1010 + k, 0x2010 + k) for k in (0, 1)]
+    for k, entries in enumerate(members):
+        entries[1] = (*entries[1], k)  # the outbound entry: worker k only
+    rig.forwarder.set_tunnels(members[0] + members[1] + fallback)  # members rank first, as datapath.py does
+    for worker, peer, spi in ((0, 5, 0x2010), (1, 6, 0x2011), (2, 1, 0x2001), (0, 5, 0x2010)):
+        rig.tun_app.send(udp4())
+        rig.forwarder.poll_once(rig.tun_fd, rig.gw.fileno(), -1, rig.stop, worker=worker)
+        (sent,) = rig.wire(peer)
+        assert sent[:4] == spi.to_bytes(4, "big")
+    with pytest.raises(EspUsageError):
+        rig.forwarder.set_tunnels([(*fallback[1], 256)])
+
+
 # ---- the table and the worker --------------------------------------------------------------------
 
 
