@@ -6,10 +6,19 @@
 `DataPath.start()` opens a multi-queue TUN device (one queue per worker), puts the operator's inner
 addresses on it, opens one UDP socket per worker on the IKE driver's NAT-T address and port (the
 driver's socket is index 0 of the SO_REUSEPORT group: a classic BPF program sends IKE and keepalives
-there and every ESP SPI to one worker, so an SA's replay window and sequence counter are only ever
-touched by one thread on receive) and one raw ESP socket that every worker sends on and worker 0
-reads (raw sockets each see every ESP packet, so only one is opened). Each worker is a thread that runs `CoreForwarder.run` with the GIL
-released.
+there and every ESP SPI to one worker, so an SA's replay window is only ever touched by one thread)
+and one raw ESP socket per worker (every raw socket is offered every ESP packet; a socket filter keeps
+the SPIs of its worker, the same SPI modulo workers as for UDP). Each worker is a thread that runs
+`CoreForwarder.run` with the GIL released.
+
+One Child SA's inbound traffic is decrypted on one worker, and its outbound SA serialises the workers
+that send on it. RFC 9611 per-resource Child SAs (`per_cpu_sas`, negotiated by the engine) lift both
+limits for one tunnel: the member of resource k is sent on by worker k only (the C table binds its
+outbound entry to that worker; it ranks before the group's fallback SA, which the other workers use),
+and its inbound SPI is k modulo the worker count, so the peer's traffic on it is decrypted by worker
+k. With peers that do not support them, a tunnel keeps one SA: each SA's packets stay in order on one
+worker, sequence numbers are never shared without the SA's lock, and many tunnels spread over the
+workers by SPI.
 
 The engine's Child SA events reach `on_event` synchronously from the IKE driver, before the IKE
 message that completes the exchange is sent, so the peer's first ESP packet finds its SA:
@@ -23,7 +32,10 @@ message that completes the exchange is sent, so the peer's first ESP packet find
   When the old Child SA is deleted, its inbound SA still takes packets for DELETE_REKEYED_DELAY
   seconds: those the peer encrypted before the switch may still be in its queues or on the wire
   (strongSwan's charon.delete_rekeyed_delay does the same).
-- ChildSaDeleted: the SAs leave the table; routes go with the last Child SA that needed them.
+- ChildSaDeleted: nothing is sent on the Child SA any more; its inbound SA stays DELETE_REKEYED_DELAY
+  seconds for packets already on their way (after a rekey, and for the redundant SA of a rekey
+  collision, RFC 7296 2.8.1, which the peer may have used), then the SAs leave the table and routes
+  go with the last Child SA that needed them.
 
 Outbound policy: one forwarder entry per remote selector, most specific first (smallest remote
 range, then smallest local range, then protocol and port restrictions, newest Child SA first): a
@@ -135,7 +147,8 @@ class _Tunnel:
     remote: tuple[Selector, ...]
     routes: tuple[str, ...]
     order: int  # creation order: newer Child SAs win ties
-    draining: bool = False  # deleted after a rekey: inbound only, until DELETE_REKEYED_DELAY has passed
+    worker: int = -1  # RFC 9611 member: the only worker that sends on `outbound`; -1: any worker
+    draining: bool = False  # deleted: inbound only, until DELETE_REKEYED_DELAY has passed
     _entries: list[tuple[tuple[int, ...], Tunnel]] | None = None  # cache of entries(); reset by set_outbound
 
     def set_outbound(self, outbound: Any | None, pending: Any | None = None) -> None:
@@ -150,12 +163,13 @@ class _Tunnel:
             local, remote = list(self.local), list(self.remote)
             entries: list[tuple[tuple[int, ...], Tunnel]] = [
                 ((0,), (self.slot, self.inbound, None, self.spi_in, self.udp_encap, peer, self.peer[1], self.mtu,
-                        mss, local, remote))]
+                        mss, local, remote, -1))]
             if self.outbound is not None:
+                bound = 0 if self.worker >= 0 else 1  # a worker's own member before the group's fallback
                 for selector in self.remote:
-                    entries.append(((1, *_specificity(self.local, selector), -self.order),
+                    entries.append(((1, *_specificity(self.local, selector), bound, -self.order),
                                     (self.slot, None, self.outbound, 0, self.udp_encap, peer, self.peer[1],
-                                     self.mtu, mss, local, [selector])))
+                                     self.mtu, mss, local, [selector], self.worker)))
             self._entries = entries
         return self._entries
 
@@ -174,7 +188,7 @@ class DataPath:
         self.tun: TunDevice | None = None
         self._forwarder = _esp_fast.CoreForwarder(MAX_SLOTS)
         self._sockets: list[socket.socket] = []
-        self._raw: socket.socket | None = None
+        self._raw: list[socket.socket] = []  # one per worker (or none: raw ESP unavailable)
         self._stop_fd = -1
         self._threads: list[threading.Thread] = []
         self._tunnels: dict[tuple[int, int], _Tunnel] = {}
@@ -204,14 +218,14 @@ class DataPath:
             raise DataPathUnavailable(f"data path on {self.config.tun}: {exc}") from exc
         self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC)
         for i in range(self.workers):
-            raw_fd = self._raw.fileno() if self._raw is not None else -1
-            args = (self.tun.fds[i], self._sockets[i].fileno(), raw_fd, self._stop_fd, i == 0, self.tun.offload)
+            raw_fd = self._raw[i].fileno() if self._raw else -1
+            args = (self.tun.fds[i], self._sockets[i].fileno(), raw_fd, self._stop_fd, self.tun.offload, i)
             thread = threading.Thread(target=self._worker, args=args, name=f"esp-worker-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
         log.info("data path on %s (MTU %d%s): %d workers, UDP %s:%d%s", self.tun.name, self.tun_mtu,
                  ", TSO/GRO offload" if self.tun.offload else "", self.workers, self.host, self.natt_port,
-                 ", raw ESP" if self._raw is not None else "")
+                 ", raw ESP" if self._raw else "")
 
     def _open_sockets(self) -> None:
         for _ in range(self.workers):
@@ -227,16 +241,22 @@ class DataPath:
         # the driver's IKE socket bound first: it is socket 0 of the group, the workers 1..N
         _esp_fast.attach_steering(self._sockets[0].fileno(), self.workers)
         try:
-            raw = socket.socket(self.family, socket.SOCK_RAW, IPPROTO_ESP)
-            raw.bind((self.host, 0))
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-            self._raw = raw
+            for index in range(self.workers):
+                raw = socket.socket(self.family, socket.SOCK_RAW, IPPROTO_ESP)
+                self._raw.append(raw)
+                if self.workers > 1:  # the filter first: no packet of another worker's SPI gets queued here
+                    _esp_fast.attach_raw_steering(raw.fileno(), 6 if self.outer_ipv6 else 4, self.workers, index)
+                raw.bind((self.host, 0))
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
         except OSError as exc:  # Child SAs without UDP encapsulation will be counted as errors
+            for raw in self._raw:
+                raw.close()
+            self._raw = []
             log.warning("raw ESP socket unavailable (%s): only UDP-encapsulated Child SAs can carry traffic", exc)
 
-    def _worker(self, tun_fd: int, udp_fd: int, raw_fd: int, stop_fd: int, raw_rx: bool, vnet_hdr: bool) -> None:
+    def _worker(self, tun_fd: int, udp_fd: int, raw_fd: int, stop_fd: int, vnet_hdr: bool, index: int) -> None:
         try:
-            self._forwarder.run(tun_fd, udp_fd, raw_fd, stop_fd, raw_rx=raw_rx, vnet_hdr=vnet_hdr)
+            self._forwarder.run(tun_fd, udp_fd, raw_fd, stop_fd, raw_rx=True, vnet_hdr=vnet_hdr, worker=index)
         except OSError as exc:
             log.error("data path worker stopped: %s", exc)
 
@@ -253,9 +273,9 @@ class DataPath:
         for sock in self._sockets:
             sock.close()
         self._sockets = []
-        if self._raw is not None:
-            self._raw.close()
-            self._raw = None
+        for raw in self._raw:
+            raw.close()
+        self._raw = []
         if self.tun is not None:
             self.tun.close()
             self.tun = None
@@ -265,12 +285,12 @@ class DataPath:
     def on_event(self, endpoint: Any, event: Event) -> None:
         """The IKE driver's synchronous event hook."""
         if isinstance(event, ChildSaCreated):
-            self._add(endpoint, event, event.child_id, event.name)
+            self._add(endpoint, event, event.child_id)
         elif isinstance(event, ChildSaRekeyed):
             old = self._tunnels.get((event.ike_sa_id or 0, event.old_child_id))
             if old is not None and event.initiator:
                 old.set_outbound(None)  # its inbound SA drains until the delete
-            self._add(endpoint, event, event.child_id, old.connection if old else None)
+            self._add(endpoint, event, event.child_id)
         elif isinstance(event, ChildSaDeleted):
             self._remove((event.ike_sa_id or 0, event.child_id))
 
@@ -282,7 +302,7 @@ class DataPath:
             slot = self._slots[connection] = len(self._slots)
         return slot
 
-    def _add(self, endpoint: Any, event: ChildSaCreated | ChildSaRekeyed, child_id: int, name: str | None) -> None:
+    def _add(self, endpoint: Any, event: ChildSaCreated | ChildSaRekeyed, child_id: int) -> None:
         ike_sa_id = event.ike_sa_id or 0
         sa = endpoint.connection(ike_sa_id)
         child = sa.children[child_id]
@@ -296,35 +316,36 @@ class DataPath:
         replaces = (ike_sa_id, event.old_child_id) if isinstance(event, ChildSaRekeyed) else None
         # the rekey responder keeps sending on the old SA until the peer deletes it
         waits = isinstance(event, ChildSaRekeyed) and not event.initiator and replaces in self._tunnels
+        worker = -1 if event.resource is None else event.resource % self.workers
         tunnel = _Tunnel((ike_sa_id, child_id), connection, self._slot(connection), event.inbound,
                          None if waits else event.outbound, event.outbound if waits else None, replaces,
                          int.from_bytes(event.spi_in, "big"), event.udp_encap, sa.remote_addr, mtu, local, remote,
-                         routes, self._order)
+                         routes, self._order, worker)
         with self._lock:
             self._tunnels[tunnel.key] = tunnel
             self._publish()
         if self.tun is not None:
             for route in routes:
                 self.tun.add_route(route)
-        log.info("%s: Child SA %s (%d) on the data path, MTU %d, %s", connection, name or child.config_name, child_id,
-                 mtu, "UDP-encapsulated" if event.udp_encap else "raw ESP")
+        log.info("%s: Child SA %s (%d) on the data path, MTU %d, %s%s", connection, child.config_name,
+                 child_id, mtu, "UDP-encapsulated" if event.udp_encap else "raw ESP",
+                 f", worker {worker}'s per-resource SA" if worker >= 0 else "")
 
     def _remove(self, key: tuple[int, int]) -> None:
         with self._lock:
             tunnel = self._tunnels.get(key)
             if tunnel is None or tunnel.draining:
                 return
-            successors = [t for t in self._tunnels.values() if t.replaces == key]
-            for successor in successors:  # the peer deleted the SA we rekeyed: it has the new one
-                if successor.pending_outbound is not None:
+            for successor in self._tunnels.values():  # the peer deleted the SA we rekeyed: it has the new one
+                if successor.replaces == key and successor.pending_outbound is not None:
                     successor.set_outbound(successor.pending_outbound)
-            if successors:  # rekeyed: its inbound SA takes the stragglers a little longer
-                tunnel.set_outbound(None)
-                tunnel.draining = True
-                self._publish()
-                self._call_later(DELETE_REKEYED_DELAY, lambda: self._drop_tunnel(key))
-                return
-        self._drop_tunnel(key)
+            # Its inbound SA takes the stragglers a little longer: after a rekey, and also when a rekey
+            # collision (RFC 7296 2.8.1) deletes the redundant new SA, on which the peer may already
+            # have sent. Nothing is sent on it any more.
+            tunnel.set_outbound(None)
+            tunnel.draining = True
+            self._publish()
+        self._call_later(DELETE_REKEYED_DELAY, lambda: self._drop_tunnel(key))
 
     def _drop_tunnel(self, key: tuple[int, int]) -> None:
         with self._lock:
@@ -360,4 +381,5 @@ class DataPath:
     def tunnels(self) -> list[dict[str, Any]]:
         with self._lock:
             return [{"connection": t.connection, "ike_sa_id": t.key[0], "child_id": t.key[1], "mtu": t.mtu,
-                     "outbound": t.outbound is not None, "routes": list(t.routes)} for t in self._tunnels.values()]
+                     "outbound": t.outbound is not None, "routes": list(t.routes),
+                     "worker": None if t.worker < 0 else t.worker} for t in self._tunnels.values()]

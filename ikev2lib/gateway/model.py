@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
 from dataclasses import dataclass
 
-from ..config import IkeConfig
+from ..config import MAX_PER_CPU_SAS, IkeConfig
 from ..endpoint import MAX_SAS_PER_PEER
 from ..exceptions import LocalProtocolError
 
@@ -25,6 +26,7 @@ __all__ = [
     "START_ACTIONS",
     "decode_secret",
     "parse_duration",
+    "per_cpu_sas_for",
 ]
 
 # what a connection does when the gateway starts (strongSwan's child start_action; trap needs kernel
@@ -32,6 +34,12 @@ __all__ = [
 START_ACTIONS = ("none", "start")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def per_cpu_sas_for(enabled: bool) -> int:
+    """`per_cpu_sas = yes` (strongSwan's RFC 9611 switch): one per-resource Child SA per CPU, which is
+    the data path's default worker count (a worker sends on and decrypts its own member)."""
+    return min(os.cpu_count() or 1, MAX_PER_CPU_SAS) if enabled else 0
 
 
 class ConfigError(LocalProtocolError):

@@ -393,6 +393,8 @@ def _ike_sa_status(sa: IkeSa, local: str, now: float) -> dict[str, Any]:
                 "remote_ts": list(child.remote_ts),
                 "rekey_in_s": _in(child.rekey_at, now),
                 "expire_in_s": _in(child.expire_at, now),
+                "per_resource": child.per_resource,  # RFC 9611 group member; resource None: its fallback
+                "resource": child.resource,
                 **_counters(child),
             }
             for child in sa.children.values()

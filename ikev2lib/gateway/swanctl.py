@@ -19,7 +19,8 @@ connections.<name>:
     these CAs vouch for this peer), revocation (strict, ifuri, relaxed)
   children.<name>: local_ts, remote_ts (subnets or addresses; `dynamic` = our/the peer's exact
     address), esp_proposals, mode (tunnel, transport), start_action (none, start), rekey_time,
-    life_time, rekey_bytes, life_bytes, rekey_packets, life_packets, replay_window, dpd_action
+    life_time, rekey_bytes, life_bytes, rekey_packets, life_packets, replay_window, per_cpu_sas
+    (no, yes = RFC 9611 per-resource Child SAs, one per CPU; `encap` is refused), dpd_action
     (clear, none, trap: nothing to do without kernel policies), close_action (none)
 secrets:
   ike<suffix> { id<suffix> = ..., secret = ... }   (hex 0x... and base64 0s... as strongSwan)
@@ -60,7 +61,7 @@ from ..pki import (
     parse_private_key,
 )
 from ..pki.parsed import issued_by
-from .model import ConfigError, Connection, GatewayConfig, decode_secret, parse_duration
+from .model import ConfigError, Connection, GatewayConfig, decode_secret, parse_duration, per_cpu_sas_for
 from .swanctl_syntax import Section, Setting, parse_file, resolve_references
 
 __all__ = ["load_swanctl", "CONFIG_FILE"]
@@ -80,7 +81,7 @@ LOCAL_KEYS = frozenset({"auth", "id", "certs"})
 REMOTE_KEYS = frozenset({"auth", "id", "cacerts", "revocation"})
 CHILD_KEYS = frozenset({
     "local_ts", "remote_ts", "esp_proposals", "mode", "start_action", "rekey_time", "life_time", "rekey_bytes",
-    "life_bytes", "rekey_packets", "life_packets", "replay_window", "dpd_action", "close_action",
+    "life_bytes", "rekey_packets", "life_packets", "replay_window", "dpd_action", "close_action", "per_cpu_sas",
 })  # fmt: skip
 # key -> the values of it this gateway honours (anything else is refused, naming them)
 ACCEPTED_VALUES = {
@@ -93,6 +94,7 @@ ACCEPTED_VALUES = {
     "close_action": ("none",),
     "mode": ("tunnel", "transport"),
     "start_action": ("none", "start"),
+    "per_cpu_sas": ("yes", "no"),
     "send_cert": ("always", "ifasked", "never"),
     "revocation": ("strict", "ifuri", "relaxed"),
 }
@@ -412,6 +414,9 @@ class _Directory:
             setting = get(key)
             if setting is not None:
                 options[key] = _integer(setting, f"{where}.{key}")
+        per_cpu = get("per_cpu_sas")
+        if per_cpu is not None:
+            options["per_cpu_sas"] = per_cpu_sas_for(per_cpu.value.strip().lower() == "yes")
         start = get("start_action")
         try:
             return ChildConfig(**options), start is not None and start.value.strip().lower() == "start"  # type: ignore[arg-type]

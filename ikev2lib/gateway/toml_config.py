@@ -45,7 +45,8 @@ way), `peer_psks` (a table identity -> secret), `credentials` (an array of table
 the one of the connection's own cert/key/pkcs12), `send_cert`, `send_certreq`, `rsa_pss`, `encap`,
 `fragment_size`, `remote_natt_port`, `retransmit = {timeout, base, tries}`, `child`, `children`.
 Child keys: `esp_proposals`, `local_ts`, `remote_ts`, `mode`, `replay_window`, `rekey_time`,
-`life_time`, `rekey_packets`, `rekey_bytes`, `life_packets`, `life_bytes`, `start_action`. They mean
+`life_time`, `rekey_packets`, `rekey_bytes`, `life_packets`, `life_bytes`, `per_cpu_sas` (RFC 9611:
+true = one per CPU, or a number), `start_action`. They mean
 what the IkeConfig / ChildConfig fields of the same name mean; lists of addresses, selectors and
 files may be one string. A duration of 0 turns dpd_delay and rekey_time off and gives life_time its
 default, so that a connection can undo a template's value. Relative paths are taken from the file's
@@ -86,7 +87,7 @@ from typing import Any, TypeVar
 from cryptography import x509
 
 from ..addresses import EXACT_RANK, parse_address, parse_selector
-from ..config import MAX_SA_VOLUME, ChildConfig, IkeConfig, RetransmitConfig
+from ..config import MAX_PER_CPU_SAS, MAX_SA_VOLUME, ChildConfig, IkeConfig, RetransmitConfig
 from ..endpoint import MAX_IKE_SAS
 from ..esp import MAX_REPLAY_WINDOW
 from ..exceptions import LocalProtocolError
@@ -112,6 +113,7 @@ from .model import (
     GatewayConfig,
     decode_secret,
     parse_duration,
+    per_cpu_sas_for,
 )
 
 __all__ = ["MAX_CONFIG_FILE", "MAX_CONNECTIONS", "MAX_TEMPLATE_DEPTH", "load_toml", "load_toml_text"]
@@ -357,6 +359,7 @@ _CHILD_FIELDS: dict[str, Converter] = {
     "rekey_bytes": lambda s, k, v: _int(s, k, v, 0, MAX_SA_VOLUME),
     "life_packets": lambda s, k, v: _int(s, k, v, 0, MAX_SA_VOLUME),
     "life_bytes": lambda s, k, v: _int(s, k, v, 0, MAX_SA_VOLUME),
+    "per_cpu_sas": lambda s, k, v: per_cpu_sas_for(v) if isinstance(v, bool) else _int(s, k, v, 0, MAX_PER_CPU_SAS),
 }
 _CHILD_KEYS = frozenset(_CHILD_FIELDS) | {"start_action"}
 _CONNECTION_KEYS = frozenset(_IKE_FIELDS) | {

@@ -3,6 +3,7 @@ error (file, line, key) for everything outside the supported subset."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,7 @@ connections {
                 rekey_time = 1h
                 life_time = 66m
                 rekey_bytes = 1000000
+                per_cpu_sas = yes
                 start_action = start
             }
             host {
@@ -125,6 +127,7 @@ def test_site_configuration(tmp_path: Path, pki) -> None:  # type: ignore[no-unt
     assert (net.esp_proposals, net.rekey_time, net.life_time, net.rekey_bytes) == ("aes256gcm16-ecp384", 3600, 3960, 10**6)
     assert (host.local_ts, host.remote_ts) == (("192.0.2.1",), ("203.0.113.7",))  # local_ts dynamic: our address
     assert host.esp_proposals == "aes128gcm16"  # default
+    assert (net.per_cpu_sas, host.per_cpu_sas) == (min(os.cpu_count() or 1, 16), 0)  # yes: one per CPU
     assert (hub.start_action, hub.remote_host, hub.remote_port) == ("start", "203.0.113.7", 500)
 
     # `road : connections.hub` inherits everything it does not say itself
@@ -177,6 +180,8 @@ def test_psk_choice_follows_strongswan(tmp_path: Path, pki) -> None:  # type: ig
          "not supported"),
         ("connections { c { children { x { start_action = trap } } } }", 1,
          "connections.c.children.x.start_action", "'trap' is not supported"),
+        ("connections { c { children { x { per_cpu_sas = encap } } } }", 1,
+         "connections.c.children.x.per_cpu_sas", "'encap' is not supported"),
         ("connections { c { local { auth = psk\n id = me } remote { auth = psk } children { x { local_ts = 10.0.0.0/8[tcp/80] } } } }"
          " secrets { ike { secret = s } }", 2,
          "connections.c.children.x.local_ts", "protocol/port"),

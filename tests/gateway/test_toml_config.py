@@ -4,6 +4,7 @@ trust loaded once, and every error naming the file, the dotted key and what was 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -435,6 +436,8 @@ def test_unused_templates_are_checked_too() -> None:
         (_with("remote_port = 0"), "connections.c.remote_port", "must be in 1..65535"),
         (_with("fragment_size = 1.5"), "connections.c.fragment_size", "expected an integer, got a float"),
         (_with("replay_window = -1", CHILD), "connections.c.children.net.replay_window", "must be in 0.."),
+        (_with("per_cpu_sas = 17", CHILD), "connections.c.children.net.per_cpu_sas", "must be in 0..16"),
+        (_with('per_cpu_sas = "yes"', CHILD), "connections.c.children.net.per_cpu_sas", "expected an integer"),
         (_with("retransmit = { base = nan }"), "connections.c.retransmit.base", "finite"),
         (_with("retransmit = { tries = 99 }"), "connections.c.retransmit", "tries must be in"),
         (_with('start_action = "trap"'), "connections.c.start_action", "expected one of none, start"),
@@ -716,3 +719,9 @@ def test_any_document_is_a_config_or_a_config_error(
         document["listen"] = listen
     text = "".join(f"{k} = {_toml(v)}\n" for k, v in document.items())
     _only_config_errors(text, files.dir)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", min(os.cpu_count() or 1, 16)), ("false", 0), ("3", 3)])
+def test_per_cpu_sas_is_one_per_cpu_or_a_number(value: str, expected: int) -> None:
+    config = load_toml_text(_with(f"per_cpu_sas = {value}", CHILD), base_dir=None)
+    assert config.connections[0].config.children[0].per_cpu_sas == expected

@@ -39,7 +39,7 @@ IPERF_PORT = 5201
 
 def gateway_toml(*, me: str, peer: str, inner: str | None, local_net: str, remote_net: str, local_id: str,
                  remote_id: str, initiate: bool, encap: bool = False, child_rekey: str | None = None,
-                 ike_rekey: str | None = None, workers: int = 2, datapath: bool = True) -> str:
+                 ike_rekey: str | None = None, workers: int = 2, datapath: bool = True, per_cpu_sas: int = 0) -> str:
     """datapath=False: no [datapath] table (the test gives --tun on the command line instead)."""
     lines = [f'listen = ["{me}"]']
     if datapath:
@@ -56,6 +56,8 @@ def gateway_toml(*, me: str, peer: str, inner: str | None, local_net: str, remot
               'esp_proposals = "aes128gcm16"']
     if child_rekey:
         lines.append(f'rekey_time = "{child_rekey}"')
+    if per_cpu_sas:
+        lines.append(f"per_cpu_sas = {per_cpu_sas}")
     return "\n".join(lines) + "\n"
 
 
@@ -178,6 +180,86 @@ def test_rekeys_under_tcp_load_keep_the_run_going_and_counters_monotonic(pair: N
         assert counted["bytes_out"] >= run["end"]["sum_received"]["bytes"]  # monotonic across every rekey
         for gateway in (left, right):  # nothing in flight was lost to a missing SA on either side
             assert traffic(gateway)["drops"] == {} and gateway.status()["datapath"]["drops"] == {}, gateway.text()
+
+
+UDP_FLOWS = 32  # distinct source ports: the chance that the TUN puts all on one queue is 2**-31
+FLOW_PACKETS = 20
+UDP_SINK_PORT = 9
+
+
+def _send_flows(ns: Namespace, src: str, dst: str) -> None:
+    """UDP_FLOWS flows of FLOW_PACKETS datagrams each, from distinct source ports (bounded, then done)."""
+    script = (
+        "import socket\n"
+        f"socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range({UDP_FLOWS})]\n"
+        f"for i, s in enumerate(socks): s.bind(({src!r}, 20000 + i))\n"
+        f"for n in range({FLOW_PACKETS}):\n"
+        f"    for s in socks: s.sendto(b'x' * 200, ({dst!r}, {UDP_SINK_PORT}))\n"
+    )
+    ns.run(["python3", "-c", script], timeout=30)
+
+
+def _members(gateway: RunningGateway) -> list[dict[str, Any]]:
+    return [c for c in gateway.status()["ike_sas"][0]["children"] if c["per_resource"] and c["state"] == "installed"]
+
+
+def _per_cpu_pair(stack: contextlib.ExitStack, pair: NamespacePair, work: Path,
+                  **options: Any) -> tuple[RunningGateway, RunningGateway]:
+    left, right = two_gateways(stack, pair, work, per_cpu_sas=2, **options)
+    for gateway in (left, right):
+        gateway.wait(lambda s: len([c for c in s["ike_sas"][0]["children"] if c["per_resource"]]) >= 3,
+                     "fallback and two per-resource SAs")
+    return left, right
+
+
+def _iperf_parallel(pair: NamespacePair, seconds: int) -> dict[str, Any]:
+    with iperf_server(pair.right, RIGHT_INNER):
+        done = pair.left.run(["iperf3", "-c", RIGHT_INNER, "-B", LEFT_INNER, "-p", str(IPERF_PORT), "-t", str(seconds),
+                              "-P", "4", "-J"], timeout=IPERF_TIMEOUT, check=False)
+    report: dict[str, Any] = json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
+    assert done.returncode == 0 and "error" not in report, done.stdout[-2000:] + done.stderr
+    return report
+
+
+def test_per_cpu_child_sas_spread_one_tunnel_over_the_workers(pair: NamespacePair, tmp_path: Path) -> None:
+    """RFC 9611 between two ikev2lib gateways with two workers each: the tunnel is a fallback SA and one
+    SA per worker; many flows of the one tunnel leave on both workers' SAs and arrive on both SAs that
+    the receiver steers to its two workers (inbound SPI of resource k = k modulo 2)."""
+    with contextlib.ExitStack() as stack:
+        left, right = _per_cpu_pair(stack, pair, tmp_path)
+        for gateway in (left, right):
+            members = _members(gateway)
+            assert sorted(str(c["resource"]) for c in members) == ["0", "1", "None"]
+            for member in members:
+                if member["resource"] is not None:
+                    assert int(member["spi_in"], 16) % 2 == member["resource"]
+        _send_flows(pair.left, LEFT_INNER, RIGHT_INNER)
+        right.wait(lambda s: s["datapath"]["traffic"]["site"]["packets_in"] >= UDP_FLOWS * FLOW_PACKETS,
+                   "every datagram through the tunnel")
+        # both senders' workers used their own SA, and both of the receiver's SAs (workers) took a share
+        sent = {c["resource"]: c["packets_out"] for c in _members(left)}
+        received = {c["resource"]: c["packets_in"] for c in _members(right)}
+        assert sent[0] > 0 and sent[1] > 0, sent
+        assert received[0] > 0 and received[1] > 0, received
+        assert sum(received.values()) >= UDP_FLOWS * FLOW_PACKETS
+        report = _iperf_parallel(pair, 3)
+        assert report["end"]["sum_received"]["bytes"] > 1_000_000
+        for gateway in (left, right):
+            assert traffic(gateway)["drops"] == {} and gateway.status()["datapath"]["drops"] == {}, gateway.text()
+
+
+def test_per_cpu_child_sas_rekey_under_parallel_tcp(pair: NamespacePair, tmp_path: Path) -> None:
+    """Every member of the group is rekeyed during an iperf3 run with four streams: no second without
+    progress, nothing dropped, and after the rekeys still one SA per worker and the fallback."""
+    with contextlib.ExitStack() as stack:
+        left, right = _per_cpu_pair(stack, pair, tmp_path, child_rekey="3s")
+        first = max(c["child_id"] for c in _members(left))
+        report = _iperf_parallel(pair, 8)
+        assert all(i["sum"]["bytes"] > 0 for i in report["intervals"])
+        for gateway in (left, right):
+            assert sorted(str(c["resource"]) for c in _members(gateway)) == ["0", "1", "None"]
+            assert (traffic(gateway)["drops"], gateway.status()["datapath"]["drops"]) == ({}, {}), gateway.text()[-3000:]
+        assert min(c["child_id"] for c in _members(left)) > first  # every member was rekeyed meanwhile
 
 
 @pytest.mark.parametrize("initiator", ["ikev2lib", "strongswan"])
