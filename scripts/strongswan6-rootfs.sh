@@ -4,13 +4,17 @@
 # strongSwan >= 5.9.11 (`charon.plugins.kernel-libipsec.raw_esp`), Debian 12 ships 5.9.8, and this
 # kernel has no ESP in xfrm, so kernel-netlink cannot do it either. The tests run that charon with
 # chroot inside a namespace (tests/interop/strongswan.py, CharonSettings.rootfs).
+# SUITE `testing` gives strongSwan 6.1, the first with RFC 9611 per-CPU Child SAs (`per_cpu_sas`), for
+# tests/interop/test_engine_strongswan_per_cpu.py.
 #
-# Usage (root): scripts/strongswan6-rootfs.sh [DIR]   (default /var/tmp/ikev2lib-strongswan6/trixie)
+# Usage (root): scripts/strongswan6-rootfs.sh [DIR [SUITE]]
+#   (default DIR /var/tmp/ikev2lib-strongswan6/trixie, SUITE trixie)
 # Idempotent: a complete tree is kept; a new one is built beside it and renamed into place, so an
 # interrupted run never leaves a half tree at DIR. About 230 MB and a few minutes (Debian archive).
 set -euo pipefail
 
 ROOT=${1:-${IKEV2LIB_STRONGSWAN6_ROOT:-/var/tmp/ikev2lib-strongswan6/trixie}}
+SUITE=${2:-trixie}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PACKAGES=strongswan-charon,strongswan-swanctl,libstrongswan-standard-plugins,libcharon-extra-plugins
 MARKER=.ikev2lib-complete
@@ -34,10 +38,10 @@ if [[ -e "$ROOT/$MARKER" && -x "$ROOT/usr/lib/ipsec/charon" ]]; then
 fi
 tmp="$ROOT.partial.$$"
 trap 'rm -rf "$tmp"' EXIT
-debootstrap --variant=minbase --include="$PACKAGES" trixie "$tmp" "$MIRROR" >"$tmp.log" 2>&1 || {
+debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$tmp" "$MIRROR" >"$tmp.log" 2>&1 || {
     tail -20 "$tmp.log" >&2
     rm -f "$tmp.log"
-    echo "strongswan6-rootfs: debootstrap trixie from $MIRROR failed" >&2
+    echo "strongswan6-rootfs: debootstrap $SUITE from $MIRROR failed" >&2
     exit 1
 }
 rm -f "$tmp.log"

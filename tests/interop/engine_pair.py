@@ -81,7 +81,8 @@ def make_pair(netns_pair: NamespacePair, charon_factory: CharonFactory, peers: l
              charon_ike: str | None = None, charon_esp: str | None = None,
              settings: CharonSettings | None = None, cookie_threshold: int = 1_000,
              ikev2lib_options: dict[str, Any] | None = None, esp_factory: EspFactory | None = None,
-             before_load: Callable[[Charon], None] | None = None, **conn_kwargs: Any) -> Pair:
+             before_load: Callable[[Charon], None] | None = None, child_options: dict[str, Any] | None = None,
+             **conn_kwargs: Any) -> Pair:
         _, right_cfg = psk_connection_pair(
             netns_pair.left_addr, netns_pair.right_addr, conn=CONN, child=CHILD,
             proposals=[charon_ike or ike], esp_proposals=[charon_esp or esp], psk=PSK,
@@ -93,7 +94,8 @@ def make_pair(netns_pair: NamespacePair, charon_factory: CharonFactory, peers: l
         charon.load(right_cfg)
         config = IkeConfig(
             ike_proposals=ike, local_id="left", remote_id="right", psk=PSK.encode(), **(ikev2lib_options or {}),
-            children=(ChildConfig(name=CHILD, esp_proposals=esp, local_ts=(LEFT_TS,), remote_ts=(RIGHT_TS,)),),
+            children=(ChildConfig(name=CHILD, esp_proposals=esp, local_ts=(LEFT_TS,), remote_ts=(RIGHT_TS,),
+                                  **(child_options or {})),),
         )
         peer = IkeLibPeer(netns_pair.left, netns_pair.left_addr, config, cookie_threshold=cookie_threshold,
                           esp_factory=esp_factory or default_esp_factory)
