@@ -9,6 +9,9 @@ Each path is a pair of fresh namespaces `tcmp-<tag>-l` / `tcmp-<tag>-r` joined b
   10.1.0.0/24 (left) and 10.2.0.0/24 (right), inner addresses 10.1.0.1 and 10.2.0.1 on `lo`;
 - `ikev2lib`: two `ikev2lib run` gateway processes (tests/interop/gateway_process.py) with the same
   proposals and networks, configured by `ikev2lib_gateway_config`;
+- `ikev2lib-percpu`: the same with `per_cpu_sas = true` on both (RFC 9611 per-resource Child SAs: a
+  fallback plus one per CPU, each data-path worker sending on its own and decrypting its own); measured
+  once the left gateway holds all of them (else `null` with the reason);
 - `ikev2lib-strongswan`: the ikev2lib gateway on the left, charon on the right.
 
 Every path that comes up must first carry an ICMP echo through the tunnel within a bounded time; a
@@ -18,6 +21,8 @@ of run goes through every path in turn, the best of each kept, so load from othe
 hits every path alike):
 
 - TCP: iperf3, one stream, `-t SECONDS`, Mbit/s received;
+- TCP x4 (`tcp4`): the same with `-P 4`, Mbit/s received summed over the four streams (what per-CPU
+  SAs can spread over the workers);
 - UDP: iperf3 `-u -b 0 -l 64` and `-l 1400`, packets/s received and loss, from the server's JSON;
 - ping: ICMP echo round trip (a raw socket in the namespace; this machine has no `ping` binary);
 - CPU share per tunnel process (charon, gateway) from /proc/PID/stat over each run (1.0 = one core),
@@ -41,13 +46,15 @@ On `ikev2lib` a control run between the two sends the same packets at the same r
 kernel cost on these shared cores, apart from what handling the drops costs the gateway.
 
 Ratios: each tunnel / bare veth, and ikev2lib / strongSwan TCP, whose target is >= 3 (stretch >= 5);
-ikev2lib TCP with the flood / without it (`tcp_under_flood_vs_clean`), target >= 0.7.
+ikev2lib TCP with the flood / without it (`tcp_under_flood_vs_clean`), target >= 0.7; TCP x4 of
+ikev2lib-percpu / ikev2lib and / strongSwan (`tcp4_ikev2lib_percpu_vs_ikev2lib`,
+`tcp4_ikev2lib_percpu_vs_strongswan`), reported without a target.
 Prints a table, then (LAST line) one JSON object with every figure, `targets` and `targets_met`.
 Needs root, iperf3 and strongswan-charon. Every namespace, charon, gateway and iperf3 process is
 removed at the end and on errors; every wait and subprocess is bounded.
 
 Usage: .venv/bin/python benchmarks/tunnel_compare.py [--seconds 5] [--rounds 2] [--quick]
-       [--only {veth,strongswan,ikev2lib,ikev2lib-strongswan}]... [--profile]
+       [--only {veth,strongswan,ikev2lib,ikev2lib-percpu,ikev2lib-strongswan}]... [--profile]
        [--no-flood | --flood-only] [--flood-all] [--flood-rate 20000]
 """
 
@@ -88,12 +95,14 @@ from interop.netns import (  # noqa: E402
 )
 from interop.strongswan import CHARON, Charon, CharonError, CharonSettings, psk_connection_pair  # noqa: E402
 
+from ikev2lib.gateway.model import per_cpu_sas_for  # noqa: E402
+
 # Targets (speed is reported, never asserted in tests): same-run ratios only.
 TARGET_TCP_VS_STRONGSWAN = 3.0  # ikev2lib <-> ikev2lib TCP Mbit/s / strongSwan <-> strongSwan TCP Mbit/s
 STRETCH_TCP_VS_STRONGSWAN = 5.0
 TARGET_TCP_UNDER_FLOOD = 0.7  # ikev2lib <-> ikev2lib TCP Mbit/s with the --flood / the same without it
 
-PATHS = ("veth", "strongswan", "ikev2lib", "ikev2lib-strongswan")
+PATHS = ("veth", "strongswan", "ikev2lib", "ikev2lib-percpu", "ikev2lib-strongswan")
 NS_PREFIX = "tcmp"  # namespace names tcmp-<tag>-l / -r; no other test uses this prefix
 IKE_PROPOSAL = "aes128gcm16-prfsha256-x25519"
 ESP_PROPOSAL = "aes128gcm16"
@@ -119,6 +128,9 @@ POLL = 0.05  # seconds between polls
 SETTLE_SECONDS = 0.5  # pause between runs, so a UDP flood's queues drain before the next run
 CHILD_TIMEOUT = 20.0  # seconds for charon's Child SA to be installed
 GATEWAY_TIMEOUT = 20.0  # seconds for an ikev2lib gateway to establish its IKE SA and Child SA
+PER_RESOURCE_TIMEOUT = 20.0  # seconds for the per-resource Child SAs once the first Child SA is up
+PER_RESOURCE_CHILDREN = per_cpu_sas_for(True) + 1  # the fallback + one per CPU (the gateway's count): 3 on 2 CPUs
+TCP_STREAMS = 4  # iperf3 -P of the tcp4 runs: enough streams to keep every worker's SA busy
 TUNNEL_READY_TIMEOUT = 10.0  # seconds an established tunnel gets to pass its first ICMP echo
 PING_COUNT = 20
 QUICK_PING_COUNT = 5
@@ -139,11 +151,13 @@ class NotAvailable(RuntimeError):
 
 
 def ikev2lib_gateway_config(*, local_addr: str, remote_addr: str, local_id: str, remote_id: str,
-                            local_net: str, remote_net: str, initiate: bool) -> str:
-    """The TOML file (`ikev2lib run --config`) of one ikev2lib gateway of the `ikev2lib` and
-    `ikev2lib-strongswan` paths: one PSK connection `tunnel` (IKE aes128gcm16-prfsha256-x25519) with
-    one child `net` (ESP aes128gcm16) between `local_net` and `remote_net`; `initiate` gives it
-    `start_action = "start"` (the left side), the other side answers.
+                            local_net: str, remote_net: str, initiate: bool, per_cpu: bool = False) -> str:
+    """The TOML file (`ikev2lib run --config`) of one ikev2lib gateway of the `ikev2lib`,
+    `ikev2lib-percpu` and `ikev2lib-strongswan` paths: one PSK connection `tunnel` (IKE
+    aes128gcm16-prfsha256-x25519) with one child `net` (ESP aes128gcm16) between `local_net` and
+    `remote_net`; `initiate` gives it `start_action = "start"` (the left side), the other side answers.
+    `per_cpu` (the `ikev2lib-percpu` path) gives the child `per_cpu_sas = true`: RFC 9611 per-resource
+    Child SAs, a fallback plus one per CPU, so that each data-path worker sends on its own SA.
 
     The measurement needs the gateway to run a TUN data path: a TUN device (`[datapath] tun`, named
     TUN_NAME in the gateway's namespace) to which the gateway routes `remote_net` (as kernel-libipsec
@@ -169,6 +183,7 @@ def ikev2lib_gateway_config(*, local_addr: str, remote_addr: str, local_id: str,
         f'local_ts = ["{local_net}"]',
         f'remote_ts = ["{remote_net}"]',
         f'esp_proposals = "{ESP_PROPOSAL}"',
+        *(["per_cpu_sas = true"] if per_cpu else []),
     ]
     return "\n".join(lines) + "\n"
 
@@ -177,10 +192,17 @@ def ikev2lib_gateway_config(*, local_addr: str, remote_addr: str, local_id: str,
 # namespaces, processes and CPU time
 
 
+NS_TAGS: set[str] = set()  # the tags drawn in this run, one per path
+
+
 def namespace_pair(inner: bool) -> NamespacePair:
-    """A NamespacePair named with this script's prefix (not yet set up); `inner`: 10.1.0.1/32 and
-    10.2.0.1/32 on the two `lo`s."""
+    """A NamespacePair named with this script's prefix (not yet set up), under a random tag no other
+    path of this run has (two paths sharing namespaces would tear down each other's); `inner`:
+    10.1.0.1/32 and 10.2.0.1/32 on the two `lo`s."""
     tag = secrets.token_hex(3)
+    while tag in NS_TAGS:  # 1 in 16 million per pair
+        tag = secrets.token_hex(3)
+    NS_TAGS.add(tag)
     addresses = PairAddresses() if inner else PairAddresses(left_inner=(), right_inner=())
     pair = NamespacePair(addresses, tag=tag)
     pair.left_name, pair.right_name = f"{NS_PREFIX}-{tag}-l", f"{NS_PREFIX}-{tag}-r"
@@ -397,19 +419,50 @@ def no_data_path(exc: NotAvailable, gateway_sides: str) -> NotAvailable:
     return NotAvailable(f"{exc}; the {gateway_sides} has no working TUN data path")
 
 
-def setup_ikev2lib(stack: contextlib.ExitStack, work: Path) -> Tunnel:
+def per_resource_children(gateway: RunningGateway) -> int:
+    """How many installed Child SAs of CONNECTION's IKE SA are RFC 9611 per-resource ones (the
+    fallback, `resource` None, counts too)."""
+    ike = established(CONNECTION)(gateway.status())
+    return sum(1 for child in (ike["children"] if ike else [])
+               if child.get("per_resource") and child.get("state") == "installed")
+
+
+def wait_per_resource_children(gateway: RunningGateway, side: str) -> None:
+    """Wait until the gateway holds the fallback and one per-resource Child SA per CPU: the initiator
+    creates the members after the first Child SA, one CREATE_CHILD_SA each."""
+    deadline = time.monotonic() + PER_RESOURCE_TIMEOUT
+    count = 0
+    while time.monotonic() < deadline:
+        if gateway.proc.poll() is not None:
+            raise NotAvailable(f"the {side} ikev2lib gateway exited ({gateway.proc.returncode}): "
+                               f"{first_error_line(gateway)}")
+        count = per_resource_children(gateway)
+        if count >= PER_RESOURCE_CHILDREN:
+            return
+        time.sleep(POLL)
+    raise NotAvailable(f"the {side} ikev2lib gateway has {count} per-resource Child SAs (per_cpu_sas = true), "
+                       f"not the {PER_RESOURCE_CHILDREN} of a fallback and one per CPU, within "
+                       f"{PER_RESOURCE_TIMEOUT:.0f} s")
+
+
+def setup_ikev2lib_pair(stack: contextlib.ExitStack, work: Path, name: str, description: str,
+                        per_cpu: bool) -> Tunnel:
+    """Two ikev2lib gateways, the left one initiating; `per_cpu`: with per-resource Child SAs, all of
+    them installed before the tunnel is measured."""
     pair = stack.enter_context(namespace_pair(inner=True))
     for ns in (pair.left, pair.right):
         disable_ipv6(ns)
-    right = start_gateway(stack, pair.right, work / "ikev2lib" / "right", ikev2lib_gateway_config(
+    right = start_gateway(stack, pair.right, work / name / "right", ikev2lib_gateway_config(
         local_addr=pair.right_addr, remote_addr=pair.left_addr, local_id=RIGHT_ID, remote_id=LEFT_ID,
-        local_net=RIGHT_NET, remote_net=LEFT_NET, initiate=False))
-    left = start_gateway(stack, pair.left, work / "ikev2lib" / "left", ikev2lib_gateway_config(
+        local_net=RIGHT_NET, remote_net=LEFT_NET, initiate=False, per_cpu=per_cpu))
+    left = start_gateway(stack, pair.left, work / name / "left", ikev2lib_gateway_config(
         local_addr=pair.left_addr, remote_addr=pair.right_addr, local_id=LEFT_ID, remote_id=RIGHT_ID,
-        local_net=LEFT_NET, remote_net=RIGHT_NET, initiate=True))
+        local_net=LEFT_NET, remote_net=RIGHT_NET, initiate=True, per_cpu=per_cpu))
     wait_gateway_established(left, "left")
     wait_gateway_established(right, "right")
-    tunnel = Tunnel("ikev2lib", "ikev2lib run <-> ikev2lib run (TUN data path)", pair, LEFT_INNER, RIGHT_INNER)
+    if per_cpu:
+        wait_per_resource_children(left, "left")
+    tunnel = Tunnel(name, description, pair, LEFT_INNER, RIGHT_INNER)
     tunnel.processes = {"gateway left": left.proc.pid, "gateway right": right.proc.pid}
     tunnel.gateway, tunnel.esp_in_udp = left, child_udp_encap(left)
     try:
@@ -417,6 +470,17 @@ def setup_ikev2lib(stack: contextlib.ExitStack, work: Path) -> Tunnel:
     except NotAvailable as exc:
         raise no_data_path(exc, "ikev2lib gateway") from exc
     return tunnel
+
+
+def setup_ikev2lib(stack: contextlib.ExitStack, work: Path) -> Tunnel:
+    return setup_ikev2lib_pair(stack, work, "ikev2lib", "ikev2lib run <-> ikev2lib run (TUN data path)",
+                               per_cpu=False)
+
+
+def setup_ikev2lib_percpu(stack: contextlib.ExitStack, work: Path) -> Tunnel:
+    return setup_ikev2lib_pair(stack, work, "ikev2lib-percpu",
+                               "ikev2lib run <-> ikev2lib run (TUN data path), per_cpu_sas: one Child SA per worker",
+                               per_cpu=True)
 
 
 def setup_ikev2lib_strongswan(stack: contextlib.ExitStack, work: Path) -> Tunnel:
@@ -444,7 +508,7 @@ def setup_ikev2lib_strongswan(stack: contextlib.ExitStack, work: Path) -> Tunnel
 
 SETUPS: dict[str, Callable[[contextlib.ExitStack, Path], Tunnel]] = {
     "veth": setup_veth, "strongswan": setup_strongswan, "ikev2lib": setup_ikev2lib,
-    "ikev2lib-strongswan": setup_ikev2lib_strongswan,
+    "ikev2lib-percpu": setup_ikev2lib_percpu, "ikev2lib-strongswan": setup_ikev2lib_strongswan,
 }
 
 
@@ -513,14 +577,20 @@ def iperf_run(tunnel: Tunnel, seconds: float, extra: list[str],
             "alongside": side_result, "wall": wall}
 
 
-def measure_tcp(tunnel: Tunnel, seconds: float) -> dict[str, Any]:
-    run = iperf_run(tunnel, seconds, [])
+def measure_tcp(tunnel: Tunnel, seconds: float, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    run = iperf_run(tunnel, seconds, list(extra))
     end = run["client"]["end"]
     util = end.get("cpu_utilization_percent", {})
     return {"mbit_s": end["sum_received"]["bits_per_second"] / 1e6,
             "retransmits": end["sum_sent"].get("retransmits"),
             "cpu": run["cpu"],
             "iperf3_cpu_percent": {"client": util.get("host_total"), "server": util.get("remote_total")}}
+
+
+def measure_tcp4(tunnel: Tunnel, seconds: float) -> dict[str, Any]:
+    """TCP_STREAMS parallel streams (Mbit/s received: their sum). The kernel puts one flow on one queue
+    of the multi-queue TUN, so one stream keeps one worker busy; several can spread over the workers."""
+    return measure_tcp(tunnel, seconds, ("-P", str(TCP_STREAMS)))
 
 
 def measure_udp(tunnel: Tunnel, seconds: float, payload: int) -> dict[str, Any]:
@@ -539,6 +609,7 @@ def measure_udp(tunnel: Tunnel, seconds: float, payload: int) -> dict[str, Any]:
 RunKind = tuple[str, Callable[[Tunnel, float], dict[str, Any]], str]
 RUN_KINDS: tuple[RunKind, ...] = (
     ("tcp", measure_tcp, "mbit_s"),
+    ("tcp4", measure_tcp4, "mbit_s"),
     *((f"udp{size}", lambda t, s, size=size: measure_udp(t, s, size), "received_pps") for size in UDP_PAYLOADS),
 )
 
@@ -828,6 +899,11 @@ def ratios(paths: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     for name in ("ikev2lib", "ikev2lib-strongswan"):
         mine, theirs = _figure(paths.get(name), "tcp", "mbit_s"), _figure(paths.get("strongswan"), "tcp", "mbit_s")
         out[f"tcp_{name.replace('-', '_')}_vs_strongswan"] = mine / theirs if mine is not None and theirs else None
+    # what per-CPU SAs give with several streams: against one SA (ikev2lib) and against strongSwan (no target)
+    percpu = _figure(paths.get("ikev2lib-percpu"), "tcp4", "mbit_s")
+    for name in ("ikev2lib", "strongswan"):
+        theirs = _figure(paths.get(name), "tcp4", "mbit_s")
+        out[f"tcp4_ikev2lib_percpu_vs_{name}"] = percpu / theirs if percpu is not None and theirs else None
     return out
 
 
@@ -863,8 +939,8 @@ def print_report(report: dict[str, Any]) -> None:
     rounds = f"best of {report['rounds']} alternating rounds" if report["rounds"] else "no rounds (--flood-only)"
     print(f"== iperf3 through each path: {report['seconds']:g} s per run, {rounds}; "
           "UDP: received packets/s at the server (loss)")
-    print(f"  {'path':20} {'TCP Mbit/s':>11} {'UDP 64 B pps':>13} {'loss':>6} {'UDP 1400 B pps':>15} {'loss':>6} "
-          f"{'ping avg ms':>12} {'inner MTU':>9}")
+    print(f"  {'path':20} {'TCP Mbit/s':>11} {f'TCP x{TCP_STREAMS} Mbit/s':>14} {'UDP 64 B pps':>13} {'loss':>6} "
+          f"{'UDP 1400 B pps':>15} {'loss':>6} {'ping avg ms':>12} {'inner MTU':>9}")
     for name in PATHS:
         row = report["paths"].get(name)
         if row is None:
@@ -873,13 +949,13 @@ def print_report(report: dict[str, Any]) -> None:
             if name in report["not_run"]:
                 print(f"  {name:20} not run: {report['not_run'][name]}")
             continue
-        cells = [_fmt(_figure(row, "tcp", "mbit_s"), ".0f")]
+        cells = [_fmt(_figure(row, kind, "mbit_s"), ".0f") for kind in ("tcp", "tcp4")]
         for size in UDP_PAYLOADS:
             udp = row.get(f"udp{size}")
             cells += [_fmt(udp["received_pps"] if udp else None, ",.0f"),
                       (_fmt(udp["loss_percent"], ".1f") + "%") if udp and udp["loss_percent"] is not None else "-"]
         ping = row["ping"]
-        print(f"  {name:20} {cells[0]:>11} {cells[1]:>13} {cells[2]:>6} {cells[3]:>15} {cells[4]:>6} "
+        print(f"  {name:20} {cells[0]:>11} {cells[1]:>14} {cells[2]:>13} {cells[3]:>6} {cells[4]:>15} {cells[5]:>6} "
               f"{_fmt(ping.get('rtt_avg_ms'), '.3f'):>12} {_fmt(row['route']['mtu'], 'd'):>9}")
     print("== CPU share over the best run (1.0 = one core)")
     for name in PATHS:
@@ -900,6 +976,8 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"  {name:20} / veth: " + ", ".join(f"{kind} {_fmt(v, '.3f')}" for kind, v in kinds.items()))
     for name in ("ikev2lib", "ikev2lib_strongswan"):
         print(f"  TCP {name} / strongswan: {_fmt(r[f'tcp_{name}_vs_strongswan'], '.2f')}")
+    for name in ("ikev2lib", "strongswan"):
+        print(f"  TCP x{TCP_STREAMS} ikev2lib_percpu / {name}: {_fmt(r[f'tcp4_ikev2lib_percpu_vs_{name}'], '.2f')}")
     core = report["esp_core"]
     print(f"== the ESP core's own batch rate, same run: {core['batch_encap_pps']:,.0f} packets/s of "
           f"{core['packet_bytes']} B on one core; the ikev2lib TCP run reaches "
