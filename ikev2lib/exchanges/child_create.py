@@ -91,6 +91,7 @@ class ChildOffer:
     per_resource: bool = False
     resource: int | None = None
     inherited: bool = False
+    peer_resource: bytes = b""  # a rekey's: the identifier the peer gave the SA it replaces
 
 
 def release(sa: IkeSa, offer: ChildOffer | None) -> None:
@@ -140,7 +141,7 @@ def make_offer(
     payloads: list[Payload] = []
     if rekey_of is not None:
         payloads.append(Notify(NotifyType.REKEY_SA, protocol_id=ProtocolId.ESP, spi=rekey_of.spi_in))
-        offer.per_resource, offer.inherited = rekey_of.per_resource, True
+        offer.per_resource, offer.inherited, offer.peer_resource = rekey_of.per_resource, True, rekey_of.peer_resource
     elif cfg.per_cpu_sas:
         offer.per_resource = True
         data = b"" if resource is None else resource.to_bytes(_RESOURCE_ID_LEN, "big")
@@ -241,7 +242,7 @@ def accept_answer(sa: IkeSa, offer: ChildOffer, payloads: list[Payload], ni: byt
         raise RemoteProtocolError("narrowed selectors are not within ours", notify=NotifyType.TS_UNACCEPTABLE)
     transport = offer.cfg.mode == "transport" and find_notify(payloads, NotifyType.USE_TRANSPORT_MODE) is not None
     resource_info = find_notify(payloads, NotifyType.SA_RESOURCE_INFO) if offer.per_resource else None
-    peer_resource = b"" if resource_info is None or offer.inherited else _peer_resource(resource_info)
+    peer_resource = offer.peer_resource if resource_info is None or offer.inherited else _peer_resource(resource_info)
     child = _install(
         sa, cfg=offer.cfg, spi_in=offer.spi_in, spi_out=bytes(chosen.spi), selected=selected, transport=transport,
         local_ts=tsi, remote_ts=tsr, ni=ni, nr=nr, shared=shared, exchange_initiator=True, now=now,
@@ -266,9 +267,8 @@ def request_resources(sa: IkeSa, cfg: ChildConfig, child: ChildSa) -> None:
 def _group_state(sa: IkeSa, cfg: ChildConfig) -> tuple[bool, list[int]]:
     """The per-resource group of `cfg` on this IKE SA: whether its fallback SA is up, and our resource
     indexes that no live SA of the group holds (a rekey's two SAs share theirs)."""
-    group = [c for c in sa.children.values()
-             if c.per_resource and c.config_name == cfg.name and c.state in (ChildState.INSTALLED, ChildState.REKEYING)]
-    used = {c.resource for c in group}
+    live = (ChildState.INSTALLED, ChildState.REKEYING)
+    used = {c.resource for c in sa.children.values() if c.per_resource and c.config_name == cfg.name and c.state in live}
     return None in used, [k for k in range(cfg.per_cpu_sas) if k not in used]
 
 

@@ -108,6 +108,8 @@ def test_rekey_keeps_the_resource_and_the_spi_residue_on_both_sides() -> None:
     assert mine.old_child_id == bound.child_id
     assert (mine.per_resource, mine.resource) == (peer.per_resource, peer.resource) == (True, 1)
     assert int.from_bytes(mine.spi_in, "big") % 2 == 1 and int.from_bytes(peer.spi_in, "big") % 2 == 1
+    ours = a.endpoint.connection(sid).children[mine.child_id]
+    assert ours.peer_resource == (1).to_bytes(4, "big")  # the peer's identifier of the SA carries over
     _esp_roundtrip(mine, peer)
     _esp_roundtrip(peer, mine)
     # a second rekey of the same resource is still answered (the old one is gone, resource 1 is reused)

@@ -258,7 +258,8 @@ def test_per_cpu_child_sas_rekey_under_parallel_tcp(pair: NamespacePair, tmp_pat
         assert all(i["sum"]["bytes"] > 0 for i in report["intervals"])
         for gateway in (left, right):
             assert sorted(str(c["resource"]) for c in _members(gateway)) == ["0", "1", "None"]
-            assert (traffic(gateway)["drops"], gateway.status()["datapath"]["drops"]) == ({}, {}), gateway.text()[-3000:]
+            drops = (traffic(gateway)["drops"], gateway.status()["datapath"]["drops"])
+            assert drops == ({}, {}), gateway.text()[-3000:]
         assert min(c["child_id"] for c in _members(left)) > first  # every member was rekeyed meanwhile
 
 
