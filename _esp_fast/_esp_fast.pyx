@@ -941,3 +941,215 @@ def _inner_too_big(const unsigned char[::1] pkt not None, uint16_t mtu, src=None
         s = <const uint8_t *><const char *>src
     cdef size_t n = inner_too_big(_ptr(pkt), &info, mtu, s, out, sizeof(out))
     return (<char *>out)[:n]
+
+
+# ---- Ethernet frames of the AF_XDP path (esp_frame.c) ---------------------------------------------
+
+cdef extern from "esp_frame.h" nogil:
+    enum:
+        FRAME_ETH_ALEN
+        FRAME_MAX_VLANS
+        FRAME_NATT_PORT
+        FRAME_DROP_NONE
+
+    ctypedef struct esp_frame_config_t:
+        uint16_t natt_port
+
+    ctypedef struct esp_frame_t:
+        uint8_t verdict
+        uint8_t reason
+        uint8_t family
+        uint8_t proto
+        uint8_t n_vlans
+        uint16_t vlan[FRAME_MAX_VLANS]
+        uint16_t ethertype
+        uint16_t sport
+        uint16_t dport
+        uint32_t l3_offset
+        uint32_t esp_offset
+        uint32_t esp_len
+        uint32_t spi
+        uint8_t src[16]
+        uint8_t dst[16]
+
+    ctypedef struct esp_frame_tx_t:
+        uint8_t dst_mac[FRAME_ETH_ALEN]
+        uint8_t src_mac[FRAME_ETH_ALEN]
+        uint8_t vlan
+        uint16_t vlan_tci
+        uint8_t family
+        uint8_t udp_encap
+        uint8_t tclass
+        uint16_t ip_id
+        uint32_t flow_label
+        uint16_t sport
+        uint16_t dport
+        uint8_t src[16]
+        uint8_t dst[16]
+
+    int esp_frame_parse(const uint8_t *frame, size_t len, const esp_frame_config_t *cfg, esp_frame_t *out)
+    const char *esp_frame_verdict_name(int verdict)
+    const char *esp_frame_drop_name(int reason)
+    size_t esp_frame_header_len(const esp_frame_tx_t *tx)
+    size_t esp_frame_build(const esp_frame_tx_t *tx, uint8_t *out, size_t cap, size_t esp_len)
+    size_t esp_frame_parse_batch(const uint8_t *area, size_t area_len, const uint64_t *addrs, const uint32_t *lens,
+                                 size_t n, const esp_frame_config_t *cfg, uint32_t *esp_offs, uint32_t *esp_lens,
+                                 uint8_t *verdicts, uint8_t *reasons)
+    size_t esp_frame_encap_batch(esp_sa_t *sa, const esp_frame_tx_t *tx, const uint8_t *inp, size_t in_len,
+                                 const uint32_t *offs, const uint32_t *lens, size_t n, uint8_t *area,
+                                 size_t area_len, const uint64_t *frame_addrs, size_t frame_cap,
+                                 uint32_t *frame_lens, uint8_t *statuses, uint16_t *next_ip_id)
+
+FRAME_AREA_MAX = 0xFFFFFFFF  # batch offsets are 32-bit: a UMEM area beyond 4 GiB is refused
+
+
+def frame_parse_batch(const unsigned char[::1] area not None, const uint64_t[::1] addrs not None,
+                      const uint32_t[::1] lens not None, size_t n, uint32_t[::1] esp_offsets not None,
+                      uint32_t[::1] esp_lengths not None, unsigned char[::1] verdicts not None,
+                      unsigned char[::1] reasons not None, int natt_port=FRAME_NATT_PORT) -> int:
+    """Classify frames area[addrs[i]:addrs[i]+lens[i]] (an AF_XDP UMEM) for i < n with the GIL released:
+    esp_offsets/esp_lengths locate each ESP packet in the area, ready for SATable.decap_batch (length 0
+    for frames that are not ESP); verdicts/reasons per frame (esp_frame.h). Returns the ESP frames."""
+    cdef esp_frame_config_t cfg
+    cdef size_t found
+    if not 0 <= natt_port <= 0xFFFF:
+        _raise_for_status(ESP_ERR_INVALID, "natt_port: 0..65535 (0: no NAT-T)")
+    if n > <size_t>addrs.shape[0] or n > <size_t>lens.shape[0] or n > <size_t>esp_offsets.shape[0] \
+            or n > <size_t>esp_lengths.shape[0] or n > <size_t>verdicts.shape[0] or n > <size_t>reasons.shape[0]:
+        _raise_for_status(ESP_ERR_INVALID, "batch arrays shorter than n")
+    if <size_t>area.shape[0] > FRAME_AREA_MAX:
+        _raise_for_status(ESP_ERR_INVALID, "area larger than 4 GiB")
+    if n == 0:
+        return 0
+    cfg.natt_port = <uint16_t>natt_port
+    cdef const uint8_t *base = _ptr(area)
+    with nogil:
+        found = esp_frame_parse_batch(base, <size_t>area.shape[0], &addrs[0], &lens[0], n, &cfg,
+                                      &esp_offsets[0], &esp_lengths[0], &verdicts[0], &reasons[0])
+    return found
+
+
+cdef class FrameTemplate:
+    """The outer headers of one tunnel's frames on the wire (esp_frame_tx_t): MACs, optional 802.1Q
+    tag, IPv4 or IPv6 addresses, and UDP ports for ESP in UDP. `ip_id` counts IPv4 identifications."""
+
+    cdef esp_frame_tx_t tx
+
+    def __init__(self, *, int family, bytes src not None, bytes dst not None, bytes dst_mac not None,
+                 bytes src_mac not None, udp_ports=None, vlan_tci=None, uint16_t ip_id=0, uint8_t tclass=0,
+                 uint32_t flow_label=0):
+        cdef size_t alen = 4 if family == 4 else 16
+        if family not in (4, 6) or len(src) != alen or len(dst) != alen:
+            _raise_for_status(ESP_ERR_INVALID, "family 4 or 6 with addresses of that length")
+        if len(dst_mac) != FRAME_ETH_ALEN or len(src_mac) != FRAME_ETH_ALEN:
+            _raise_for_status(ESP_ERR_INVALID, "MAC addresses: 6 bytes")
+        memset(&self.tx, 0, sizeof(self.tx))
+        memcpy(self.tx.dst_mac, <const char *>dst_mac, FRAME_ETH_ALEN)
+        memcpy(self.tx.src_mac, <const char *>src_mac, FRAME_ETH_ALEN)
+        memcpy(self.tx.src, <const char *>src, alen)
+        memcpy(self.tx.dst, <const char *>dst, alen)
+        self.tx.family = <uint8_t>family
+        if udp_ports is not None:
+            self.tx.udp_encap = 1
+            self.tx.sport, self.tx.dport = udp_ports
+        if vlan_tci is not None:
+            self.tx.vlan = 1
+            self.tx.vlan_tci = vlan_tci
+        self.tx.tclass, self.tx.ip_id, self.tx.flow_label = tclass, ip_id, flow_label
+        if esp_frame_header_len(&self.tx) == 0:
+            _raise_for_status(ESP_ERR_INVALID, "flow label: 20 bits")
+
+    @property
+    def header_len(self) -> int:
+        return esp_frame_header_len(&self.tx)
+
+    @property
+    def ip_id(self) -> int:
+        return self.tx.ip_id
+
+    def encap_batch(self, CoreSA sa not None, const unsigned char[::1] buf not None,
+                    const uint32_t[::1] offsets not None, const uint32_t[::1] lengths not None,
+                    unsigned char[::1] area not None, const uint64_t[::1] frame_addrs not None, size_t frame_cap,
+                    uint32_t[::1] frame_lengths not None, unsigned char[::1] statuses not None) -> int:
+        """Encrypt inner packets buf[offsets[i]:offsets[i]+lengths[i]] with the outbound SA straight into
+        the frames at area[frame_addrs[i]:] (frame_cap bytes each: an AF_XDP UMEM), behind these headers,
+        with the GIL released. frame_lengths/statuses per packet. Returns the frames ready to send."""
+        cdef size_t n = <size_t>offsets.shape[0], ok
+        cdef uint16_t next_id
+        sa._check_ready()
+        if not sa.outbound or sa.udp_encap or not sa.tunnel:
+            _raise_for_status(ESP_ERR_INVALID, "a tunnel-mode outbound SA without UDP header (the frame has it)")
+        if <size_t>lengths.shape[0] != n or <size_t>frame_addrs.shape[0] < n or <size_t>frame_lengths.shape[0] < n \
+                or <size_t>statuses.shape[0] < n:
+            _raise_for_status(ESP_ERR_INVALID, "batch arrays have mismatched lengths")
+        if n == 0:
+            return 0
+        if area.shape[0] == 0:
+            _raise_for_status(ESP_ERR_BUFFER)
+        cdef const uint8_t *src = _ptr(buf)
+        with nogil:
+            ok = esp_frame_encap_batch(sa.sa, &self.tx, src, <size_t>buf.shape[0], &offsets[0], &lengths[0], n,
+                                       &area[0], <size_t>area.shape[0], &frame_addrs[0], frame_cap,
+                                       &frame_lengths[0], &statuses[0], &next_id)
+        self.tx.ip_id = next_id
+        return ok
+
+
+def _frame_parse(const unsigned char[::1] frame not None, int natt_port=FRAME_NATT_PORT):
+    """esp_frame_parse for tests: the fields of esp_frame_t as a dict, verdict and drop reason by name
+    (reason None unless dropped), addresses of the family's length (b"" before an IP header)."""
+    cdef esp_frame_config_t cfg
+    cdef esp_frame_t r
+    if not 0 <= natt_port <= 0xFFFF:
+        _raise_for_status(ESP_ERR_INVALID, "natt_port: 0..65535 (0: no NAT-T)")
+    cfg.natt_port = <uint16_t>natt_port
+    esp_frame_parse(_ptr(frame), <size_t>frame.shape[0], &cfg, &r)
+    cdef size_t alen = 0 if r.family == 0 else 4 if r.family == 4 else 16
+    return {
+        "verdict": esp_frame_verdict_name(r.verdict).decode(),
+        "reason": None if r.reason == FRAME_DROP_NONE else esp_frame_drop_name(r.reason).decode(),
+        "family": r.family, "proto": r.proto, "ethertype": r.ethertype,
+        "src": (<char *>r.src)[:alen], "dst": (<char *>r.dst)[:alen], "sport": r.sport, "dport": r.dport,
+        "vlans": tuple([r.vlan[i] for i in range(r.n_vlans)]),
+        "l3_offset": r.l3_offset, "esp_offset": r.esp_offset, "esp_len": r.esp_len, "spi": r.spi,
+    }
+
+
+def _frame_build(const unsigned char[::1] esp not None, *, int family, bytes src not None, bytes dst not None,
+                 bytes dst_mac not None=b"\x02\x00\x00\x00\x00\x01",
+                 bytes src_mac not None=b"\x02\x00\x00\x00\x00\x02", udp_ports=None, vlan_tci=None,
+                 uint16_t ip_id=0, uint8_t tclass=0, uint32_t flow_label=0, cap=None) -> bytes:
+    """esp_frame_build for tests: the frame with `esp` behind the headers, or b"" when esp_frame_build
+    refuses (capacity, IP length). udp_ports: (source, destination) for ESP in UDP, None for raw ESP;
+    vlan_tci: one 802.1Q tag; cap: the capacity passed to it (default: exactly enough)."""
+    cdef esp_frame_tx_t tx
+    cdef size_t alen = 4 if family == 4 else 16
+    if family not in (4, 6) or len(src) != alen or len(dst) != alen:
+        _raise_for_status(ESP_ERR_INVALID, "family 4 or 6 with addresses of that length")
+    if len(dst_mac) != FRAME_ETH_ALEN or len(src_mac) != FRAME_ETH_ALEN:
+        _raise_for_status(ESP_ERR_INVALID, "MAC addresses: 6 bytes")
+    memset(&tx, 0, sizeof(tx))
+    memcpy(tx.dst_mac, <const char *>dst_mac, FRAME_ETH_ALEN)
+    memcpy(tx.src_mac, <const char *>src_mac, FRAME_ETH_ALEN)
+    memcpy(tx.src, <const char *>src, alen)
+    memcpy(tx.dst, <const char *>dst, alen)
+    tx.family = <uint8_t>family
+    if udp_ports is not None:
+        tx.udp_encap = 1
+        tx.sport, tx.dport = udp_ports
+    if vlan_tci is not None:
+        tx.vlan = 1
+        tx.vlan_tci = vlan_tci
+    tx.tclass, tx.ip_id, tx.flow_label = tclass, ip_id, flow_label
+    cdef size_t hdr = esp_frame_header_len(&tx)
+    if hdr == 0:
+        _raise_for_status(ESP_ERR_INVALID, "flow label: 20 bits")
+    cdef size_t n_esp = <size_t>esp.shape[0]
+    cdef size_t need = hdr + n_esp
+    cdef size_t capacity = need if cap is None else <size_t>cap
+    buf = bytearray(max(capacity, need))
+    cdef unsigned char[::1] view = buf
+    if n_esp:
+        memcpy(&view[hdr], &esp[0], n_esp)
+    cdef size_t n = esp_frame_build(&tx, &view[0], capacity, n_esp)
+    return bytes(buf[:n])

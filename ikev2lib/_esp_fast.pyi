@@ -1,4 +1,6 @@
 # Type stub of the Cython module built from _esp_fast/_esp_fast.pyx (the C ESP core's Python face).
+from typing import TypedDict
+
 from typing_extensions import Buffer
 
 def openssl_version() -> str: ...
@@ -81,3 +83,41 @@ def attach_raw_steering(fd: int, family: int, workers: int, index: int) -> None:
 def _inner_parse(pkt: Buffer) -> tuple[int, int, int, int, int, int, int, int] | None: ...
 def _inner_clamp_mss(pkt: Buffer, mss: int) -> bool: ...
 def _inner_too_big(pkt: Buffer, mtu: int, src: bytes | None = None) -> bytes: ...
+
+# Ethernet frames of the AF_XDP path (esp_frame.c), for tests
+class _FrameInfo(TypedDict):
+    verdict: str  # "ESP_RAW", "ESP_UDP", "PASS", "DROP"
+    reason: str | None  # the drop reason ("SHORT_L2", ...), None unless dropped
+    family: int
+    proto: int
+    ethertype: int
+    src: bytes
+    dst: bytes
+    sport: int
+    dport: int
+    vlans: tuple[int, ...]
+    l3_offset: int
+    esp_offset: int
+    esp_len: int
+    spi: int
+
+def _frame_parse(frame: Buffer, natt_port: int = 4500) -> _FrameInfo: ...
+def _frame_build(
+    esp: Buffer, *, family: int, src: bytes, dst: bytes, dst_mac: bytes = ..., src_mac: bytes = ...,
+    udp_ports: tuple[int, int] | None = None, vlan_tci: int | None = None, ip_id: int = 0, tclass: int = 0,
+    flow_label: int = 0, cap: int | None = None,
+) -> bytes: ...
+
+FRAME_AREA_MAX: int
+def frame_parse_batch(area: Buffer, addrs: Buffer, lens: Buffer, n: int, esp_offsets: Buffer, esp_lengths: Buffer,
+                      verdicts: Buffer, reasons: Buffer, natt_port: int = 4500) -> int: ...
+class FrameTemplate:
+    def __init__(self, *, family: int, src: bytes, dst: bytes, dst_mac: bytes, src_mac: bytes,
+                 udp_ports: tuple[int, int] | None = None, vlan_tci: int | None = None, ip_id: int = 0,
+                 tclass: int = 0, flow_label: int = 0) -> None: ...
+    @property
+    def header_len(self) -> int: ...
+    @property
+    def ip_id(self) -> int: ...
+    def encap_batch(self, sa: CoreSA, buf: Buffer, offsets: Buffer, lengths: Buffer, area: Buffer,
+                    frame_addrs: Buffer, frame_cap: int, frame_lengths: Buffer, statuses: Buffer) -> int: ...

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The C parts of the data plane on their own, under AddressSanitizer + UndefinedBehaviorSanitizer: the
 # unit tests of the ESP core (esp_core.c), the gateway forwarder (esp_fwd.c, esp_inner.c: driven
-# through socketpairs and loopback UDP) and the TUN offload helpers (esp_offload.c), then a bounded
-# libFuzzer run (FUZZ_SECONDS each, default 30) over decap, inner packets, the forwarder's worker loop
-# and offload split/coalesce. Needs clang and libssl-dev.
+# through socketpairs and loopback UDP), the TUN offload helpers (esp_offload.c) and the Ethernet frames of
+# the AF_XDP path (esp_frame.c), then a bounded libFuzzer run (FUZZ_SECONDS each, default 30) over decap,
+# inner packets, the forwarder's worker loop, offload split/coalesce and frame parse/build. Needs clang
+# and libssl-dev.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CC=${CC:-clang}
@@ -49,10 +50,14 @@ fuzz() {  # fuzz NAME SEED_DIR MAX_LEN SOURCES...: new inputs go to a scratch co
     unit test_esp_core _esp_fast/test_esp_core.c $CORE
     unit test_esp_fwd _esp_fast/test_esp_fwd.c $FORWARDER
     unit test_esp_offload _esp_fast/test_esp_offload.c _esp_fast/esp_offload.c
+    unit test_esp_frame _esp_fast/test_esp_frame.c _esp_fast/esp_frame.c $CORE
     fuzz fuzz_decap fuzz/esp/corpus 4096 fuzz/esp/fuzz_decap.c $CORE
     fuzz fuzz_inner fuzz/esp/corpus_inner 4096 fuzz/esp/fuzz_inner.c _esp_fast/esp_inner.c
     fuzz fuzz_fwd "" 4096 fuzz/esp/fuzz_fwd.c $FORWARDER
     # seeds: `test_esp_offload --write-corpus fuzz/esp/corpus_offload`; 8 KiB: several MSS-sized segments
     fuzz fuzz_offload fuzz/esp/corpus_offload 8192 fuzz/esp/fuzz_offload.c _esp_fast/esp_offload.c
+    # seeds: frames of every kind and build parameters, written by the unit test into the scratch directory
+    "$build/test_esp_frame" --write-corpus "$build/seeds-frame"
+    fuzz fuzz_frame "$build/seeds-frame" 4096 fuzz/esp/fuzz_frame.c _esp_fast/esp_frame.c $CORE
 }
 echo "esp core: OK"
