@@ -76,6 +76,9 @@ TOOL_PACKAGES = {
     "prometheus": (("/usr/bin/prometheus",), "prometheus"),
     "ping": (("/usr/bin/ping", "/bin/ping"), "iputils-ping"),
     "llvm-symbolizer": (("/usr/bin/llvm-symbolizer",), "llvm"),
+    # not programs: the headers ikev2lib._xsk (AF_XDP) is built from
+    "libxdp headers": (("/usr/include/xdp/xsk.h",), "libxdp-dev"),
+    "libbpf headers": (("/usr/include/bpf/libbpf.h",), "libbpf-dev"),
 }
 
 # clang's sanitizer and libFuzzer runtimes (scripts/test-esp-core.sh); their package is versioned.

@@ -1,0 +1,62 @@
+/* AF_XDP for the ESP data plane, on libxdp's XSK API: the XDP program that redirects the gateway's ESP
+ * (xdp/esp_xdp.bpf.c) with its SPI map, and XSKs with their UMEM and rings. Bound to Python with cffi
+ * (ikev2lib/xdp/_build.py); the frames' bytes are parsed and decrypted in place by _esp_fast.
+ *
+ * One XSK per device queue, each with its own UMEM: the first half of its frames belong to the fill
+ * ring (receive), the second half to a free list for sending. Every function returns without waiting;
+ * errors are negative errno values (or NULL with *err set).
+ */
+#ifndef ESP_XSK_H
+#define ESP_XSK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ESP_XSK_FRAME_SIZE 4096      /* one UMEM frame: a full 1500-byte frame with headroom, page-aligned */
+#define ESP_XSK_MIN_FRAMES 64
+#define ESP_XSK_MAX_FRAMES 65536     /* 256 MiB of UMEM per XSK at most */
+
+enum esp_xdp_mode { ESP_XDP_NATIVE = 0, ESP_XDP_SKB = 1 };
+
+typedef struct esp_xdp esp_xdp_t;
+typedef struct esp_xsk esp_xsk_t;
+
+typedef struct {
+    uint64_t rx_dropped;            /* the kernel's XDP_STATISTICS: dropped for want of a fill frame, ... */
+    uint64_t rx_invalid_descs;
+    uint64_t tx_invalid_descs;
+    uint64_t rx_ring_full;
+    uint64_t rx_fill_ring_empty;
+    uint64_t tx_ring_empty;
+    uint64_t received, sent, send_full;  /* ours: frames taken from RX, submitted to TX, refused (TX full) */
+} esp_xsk_stats_t;
+
+/* Load the program at `obj_path` and attach it to `ifname` (native or generic/SKB mode). */
+esp_xdp_t *esp_xdp_attach(const char *obj_path, const char *ifname, int mode, uint16_t natt_port, int *err);
+void esp_xdp_detach(esp_xdp_t *xdp);
+int esp_xdp_add_spi(esp_xdp_t *xdp, uint32_t spi);      /* host order; 0 or -errno */
+int esp_xdp_remove_spi(esp_xdp_t *xdp, uint32_t spi);   /* 0, -ENOENT, or -errno */
+
+/* An XSK on (ifname, queue) with `frames` UMEM frames, registered in the program's XSK map (xdp NULL:
+ * a socket that only sends, no program needed).
+ * zerocopy: 1 ask for XDP_ZEROCOPY (fails where the driver lacks it), 0 copy mode. */
+esp_xsk_t *esp_xsk_open(esp_xdp_t *xdp, const char *ifname, uint32_t queue, uint32_t frames, int zerocopy,
+                        int *err);
+void esp_xsk_close(esp_xsk_t *xsk);
+int esp_xsk_fd(const esp_xsk_t *xsk);
+uint8_t *esp_xsk_area(const esp_xsk_t *xsk, size_t *size);
+
+/* Received frames (at most max): their addresses in the UMEM area and lengths. The frames are the
+ * caller's until esp_xsk_release gives them back to the fill ring. */
+size_t esp_xsk_recv(esp_xsk_t *xsk, uint64_t *addrs, uint32_t *lens, size_t max);
+void esp_xsk_release(esp_xsk_t *xsk, const uint64_t *addrs, size_t n);
+
+/* Up to n free frames for sending (their addresses); completed sends are reclaimed first. */
+size_t esp_xsk_tx_frames(esp_xsk_t *xsk, uint64_t *addrs, size_t n);
+/* Submit frames written at addrs (from esp_xsk_tx_frames) and kick the kernel. Returns how many were
+ * taken; the rest go back to the free list. */
+size_t esp_xsk_send(esp_xsk_t *xsk, const uint64_t *addrs, const uint32_t *lens, size_t n);
+
+int esp_xsk_stats(esp_xsk_t *xsk, esp_xsk_stats_t *out);
+
+#endif
