@@ -1,4 +1,4 @@
-"""Smoke runs of the comparison scripts (wire_compare, esp_compare, ike_compare, connections_compare,
+"""Smoke runs of the comparison scripts (wire_compare, esp_compare, ike_compare, connections_compare, xdp_compare,
 tunnel_compare): each runs with the smallest bounds and must end with its JSON line, whose
 `targets_met` holds one verdict per target (True/False, or None for a part that did not run). Only the
 shape is checked, never a rate or whether a target is met: speed is measured, never asserted
@@ -102,3 +102,14 @@ def test_tunnel_compare_measures_a_path(path: str) -> None:
         if not (flooded["clean"]["mbit_s"] > 0 and all(flooded["sent"][kind] > 0 for kind in
                                                         ("forged", "replayed", "unknown_spi"))):
             pytest.fail(f"{path}: flood row without traffic: {flooded!r}")
+
+
+def test_xdp_compare_decapsulates_through_both_paths() -> None:
+    # needs root and the AF_XDP build; the ratio is reported, never judged here
+    result = run_script("xdp_compare.py", "--seconds", "0.5", "--rounds", "1")
+    for path in ("sockets", "xdp"):
+        for size, row in result["paths"][path].items():
+            if not row["decap_pps"] > 0 or not row["sent_pps"] > 0:
+                pytest.fail(f"{path} at {size} B decapsulated nothing: {row!r}")
+    if not isinstance(result["target_met"], bool):
+        pytest.fail(f"no verdict: {result['target_met']!r}")
