@@ -12,7 +12,7 @@ C pointers into buffers whose exports (or bytes objects) the call holds.
 """
 
 from cpython.ref cimport PyObject, Py_DECREF
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.errno cimport errno
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
@@ -725,6 +725,14 @@ cdef extern from "esp_fwd.h" nogil:
         uint32_t n_local
         uint32_t n_remote
         uint32_t bound_worker
+    ctypedef struct esp_fwd_xsk_t:
+        void *ctx
+        uint8_t *area
+        size_t area_len
+        size_t (*recv)(void *ctx, uint64_t *addrs, uint32_t *lens, size_t max) noexcept nogil
+        void (*release)(void *ctx, const uint64_t *addrs, size_t n) noexcept nogil
+        int fd
+        uint16_t natt_port
     ctypedef struct esp_fwd_io_t:
         int tun_fd
         int udp_fd
@@ -733,6 +741,7 @@ cdef extern from "esp_fwd.h" nogil:
         int vnet_hdr
         int stop_fd
         int worker
+        const esp_fwd_xsk_t *xsk
     esp_fwd_t *esp_fwd_new(uint32_t max_slots)
     void esp_fwd_free(esp_fwd_t *dp)
     int esp_fwd_set_tables(esp_fwd_t *dp, const esp_fwd_tunnel_t *tunnels, size_t n, const inner_selector_t *sels,
@@ -763,6 +772,20 @@ cdef int _fill_selector(inner_selector_t *s, tuple ts) except -1:
     s.port_hi = <uint16_t>ts[3]
     memcpy(s.lo, <const char *>lo, alen)
     memcpy(s.hi, <const char *>hi, alen)
+    return 0
+
+
+cdef int _fill_xsk(esp_fwd_xsk_t *x, tuple handle) except -1:
+    ctx, area, area_len, recv, release, fd, natt_port = handle
+    if not ctx or not area or not recv or not release or not 0 < area_len <= FRAME_AREA_MAX:
+        _raise_for_status(ESP_ERR_INVALID, "xsk: null pointers or an area beyond 4 GiB")
+    x.ctx = <void *><uintptr_t>ctx
+    x.area = <uint8_t *><uintptr_t>area
+    x.area_len = <size_t>area_len
+    x.recv = <size_t (*)(void *, uint64_t *, uint32_t *, size_t) noexcept nogil><uintptr_t>recv
+    x.release = <void (*)(void *, const uint64_t *, size_t) noexcept nogil><uintptr_t>release
+    x.fd = fd
+    x.natt_port = natt_port
     return 0
 
 
@@ -861,15 +884,22 @@ cdef class CoreForwarder:
             free(sels)
 
     def run(self, int tun_fd, int udp_fd, int raw_fd, int stop_fd, *, bint raw_rx=True, bint vnet_hdr=False,
-            int worker=0) -> None:
+            int worker=0, xsk=None) -> None:
         """One worker: process packets without the GIL until `stop_fd` is readable. raw_fd (or -1) is
         for sending raw ESP; raw_rx: this worker also reads it (a shared socket: one worker only; or one
         socket per worker with attach_raw_steering); vnet_hdr: the TUN queue carries virtio_net_hdr
-        frames with TSO (IFF_VNET_HDR, TUNSETOFFLOAD); worker: this worker's index (bound tunnels)."""
+        frames with TSO (IFF_VNET_HDR, TUNSETOFFLOAD); worker: this worker's index (bound tunnels);
+        xsk: ESP from an AF_XDP socket as (ctx, area, area_len, recv, release, fd, natt_port), the
+        pointers as integers (ikev2lib.xdp.XskSocket.forwarder_handle); the caller keeps it open
+        until this returns."""
         cdef esp_fwd_io_t io
+        cdef esp_fwd_xsk_t x
         cdef int rc
         io.tun_fd, io.udp_fd, io.raw_fd, io.stop_fd, io.raw_rx = tun_fd, udp_fd, raw_fd, stop_fd, raw_rx
-        io.vnet_hdr, io.worker = vnet_hdr, worker
+        io.vnet_hdr, io.worker, io.xsk = vnet_hdr, worker, NULL
+        if xsk is not None:
+            _fill_xsk(&x, xsk)
+            io.xsk = &x
         with nogil:
             rc = esp_fwd_run(self.dp, &io)
         if rc != 0:

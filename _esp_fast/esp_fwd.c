@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "esp_frame.h"
 #include "esp_fwd.h"
 #include "esp_offload.h"
 
@@ -257,6 +258,9 @@ typedef struct {
     uint32_t offs[FWD_BATCH], lens[FWD_BATCH], out_offs[FWD_BATCH], out_lens[FWD_BATCH];
     uint8_t status[FWD_BATCH], nh[FWD_BATCH];
     peer_addr_t from[FWD_BATCH];
+    uint8_t is_raw[FWD_BATCH];          /* received as IP protocol 50 (1) or in UDP (0) */
+    uint64_t xsk_addrs[FWD_BATCH];      /* the XSK frames of this batch, released after it */
+    uint32_t xsk_lens[FWD_BATCH];
     struct mmsghdr msgs[FWD_BATCH];
     struct iovec iov[FWD_BATCH];
     uint8_t frame[OFFLOAD_MAX_FRAME];   /* one TUN read (with its virtio_net_hdr when offloading) */
@@ -497,17 +501,53 @@ static size_t receive(esp_fwd_t *dp, worker_t *w, int fd, int raw)
         }
         w->offs[j] += (uint32_t)off;
         w->lens[j] = (uint32_t)len;
+        w->is_raw[j] = (uint8_t)raw;
     }
     return (size_t)rc;
 }
 
-static void inbound(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io, int fd, int raw)
+/* One batch of frames from the XSK: each ESP packet located in the UMEM (offs/lens into x->area), its
+ * outer source as a socket address for the raw-ESP source check. Frames that are not ESP (the XDP
+ * program should not have redirected them) are counted; their length 0 keeps them out of the batch. */
+static size_t receive_xsk(esp_fwd_t *dp, worker_t *w, const esp_fwd_xsk_t *x)
 {
-    size_t n = receive(dp, w, fd, raw);
-    if (n == 0) return;
+    size_t n = x->recv(x->ctx, w->xsk_addrs, w->xsk_lens, FWD_BATCH);
+    esp_frame_config_t cfg = {x->natt_port};
+    for (size_t j = 0; j < n; j++) {
+        esp_frame_t f;
+        w->lens[j] = w->offs[j] = 0;
+        if (w->xsk_addrs[j] > x->area_len || w->xsk_lens[j] > x->area_len - w->xsk_addrs[j]) {
+            drop(dp, NULL, FWD_DROP_MALFORMED);
+            continue;
+        }
+        esp_frame_parse(x->area + w->xsk_addrs[j], w->xsk_lens[j], &cfg, &f);
+        if (f.verdict != FRAME_ESP_RAW && f.verdict != FRAME_ESP_UDP) {
+            drop(dp, NULL, f.verdict == FRAME_DROP ? FWD_DROP_MALFORMED : FWD_DROP_NOT_ESP);
+            continue;
+        }
+        w->offs[j] = (uint32_t)(w->xsk_addrs[j] + f.esp_offset);
+        w->lens[j] = f.esp_len;
+        w->is_raw[j] = f.verdict == FRAME_ESP_RAW;
+        peer_addr_t *from = &w->from[j];
+        memset(from, 0, sizeof(*from));
+        if (f.family == 6) {
+            from->v6.sin6_family = AF_INET6;
+            from->v6.sin6_port = htons(f.sport);
+            memcpy(&from->v6.sin6_addr, f.src, 16);
+        } else {
+            from->v4.sin_family = AF_INET;
+            from->v4.sin_port = htons(f.sport);
+            memcpy(&from->v4.sin_addr, f.src, 4);
+        }
+    }
+    return n;
+}
+
+/* Decrypt, check and deliver n received ESP packets (in + offs[i], lens[i]; length 0: skipped). */
+static void deliver_inbound(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io, const uint8_t *in, size_t in_size,
+                            size_t n)
+{
     uint8_t deliver[FWD_BATCH] = {0}; /* authentic and inside the policy: written to the TUN */
-    const uint8_t *in = &w->in[0][0];
-    size_t in_size = sizeof(w->in);
     pthread_rwlock_rdlock(&dp->lock);
     const fwd_tables_t *t = dp->tables;
     /* frames skipped above have length 0: decap reports them MALFORMED, and they are not counted twice */
@@ -527,7 +567,7 @@ static void inbound(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io, int fd, 
             continue;
         }
         /* an authentic packet on the wrong path or, raw, from another address: not this SA's peer */
-        if (tn->udp_encap == raw || (raw && !from_peer(&w->from[i], tn))) {
+        if (tn->udp_encap == w->is_raw[i] || (w->is_raw[i] && !from_peer(&w->from[i], tn))) {
             drop(dp, tn, FWD_DROP_POLICY);
             continue;
         }
@@ -568,18 +608,35 @@ static void inbound(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io, int fd, 
             count(&dp->drops[FWD_DROP_ERROR], 1);
 }
 
+static void inbound(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io, int fd, int raw)
+{
+    size_t n = receive(dp, w, fd, raw);
+    if (n) deliver_inbound(dp, w, io, &w->in[0][0], sizeof(w->in), n);
+}
+
+/* The plaintext is in w->out once decap is done, so the frames go back to the fill ring right after. */
+static void inbound_xsk(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io)
+{
+    const esp_fwd_xsk_t *x = io->xsk;
+    size_t n = receive_xsk(dp, w, x);
+    if (n == 0) return;
+    deliver_inbound(dp, w, io, x->area, x->area_len, n);
+    x->release(x->ctx, w->xsk_addrs, n);
+}
+
 /* ---- the loop ---------------------------------------------------------------------------------- */
 
 static int poll_io(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io, int timeout_ms)
 {
-    struct pollfd p[4] = {{io->stop_fd, POLLIN, 0}, {io->tun_fd, POLLIN, 0}, {io->udp_fd, POLLIN, 0},
-                          {io->raw_rx ? io->raw_fd : -1, POLLIN, 0}};
-    int rc = poll(p, 4, timeout_ms); /* negative fds are ignored by poll */
+    struct pollfd p[5] = {{io->stop_fd, POLLIN, 0}, {io->tun_fd, POLLIN, 0}, {io->udp_fd, POLLIN, 0},
+                          {io->raw_rx ? io->raw_fd : -1, POLLIN, 0}, {io->xsk ? io->xsk->fd : -1, POLLIN, 0}};
+    int rc = poll(p, 5, timeout_ms); /* negative fds are ignored by poll */
     if (rc < 0) return errno == EINTR ? 0 : -1;
     if (p[0].revents) return 1;
     if (p[1].revents & POLLIN) outbound(dp, w, io);
     if (p[2].revents & POLLIN) inbound(dp, w, io, io->udp_fd, 0);
     if (p[3].revents & POLLIN) inbound(dp, w, io, io->raw_fd, 1);
+    if (p[4].revents & POLLIN) inbound_xsk(dp, w, io);
     return 0;
 }
 

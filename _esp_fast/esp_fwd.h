@@ -9,7 +9,8 @@
  *   outbound: TUN read (batch; TSO super-packets split, esp_offload.c) -> parse -> policy (most specific
  *             first, flow cache) -> MTU check / ICMP too big -> MSS clamp -> esp_encap -> sendmmsg (UDP/4500
  *             or raw ESP)
- *   inbound:  recvmmsg -> esp_decap_batch -> outer source check (raw) -> inbound policy (RFC 4301
+ *   inbound:  recvmmsg, or XSK frames parsed in the UMEM (esp_frame.c) -> esp_decap_batch where they lie
+ *             -> outer source check (raw) -> inbound policy (RFC 4301
  *             5.2: the decrypted packet must lie inside the Child SA's selectors) -> MSS clamp -> TCP
  *             segments coalesced into GSO frames (offloading) -> TUN write
  *
@@ -71,6 +72,18 @@ typedef struct {
                                  * 9611 per-resource SA: its sequence counter is never shared). 0 when zeroed */
 } esp_fwd_tunnel_t;
 
+/* An AF_XDP socket the worker reads ESP from instead of (or besides) its sockets: its UMEM and the
+ * receive/release calls of the binding (ikev2lib._xsk, esp_xsk.c), handed over as plain pointers. */
+typedef struct {
+    void *ctx;                  /* the esp_xsk_t */
+    uint8_t *area;              /* its UMEM: frame bytes are parsed and decrypted where they lie */
+    size_t area_len;            /* below 4 GiB (the batch offsets are 32-bit) */
+    size_t (*recv)(void *ctx, uint64_t *addrs, uint32_t *lens, size_t max);
+    void (*release)(void *ctx, const uint64_t *addrs, size_t n);
+    int fd;                     /* readable when frames wait */
+    uint16_t natt_port;         /* ESP in UDP to this port (0: none) */
+} esp_fwd_xsk_t;
+
 typedef struct {
     int tun_fd;                 /* this worker's TUN queue (non-blocking) */
     int udp_fd;                 /* this worker's UDP/4500 socket, or -1 */
@@ -79,6 +92,7 @@ typedef struct {
     int vnet_hdr;               /* 1: the TUN has IFF_VNET_HDR and TSO offloads: reads are split, writes coalesced */
     int stop_fd;                /* readable = stop (an eventfd shared by all workers) */
     int worker;                 /* this worker's index: outbound entries bound to another worker are skipped */
+    const esp_fwd_xsk_t *xsk;   /* NULL, or ESP frames from an AF_XDP socket (sending stays on the sockets) */
 } esp_fwd_io_t;
 
 typedef struct esp_fwd esp_fwd_t;

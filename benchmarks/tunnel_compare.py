@@ -12,6 +12,9 @@ Each path is a pair of fresh namespaces `tcmp-<tag>-l` / `tcmp-<tag>-r` joined b
 - `ikev2lib-percpu`: the same with `per_cpu_sas = true` on both (RFC 9611 per-resource Child SAs: a
   fallback plus one per CPU, each data-path worker sending on its own and decrypting its own); measured
   once the left gateway holds all of them (else `null` with the reason);
+- `ikev2lib-xdp`: the `ikev2lib` pair with the right gateway receiving ESP through AF_XDP (`xdp` in
+  its [datapath]: ikev2lib's XDP program in native mode on its veth, one XSK per queue); it sends on
+  its sockets as before;
 - `ikev2lib-strongswan`: the ikev2lib gateway on the left, charon on the right.
 
 Every path that comes up must first carry an ICMP echo through the tunnel within a bounded time; a
@@ -48,13 +51,14 @@ kernel cost on these shared cores, apart from what handling the drops costs the 
 Ratios: each tunnel / bare veth, and ikev2lib / strongSwan TCP, whose target is >= 3 (stretch >= 5);
 ikev2lib TCP with the flood / without it (`tcp_under_flood_vs_clean`), target >= 0.7; TCP x4 of
 ikev2lib-percpu / ikev2lib and / strongSwan (`tcp4_ikev2lib_percpu_vs_ikev2lib`,
-`tcp4_ikev2lib_percpu_vs_strongswan`), reported without a target.
+`tcp4_ikev2lib_percpu_vs_strongswan`), and TCP and UDP 64 B of ikev2lib-xdp / ikev2lib
+(`tcp_ikev2lib_xdp_vs_ikev2lib`, `udp64_ikev2lib_xdp_vs_ikev2lib`), reported without a target.
 Prints a table, then (LAST line) one JSON object with every figure, `targets` and `targets_met`.
 Needs root, iperf3 and strongswan-charon. Every namespace, charon, gateway and iperf3 process is
 removed at the end and on errors; every wait and subprocess is bounded.
 
 Usage: .venv/bin/python benchmarks/tunnel_compare.py [--seconds 5] [--rounds 2] [--quick]
-       [--only {veth,strongswan,ikev2lib,ikev2lib-percpu,ikev2lib-strongswan}]... [--profile]
+       [--only {veth,strongswan,ikev2lib,ikev2lib-percpu,ikev2lib-xdp,ikev2lib-strongswan}]... [--profile]
        [--no-flood | --flood-only] [--flood-all] [--flood-rate 20000]
 """
 
@@ -102,7 +106,7 @@ TARGET_TCP_VS_STRONGSWAN = 3.0  # ikev2lib <-> ikev2lib TCP Mbit/s / strongSwan 
 STRETCH_TCP_VS_STRONGSWAN = 5.0
 TARGET_TCP_UNDER_FLOOD = 0.7  # ikev2lib <-> ikev2lib TCP Mbit/s with the --flood / the same without it
 
-PATHS = ("veth", "strongswan", "ikev2lib", "ikev2lib-percpu", "ikev2lib-strongswan")
+PATHS = ("veth", "strongswan", "ikev2lib", "ikev2lib-percpu", "ikev2lib-xdp", "ikev2lib-strongswan")
 NS_PREFIX = "tcmp"  # namespace names tcmp-<tag>-l / -r; no other test uses this prefix
 IKE_PROPOSAL = "aes128gcm16-prfsha256-x25519"
 ESP_PROPOSAL = "aes128gcm16"
@@ -151,13 +155,15 @@ class NotAvailable(RuntimeError):
 
 
 def ikev2lib_gateway_config(*, local_addr: str, remote_addr: str, local_id: str, remote_id: str,
-                            local_net: str, remote_net: str, initiate: bool, per_cpu: bool = False) -> str:
+                            local_net: str, remote_net: str, initiate: bool, per_cpu: bool = False,
+                            xdp: str = "") -> str:
     """The TOML file (`ikev2lib run --config`) of one ikev2lib gateway of the `ikev2lib`,
     `ikev2lib-percpu` and `ikev2lib-strongswan` paths: one PSK connection `tunnel` (IKE
     aes128gcm16-prfsha256-x25519) with one child `net` (ESP aes128gcm16) between `local_net` and
     `remote_net`; `initiate` gives it `start_action = "start"` (the left side), the other side answers.
     `per_cpu` (the `ikev2lib-percpu` path) gives the child `per_cpu_sas = true`: RFC 9611 per-resource
-    Child SAs, a fallback plus one per CPU, so that each data-path worker sends on its own SA.
+    Child SAs, a fallback plus one per CPU, so that each data-path worker sends on its own SA. `xdp`
+    (the `ikev2lib-xdp` path, right side) receives ESP on that interface through AF_XDP.
 
     The measurement needs the gateway to run a TUN data path: a TUN device (`[datapath] tun`, named
     TUN_NAME in the gateway's namespace) to which the gateway routes `remote_net` (as kernel-libipsec
@@ -170,6 +176,7 @@ def ikev2lib_gateway_config(*, local_addr: str, remote_addr: str, local_id: str,
         "",
         "[datapath]",
         f'tun = "{TUN_NAME}"',
+        *([f'xdp = "{xdp}"'] if xdp else []),
         "",
         f"[connections.{CONNECTION}]",
         f'local_addrs = ["{local_addr}"]',
@@ -446,7 +453,7 @@ def wait_per_resource_children(gateway: RunningGateway, side: str) -> None:
 
 
 def setup_ikev2lib_pair(stack: contextlib.ExitStack, work: Path, name: str, description: str,
-                        per_cpu: bool) -> Tunnel:
+                        per_cpu: bool, xdp: bool = False) -> Tunnel:
     """Two ikev2lib gateways, the left one initiating; `per_cpu`: with per-resource Child SAs, all of
     them installed before the tunnel is measured."""
     pair = stack.enter_context(namespace_pair(inner=True))
@@ -454,7 +461,7 @@ def setup_ikev2lib_pair(stack: contextlib.ExitStack, work: Path, name: str, desc
         disable_ipv6(ns)
     right = start_gateway(stack, pair.right, work / name / "right", ikev2lib_gateway_config(
         local_addr=pair.right_addr, remote_addr=pair.left_addr, local_id=RIGHT_ID, remote_id=LEFT_ID,
-        local_net=RIGHT_NET, remote_net=LEFT_NET, initiate=False, per_cpu=per_cpu))
+        local_net=RIGHT_NET, remote_net=LEFT_NET, initiate=False, per_cpu=per_cpu, xdp=pair.right_if if xdp else ""))
     left = start_gateway(stack, pair.left, work / name / "left", ikev2lib_gateway_config(
         local_addr=pair.left_addr, remote_addr=pair.right_addr, local_id=LEFT_ID, remote_id=RIGHT_ID,
         local_net=LEFT_NET, remote_net=RIGHT_NET, initiate=True, per_cpu=per_cpu))
@@ -462,6 +469,8 @@ def setup_ikev2lib_pair(stack: contextlib.ExitStack, work: Path, name: str, desc
     wait_gateway_established(right, "right")
     if per_cpu:
         wait_per_resource_children(left, "left")
+    if xdp and right.status()["datapath"]["xdp"] is None:
+        raise NotAvailable(f"the right gateway runs without AF_XDP: {first_error_line(right)}")
     tunnel = Tunnel(name, description, pair, LEFT_INNER, RIGHT_INNER)
     tunnel.processes = {"gateway left": left.proc.pid, "gateway right": right.proc.pid}
     tunnel.gateway, tunnel.esp_in_udp = left, child_udp_encap(left)
@@ -481,6 +490,12 @@ def setup_ikev2lib_percpu(stack: contextlib.ExitStack, work: Path) -> Tunnel:
     return setup_ikev2lib_pair(stack, work, "ikev2lib-percpu",
                                "ikev2lib run <-> ikev2lib run (TUN data path), per_cpu_sas: one Child SA per worker",
                                per_cpu=True)
+
+
+def setup_ikev2lib_xdp(stack: contextlib.ExitStack, work: Path) -> Tunnel:
+    return setup_ikev2lib_pair(stack, work, "ikev2lib-xdp",
+                               "ikev2lib run <-> ikev2lib run (TUN data path), the right one receiving ESP "
+                               "through AF_XDP", per_cpu=False, xdp=True)
 
 
 def setup_ikev2lib_strongswan(stack: contextlib.ExitStack, work: Path) -> Tunnel:
@@ -508,7 +523,8 @@ def setup_ikev2lib_strongswan(stack: contextlib.ExitStack, work: Path) -> Tunnel
 
 SETUPS: dict[str, Callable[[contextlib.ExitStack, Path], Tunnel]] = {
     "veth": setup_veth, "strongswan": setup_strongswan, "ikev2lib": setup_ikev2lib,
-    "ikev2lib-percpu": setup_ikev2lib_percpu, "ikev2lib-strongswan": setup_ikev2lib_strongswan,
+    "ikev2lib-percpu": setup_ikev2lib_percpu, "ikev2lib-xdp": setup_ikev2lib_xdp,
+    "ikev2lib-strongswan": setup_ikev2lib_strongswan,
 }
 
 
@@ -904,6 +920,11 @@ def ratios(paths: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     for name in ("ikev2lib", "strongswan"):
         theirs = _figure(paths.get(name), "tcp4", "mbit_s")
         out[f"tcp4_ikev2lib_percpu_vs_{name}"] = percpu / theirs if percpu is not None and theirs else None
+    # the same pair with the receiving gateway on AF_XDP (no target: the issue's target is xdp_compare's)
+    for kind in ("tcp", "udp64"):
+        key = "mbit_s" if kind == "tcp" else "received_pps"
+        mine, theirs = _figure(paths.get("ikev2lib-xdp"), kind, key), _figure(paths.get("ikev2lib"), kind, key)
+        out[f"{kind}_ikev2lib_xdp_vs_ikev2lib"] = mine / theirs if mine is not None and theirs else None
     return out
 
 
@@ -978,6 +999,8 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"  TCP {name} / strongswan: {_fmt(r[f'tcp_{name}_vs_strongswan'], '.2f')}")
     for name in ("ikev2lib", "strongswan"):
         print(f"  TCP x{TCP_STREAMS} ikev2lib_percpu / {name}: {_fmt(r[f'tcp4_ikev2lib_percpu_vs_{name}'], '.2f')}")
+    print(f"  ikev2lib_xdp / ikev2lib: TCP {_fmt(r['tcp_ikev2lib_xdp_vs_ikev2lib'], '.2f')}, "
+          f"UDP 64 B {_fmt(r['udp64_ikev2lib_xdp_vs_ikev2lib'], '.2f')}")
     core = report["esp_core"]
     print(f"== the ESP core's own batch rate, same run: {core['batch_encap_pps']:,.0f} packets/s of "
           f"{core['packet_bytes']} B on one core; the ikev2lib TCP run reaches "

@@ -13,7 +13,7 @@ SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-poin
 CFLAGS="-g -O1 -Wall -Wextra -Werror -I_esp_fast $(pkg-config --cflags libcrypto)"
 LIBS="$(pkg-config --libs libcrypto) -lpthread"
 CORE="_esp_fast/esp_core.c"
-FORWARDER="_esp_fast/esp_fwd.c _esp_fast/esp_inner.c _esp_fast/esp_offload.c $CORE"
+FORWARDER="_esp_fast/esp_fwd.c _esp_fast/esp_inner.c _esp_fast/esp_offload.c _esp_fast/esp_frame.c $CORE"
 build=$(mktemp -d)
 trap 'rm -rf "$build"' EXIT
 mkdir -p fuzz/artifacts

@@ -19,7 +19,7 @@ from ..exceptions import LocalProtocolError
 from .control import DEFAULT_CONTROL_PATH, ControlServer, request
 from .logs import LOG_FORMATS, setup_logging
 from .metrics import ListenAddressError, MetricsServer, format_listen, parse_listen
-from .model import DEFAULT_PATH_MTU, DataPathConfig, GatewayConfig
+from .model import DEFAULT_PATH_MTU, XDP_MODES, DataPathConfig, GatewayConfig
 from .run import IKE_PORT, NATT_PORT, Gateway
 
 __all__ = ["add_commands"]
@@ -49,7 +49,8 @@ def _datapath(args: argparse.Namespace) -> DataPathConfig | None:
     if args.tun is None:
         return None
     return DataPathConfig(tun=args.tun, addresses=tuple(args.tun_address or ()), workers=args.workers,
-                          path_mtu=args.path_mtu, mss_clamp=not args.no_mss_clamp)
+                          path_mtu=args.path_mtu, mss_clamp=not args.no_mss_clamp, xdp=args.xdp or "",
+                          xdp_mode=args.xdp_mode)
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -170,6 +171,10 @@ def add_commands(commands: Any) -> None:
     p_run.add_argument("--workers", type=int, default=0, help="data-path worker threads (default: one per CPU)")
     p_run.add_argument("--path-mtu", type=int, default=DEFAULT_PATH_MTU, help="outer MTU towards the peers")
     p_run.add_argument("--no-mss-clamp", action="store_true", help="leave the MSS of TCP SYNs as it is")
+    p_run.add_argument("--xdp", metavar="IFACE", help="receive ESP on IFACE through AF_XDP (falls back to the "
+                       "sockets, with a warning, where it cannot)")
+    p_run.add_argument("--xdp-mode", choices=XDP_MODES, default="native",
+                       help="native (the driver's XDP) or skb (generic XDP, any device)")
     p_run.set_defaults(func=run)
     for name, text in (("status", "IKE and Child SAs of a running gateway"), ("reload", "reload the configuration"),
                        ("initiate", "initiate a connection"), ("terminate", "delete a connection's IKE SAs")):

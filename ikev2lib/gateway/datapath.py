@@ -44,6 +44,12 @@ counted (`no_policy`), never sent in clear.
 
 Counters belong to the connection (one forwarder slot per connection name), so they stay monotonic
 across rekeys. Outer IPv4 or IPv6 (the listen address's family), inner IPv4 and IPv6.
+
+AF_XDP (`DataPathConfig.xdp`): ikev2lib's XDP program on the outer interface redirects the ESP of our
+inbound SPIs (kept in its map as the table changes) to one XSK per device queue, and the worker of
+that queue parses and decrypts the frames in the UMEM. Everything else (IKE, keepalives, unknown
+SPIs) still arrives on the sockets, and ESP is still sent on them. Where AF_XDP cannot be had (not
+built, no XDP on the device, no permission), a warning says why and the sockets do it all.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _esp_fast
+from .. import _esp_fast, xdp
 from ..esp import BACKEND as ESP_BACKEND
 from ..events import ChildSaCreated, ChildSaDeleted, ChildSaRekeyed, Event
 from ..exceptions import LocalProtocolError
@@ -110,6 +116,14 @@ def _routes(selector: Selector) -> list[str]:
     low = ipaddress.ip_address(selector[4])
     high = ipaddress.ip_address(selector[5])
     return [str(net) for net in ipaddress.summarize_address_range(low, high)]
+
+
+def _rx_queues(ifname: str) -> int:
+    """Receive queues of a device (one XSK each); 1 when sysfs does not say."""
+    try:
+        return max(1, len([q for q in os.listdir(f"/sys/class/net/{ifname}/queues") if q.startswith("rx-")]))
+    except OSError:
+        return 1
 
 
 def _icmp_sources(addresses: tuple[str, ...]) -> tuple[bytes | None, bytes | None]:
@@ -190,6 +204,9 @@ class DataPath:
         self._sockets: list[socket.socket] = []
         self._raw: list[socket.socket] = []  # one per worker (or none: raw ESP unavailable)
         self._stop_fd = -1
+        self._xdp: xdp.XdpProgram | None = None
+        self._xsks: list[xdp.XskSocket] = []  # one per device queue, for workers 0..len-1
+        self._xdp_spis: set[int] = set()  # inbound SPIs in the program's map
         self._threads: list[threading.Thread] = []
         self._tunnels: dict[tuple[int, int], _Tunnel] = {}
         self._slots: dict[str, int] = {}
@@ -216,16 +233,53 @@ class DataPath:
         except (OSError, LocalProtocolError, ValueError) as exc:
             self.stop()
             raise DataPathUnavailable(f"data path on {self.config.tun}: {exc}") from exc
+        if self.config.xdp:
+            self._open_xdp(self.config.xdp)
         self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC)
         for i in range(self.workers):
             raw_fd = self._raw[i].fileno() if self._raw else -1
-            args = (self.tun.fds[i], self._sockets[i].fileno(), raw_fd, self._stop_fd, self.tun.offload, i)
+            handle = self._xsks[i].forwarder_handle(self.natt_port) if i < len(self._xsks) else None
+            args = (self.tun.fds[i], self._sockets[i].fileno(), raw_fd, self._stop_fd, self.tun.offload, i, handle)
             thread = threading.Thread(target=self._worker, args=args, name=f"esp-worker-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
         log.info("data path on %s (MTU %d%s): %d workers, UDP %s:%d%s", self.tun.name, self.tun_mtu,
                  ", TSO/GRO offload" if self.tun.offload else "", self.workers, self.host, self.natt_port,
                  ", raw ESP" if self._raw else "")
+
+    def _open_xdp(self, ifname: str) -> None:
+        """The XDP program and one XSK per queue of `ifname` (at most one per worker); on failure, a
+        warning and the sockets alone."""
+        queues = min(self.workers, _rx_queues(ifname))
+        try:
+            self._xdp = xdp.XdpProgram.attach(ifname, mode=self.config.xdp_mode, natt_port=self.natt_port)
+            for queue in range(queues):
+                self._xsks.append(xdp.XskSocket.open(self._xdp, ifname, queue))
+        except (xdp.XdpUnavailable, ValueError) as exc:
+            self._close_xdp()
+            log.warning("AF_XDP on %s unavailable, ESP stays on the sockets: %s", ifname, exc)
+            return
+        log.info("AF_XDP on %s (%s mode): %d XSK%s, copy mode", ifname, self.config.xdp_mode, len(self._xsks),
+                 "" if len(self._xsks) == 1 else "s")
+
+    def _close_xdp(self) -> None:
+        for xsk in self._xsks:
+            xsk.close()
+        self._xsks = []
+        if self._xdp is not None:
+            self._xdp.close()
+            self._xdp = None
+        self._xdp_spis = set()
+
+    def xdp_stats(self) -> dict[str, int] | None:
+        """The XSKs' counters summed (None without AF_XDP)."""
+        if not self._xsks:
+            return None
+        total: dict[str, int] = {}
+        for xsk in self._xsks:
+            for name, value in xsk.stats().items():
+                total[name] = total.get(name, 0) + value
+        return total
 
     def _open_sockets(self) -> None:
         for _ in range(self.workers):
@@ -254,9 +308,11 @@ class DataPath:
             self._raw = []
             log.warning("raw ESP socket unavailable (%s): only UDP-encapsulated Child SAs can carry traffic", exc)
 
-    def _worker(self, tun_fd: int, udp_fd: int, raw_fd: int, stop_fd: int, vnet_hdr: bool, index: int) -> None:
+    def _worker(self, tun_fd: int, udp_fd: int, raw_fd: int, stop_fd: int, vnet_hdr: bool, index: int,
+                xsk: tuple[int, ...] | None) -> None:
         try:
-            self._forwarder.run(tun_fd, udp_fd, raw_fd, stop_fd, raw_rx=True, vnet_hdr=vnet_hdr, worker=index)
+            self._forwarder.run(tun_fd, udp_fd, raw_fd, stop_fd, raw_rx=True, vnet_hdr=vnet_hdr, worker=index,
+                                xsk=xsk)
         except OSError as exc:
             log.error("data path worker stopped: %s", exc)
 
@@ -270,6 +326,7 @@ class DataPath:
         if self._stop_fd >= 0:
             os.close(self._stop_fd)
             self._stop_fd = -1
+        self._close_xdp()  # after the workers: they read the XSKs' rings
         for sock in self._sockets:
             sock.close()
         self._sockets = []
@@ -363,6 +420,15 @@ class DataPath:
         keyed = [entry for t in self._tunnels.values() for entry in t.entries(self.config.mss_clamp)]
         keyed.sort(key=lambda e: e[0])
         self._forwarder.set_tunnels([e[1] for e in keyed], self._icmp_src4, self._icmp_src6)
+        if self._xdp is not None:  # the new SPIs are redirected once the table holds their SAs
+            self._sync_xdp_spis(self._xdp, {t.spi_in for t in self._tunnels.values()})
+
+    def _sync_xdp_spis(self, program: xdp.XdpProgram, wanted: set[int]) -> None:
+        for spi in wanted - self._xdp_spis:
+            program.add_spi(spi)
+        for spi in self._xdp_spis - wanted:
+            program.remove_spi(spi)
+        self._xdp_spis = set(wanted)
 
     # ---- counters ----------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ __all__ = [
 START_ACTIONS = ("none", "start")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+XDP_MODES = ("native", "skb")
 
 
 def per_cpu_sas_for(enabled: bool) -> int:
@@ -126,8 +127,14 @@ class DataPathConfig:
     path_mtu: int = DEFAULT_PATH_MTU  # outer MTU towards the peers; the TUN MTU is derived from it
     mss_clamp: bool = True  # lower the MSS of TCP SYNs crossing the tunnel to fit its MTU
     offload: bool = True  # TUN TSO/GRO (IFF_VNET_HDR): TCP super-packets split and merged in C
+    # AF_XDP: receive ESP on this outer interface's queues through XSKs ("" = sockets only); sending
+    # stays on the sockets. Unavailable (no XDP, no permission, not built) falls back to the sockets.
+    xdp: str = ""
+    xdp_mode: str = "native"  # "native" (the driver's XDP) or "skb" (generic XDP, any device)
 
     def __post_init__(self) -> None:
+        if self.xdp_mode not in XDP_MODES:
+            raise LocalProtocolError(f"datapath xdp_mode must be one of {', '.join(XDP_MODES)}")
         if not 0 <= self.workers <= MAX_WORKERS:
             raise LocalProtocolError(f"datapath workers must be 0 (one per CPU) to {MAX_WORKERS}")
         if not 576 <= self.path_mtu <= 65535:

@@ -331,7 +331,8 @@ class Gateway:
             dp = datapaths[0]
             status["datapath"] = {"tun": dp.tun.name if dp.tun else None, "mtu": dp.tun_mtu, "workers": dp.workers,
                                   "tunnels": sum(len(d.tunnels()) for d in datapaths),
-                                  "drops": self.datapath_drops(), "traffic": self._traffic()}
+                                  "drops": self.datapath_drops(), "traffic": self._traffic(),
+                                  "xdp": dp.xdp_stats()}  # None: no AF_XDP (not asked for, or unavailable)
         return status
 
 

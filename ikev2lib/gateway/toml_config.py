@@ -11,6 +11,8 @@ that one policy (suites, lifetimes, rekeying, DPD, authentication) applies alike
     path_mtu = 1500                       # outer MTU; the TUN and tunnel MTUs are derived from it
     mss_clamp = true                      # lower the MSS of TCP SYNs to fit the tunnel
     offload = true                        # TUN TSO/GRO: TCP super-packets split and merged in C
+    xdp = "eth0"                          # optional: receive ESP there through AF_XDP (ikev2lib.xdp)
+    xdp_mode = "native"                   # or "skb" (generic XDP)
 
     [templates.site]                      # any connection key; `template` chains templates
     ike_proposals = ["aes256gcm16-prfsha384-ecp384"]   # a string, or an array joined with ","
@@ -142,7 +144,7 @@ _FIELD = re.compile(r"[a-z_]+")
 
 _REVOCATIONS = tuple(r.value for r in Revocation)
 _TOP_KEYS = frozenset({"listen", "templates", "connections", "datapath", "max_sas_per_peer"})
-_DATAPATH_KEYS = frozenset({"tun", "addresses", "workers", "path_mtu", "mss_clamp", "offload"})
+_DATAPATH_KEYS = frozenset({"tun", "addresses", "workers", "path_mtu", "mss_clamp", "offload", "xdp", "xdp_mode"})
 _RETRANSMIT_KEYS = frozenset({"timeout", "base", "tries"})
 _CREDENTIAL_KEYS = frozenset({"cert", "key", "chain", "pkcs12", "passphrase", "passphrase_file"})
 # keys that name one of several ways to give the same thing: a layer giving one hides the others below
@@ -505,7 +507,13 @@ class _Loader:
         for flag in ("mss_clamp", "offload"):
             if flag in table:
                 settings[flag] = _bool(scope, at + (flag,), table[flag])
-        return DataPathConfig(**settings)
+        for name in ("xdp", "xdp_mode"):
+            if name in table:
+                settings[name] = _str(scope, at + (name,), table[name])
+        try:
+            return DataPathConfig(**settings)
+        except LocalProtocolError as exc:
+            raise scope.error(at, str(exc)) from exc
 
     @staticmethod
     def _address(scope: _Scope, at: _Key, text: str) -> str:

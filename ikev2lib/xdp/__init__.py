@@ -150,6 +150,20 @@ class XskSocket:
     def fileno(self) -> int:
         return int(_xsk.lib.esp_xsk_fd(self._live()))
 
+    def forwarder_handle(self, natt_port: int) -> tuple[int, int, int, int, int, int, int]:
+        """What `CoreForwarder.run(xsk=...)` takes: this XSK, its UMEM and its receive and release
+        functions as plain pointers, so that the C worker reads the rings without Python. The socket
+        must stay open while a worker uses it."""
+        ffi, lib = _xsk.ffi, _xsk.lib
+        size = ffi.new("size_t *")
+        area = lib.esp_xsk_area(self._live(), size)
+
+        def address(pointer: Any) -> int:
+            return int(ffi.cast("uintptr_t", pointer))
+
+        return (address(self._handle), address(area), int(size[0]), address(ffi.addressof(lib, "esp_xsk_recv")),
+                address(ffi.addressof(lib, "esp_xsk_release")), self.fileno(), natt_port)
+
     def recv(self, addrs: array[int], lens: array[int]) -> int:
         """Take up to len(addrs) received frames: their UMEM addresses and lengths. Give them back
         with `release` once their bytes are used."""

@@ -35,15 +35,20 @@ IPERF_SECONDS = 3
 IPERF_TIMEOUT = 40.0  # seconds for one iperf3 client run, far above IPERF_SECONDS
 PING_TIMEOUT = 15.0
 IPERF_PORT = 5201
+ETH_P_ALL, ETH_P_IP = 0x0003, 0x0800
 
 
 def gateway_toml(*, me: str, peer: str, inner: str | None, local_net: str, remote_net: str, local_id: str,
                  remote_id: str, initiate: bool, encap: bool = False, child_rekey: str | None = None,
-                 ike_rekey: str | None = None, workers: int = 2, datapath: bool = True, per_cpu_sas: int = 0) -> str:
-    """datapath=False: no [datapath] table (the test gives --tun on the command line instead)."""
+                 ike_rekey: str | None = None, workers: int = 2, datapath: bool = True, per_cpu_sas: int = 0,
+                 xdp: str = "") -> str:
+    """datapath=False: no [datapath] table (the test gives --tun on the command line instead);
+    xdp: receive ESP on that interface through AF_XDP."""
     lines = [f'listen = ["{me}"]']
     if datapath:
         lines += ["[datapath]", f'tun = "{TUN}"', f"workers = {workers}"]
+    if datapath and xdp:
+        lines.append(f'xdp = "{xdp}"')
     if datapath and inner is not None:
         lines.append(f'addresses = ["{inner}/24"]')
     lines += ["[connections.site]", f'local_addrs = ["{me}"]', f'remote_addrs = ["{peer}"]',
@@ -139,10 +144,14 @@ def two_gateways(stack: contextlib.ExitStack, ns: NamespacePair, work: Path, rig
     return left, right
 
 
-@pytest.mark.parametrize("encap", [False, True], ids=["raw-esp", "udp-encap"])
-def test_two_gateways_carry_ping_and_tcp_both_ways(pair: NamespacePair, tmp_path: Path, encap: bool) -> None:
+@pytest.mark.parametrize(("encap", "xdp"), [(False, False), (True, False), (False, True), (True, True)],
+                         ids=["raw-esp", "udp-encap", "raw-esp-xdp", "udp-encap-xdp"])
+def test_two_gateways_carry_ping_and_tcp_both_ways(pair: NamespacePair, tmp_path: Path, encap: bool,
+                                                   xdp: bool) -> None:
+    """xdp: the right gateway receives ESP through AF_XDP on its veth (native mode), IKE on its sockets."""
     with contextlib.ExitStack() as stack:
-        left, right = two_gateways(stack, pair, tmp_path, encap=encap)
+        right_options = {"encap": encap, "xdp": pair.right_if if xdp else ""}
+        left, right = two_gateways(stack, pair, tmp_path, right_options=right_options, encap=encap)
         ping(pair.left, LEFT_INNER, RIGHT_INNER)
         ping(pair.right, RIGHT_INNER, LEFT_INNER)
         with iperf_server(pair.right, RIGHT_INNER):
@@ -161,6 +170,11 @@ def test_two_gateways_carry_ping_and_tcp_both_ways(pair: NamespacePair, tmp_path
             assert traffic(gateway)["drops"] == {}
             child = status["ike_sas"][0]["children"][0]
             assert child["udp_encap"] is encap
+        xsk = right.status()["datapath"]["xdp"]
+        if xdp:  # every ESP packet the right gateway decrypted came through its XSK
+            assert xsk["received"] >= traffic(right)["packets_in"] > 0, xsk
+        else:
+            assert xsk is None
 
 
 def test_rekeys_under_tcp_load_keep_the_run_going_and_counters_monotonic(pair: NamespacePair, tmp_path: Path) -> None:
@@ -263,9 +277,11 @@ def test_per_cpu_child_sas_rekey_under_parallel_tcp(pair: NamespacePair, tmp_pat
         assert min(c["child_id"] for c in _members(left)) > first  # every member was rekeyed meanwhile
 
 
-@pytest.mark.parametrize("initiator", ["ikev2lib", "strongswan"])
+@pytest.mark.parametrize(("initiator", "receive"), [("ikev2lib", "sockets"), ("strongswan", "sockets"),
+                                                  ("strongswan", "xdp")])
 def test_gateway_and_strongswan_libipsec_carry_ping_and_tcp(pair: NamespacePair, tmp_path: Path,
-                                                            charon_factory: CharonFactory, initiator: str) -> None:
+                                                            charon_factory: CharonFactory, initiator: str,
+                                                            receive: str) -> None:
     pair.right.add_inner_address(f"{RIGHT_INNER}/32")  # charon needs an address inside its local TS
     _, right_cfg = psk_connection_pair(pair.left_addr, pair.right_addr, conn="site", child="net",
                                        esp_proposals=["aes128gcm16"], left_ts=[LEFT_NET], right_ts=[RIGHT_NET],
@@ -273,10 +289,11 @@ def test_gateway_and_strongswan_libipsec_carry_ping_and_tcp(pair: NamespacePair,
     charon = charon_factory(pair.right, "right")
     charon.load(right_cfg)
     with contextlib.ExitStack() as stack:  # the data path from the command line this time
+        xdp = ("--xdp", pair.left_if) if receive == "xdp" else ()
         left = start_gateway(stack, pair.left, tmp_path / "left", gateway_toml(
             me=pair.left_addr, peer=pair.right_addr, inner=None, local_net=LEFT_NET, remote_net=RIGHT_NET,
             local_id="left", remote_id="right", initiate=initiator == "ikev2lib", datapath=False),
-            ("--tun", TUN, "--tun-address", f"{LEFT_INNER}/24", "--workers", "2"))
+            ("--tun", TUN, "--tun-address", f"{LEFT_INNER}/24", "--workers", "2", *xdp))
         if initiator == "strongswan":
             left.wait(lambda s: s["listen"], "gateway listening")
             charon.initiate(child="net", timeout=20)
@@ -294,12 +311,21 @@ def test_gateway_and_strongswan_libipsec_carry_ping_and_tcp(pair: NamespacePair,
         assert traffic(left)["drops"] == {}
         text = left.command("status")
         assert f"data path {TUN} (MTU" in text and "site: " in text and "no drops" in text, text
+        xsk = left.status()["datapath"]["xdp"]
+        if receive == "xdp":  # charon's ESP came through the XSK, its IKE through the kernel to the engine
+            assert xsk["received"] >= backward["end"]["sum_received"]["bytes"] // 1500, xsk
+            assert xsk["rx_invalid_descs"] == 0
+        else:
+            assert xsk is None
 
 
-def _capture_esp(ns: Namespace, interface: str, count: int, timeout: float) -> list[bytes]:
-    """Up to `count` IP packets carrying raw ESP seen on `interface` (an AF_PACKET socket in `ns`)."""
+def _capture_esp(ns: Namespace, interface: str, count: int, timeout: float,
+                 direction: int = socket.PACKET_HOST) -> list[bytes]:
+    """Up to `count` IP packets carrying raw ESP seen on `interface` (an AF_PACKET socket in `ns`),
+    addressed to this side (PACKET_HOST) or sent by it (PACKET_OUTGOING)."""
     def capture() -> list[bytes]:
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+        # outgoing packets reach only ETH_P_ALL taps: take every protocol and keep IPv4 below
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
         sock.bind((interface, 0))
         sock.settimeout(0.5)
         found: list[bytes] = []
@@ -309,7 +335,7 @@ def _capture_esp(ns: Namespace, interface: str, count: int, timeout: float) -> l
                 packet, meta = sock.recvfrom(70000)
             except TimeoutError:
                 continue
-            if packet[9] == 50 and meta[2] == socket.PACKET_HOST:  # ESP addressed to this side
+            if meta[1] == ETH_P_IP and packet[9] == 50 and meta[2] == direction:
                 found.append(packet[(packet[0] & 0x0F) * 4:])
         sock.close()
         return found
@@ -327,13 +353,22 @@ def _send_raw_esp(ns: Namespace, src: str, dst: str, packets: list[bytes]) -> No
     ns.call(send)
 
 
-def test_forged_and_replayed_esp_during_tcp_are_dropped_and_counted(pair: NamespacePair, tmp_path: Path) -> None:
+@pytest.mark.parametrize("xdp", [False, True], ids=["sockets", "xdp"])
+def test_forged_and_replayed_esp_during_tcp_are_dropped_and_counted(pair: NamespacePair, tmp_path: Path,
+                                                                     xdp: bool) -> None:
+    """xdp: the left gateway receives through AF_XDP, so forged and replayed ESP of its SPI arrive in its
+    XSK and are refused there; the unknown SPI goes to its sockets. (Redirected frames never reach
+    an AF_PACKET tap on that side, so the tunnel's ESP is captured where the right side sends it.)"""
     with contextlib.ExitStack() as stack:
-        left, right = two_gateways(stack, pair, tmp_path)
+        left, right = two_gateways(stack, pair, tmp_path, right_options={},
+                                   **({"xdp": pair.left_if} if xdp else {}))
         with iperf_server(pair.left, LEFT_INNER):
             client = pair.right.popen(["iperf3", "-c", LEFT_INNER, "-B", RIGHT_INNER, "-p", str(IPERF_PORT), "-t", "4",
                                        "-J"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            captured = _capture_esp(pair.left, pair.left_if, 200, timeout=3)
+            if xdp:
+                captured = _capture_esp(pair.right, pair.right_if, 200, timeout=3, direction=socket.PACKET_OUTGOING)
+            else:
+                captured = _capture_esp(pair.left, pair.left_if, 200, timeout=3)
             assert len(captured) >= 100
             # a sequence number far ahead passes the window check, so the ICV is what refuses them
             forged = [p[:4] + (0x7FFF0000 + i).to_bytes(4, "big") + p[8:] for i, p in enumerate(captured)]
@@ -346,6 +381,9 @@ def test_forged_and_replayed_esp_during_tcp_are_dropped_and_counted(pair: Namesp
         assert drops.get("replay", 0) + drops.get("window", 0) == len(captured), drops
         assert drops.get("icv", 0) == len(forged), drops
         assert left.status()["datapath"]["drops"].get("no_sa", 0) == len(unknown)
+        xsk = left.status()["datapath"]["xdp"]
+        if xdp:  # the tunnel's packets and the forged and replayed ones all came through the XSK
+            assert xsk["received"] >= traffic(left)["packets_in"] + len(captured) + len(forged), xsk
 
 
 def test_ipv6_inside_an_ipv4_tunnel_with_mss_clamping(tmp_path: Path) -> None:

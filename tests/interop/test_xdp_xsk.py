@@ -226,6 +226,78 @@ def test_esp_is_decrypted_in_the_umem_and_replies_leave_from_it(pair: NamespaceP
     assert sorted(replies["raw"]) == expected and sorted(replies["udp"]) == expected
 
 
+VERDICTS = ("ESP_RAW", "ESP_UDP", "PASS", "DROP")  # esp_frame.h enum frame_verdict
+
+
+def _classify(ifname: str, ready: str, expected: int) -> list[tuple[str, str | None, bytes]]:
+    """Right namespace: (verdict, drop reason, ESP bytes) of every frame the XSK gets, by frame_parse_batch
+    (and the single-frame parser's names for the same frame, which must agree)."""
+    from ikev2lib import _esp_fast
+    from ikev2lib.xdp import XdpProgram, XskSocket
+
+    found: list[tuple[str, str | None, bytes]] = []
+    with XdpProgram.attach(ifname, mode="native") as program, XskSocket.open(program, ifname, 0) as xsk:
+        program.add_spi(OURS)
+        Path(ready).touch()
+        addrs, lens = array("Q", bytes(8 * BATCH)), array("I", bytes(4 * BATCH))
+        offs, esp_lens = array("I", bytes(4 * BATCH)), array("I", bytes(4 * BATCH))
+        verdicts, reasons = bytearray(BATCH), bytearray(BATCH)
+        deadline = time.monotonic() + LISTEN
+        while len(found) < expected and time.monotonic() < deadline:
+            n = xsk.recv(addrs, lens)
+            _esp_fast.frame_parse_batch(xsk.area, addrs, lens, n, offs, esp_lens, verdicts, reasons)
+            for i in range(n):
+                info = _esp_fast._frame_parse(bytes(xsk.area[addrs[i]:addrs[i] + lens[i]]))
+                assert info["verdict"] == VERDICTS[verdicts[i]]
+                found.append((info["verdict"], info["reason"], bytes(xsk.area[offs[i]:offs[i] + esp_lens[i]])))
+            xsk.release(addrs, n)
+            if n == 0:
+                time.sleep(0.005)
+    return found
+
+
+def _inject(ifname: str, frames: list[bytes]) -> None:
+    """Left namespace: frames exactly as given, onto the veth (AF_PACKET), bypassing the IP stack."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    sock.bind((ifname, 0))
+    for frame in frames:
+        sock.send(frame)
+
+
+def test_hostile_frames_are_classified_never_misread(pair: NamespacePair, tmp_path: Path) -> None:
+    """Frames the kernel's stack would never build, injected with AF_PACKET: the XDP program redirects
+    what has our SPI at the right place, and the frame parser drops the liars by reason."""
+    from scapy.layers.l2 import Dot1AD, Dot1Q
+
+    dst, src = _mac(pair.right, pair.right_if), _mac(pair.left, pair.left_if)
+    eth = Ether(dst=":".join(f"{b:02x}" for b in dst), src=":".join(f"{b:02x}" for b in src))
+    esp = _esp(OURS, 9, b"q" * 40)
+    ip = IP(src=pair.left_addr, dst=pair.right_addr, proto=50)
+    good = bytes(eth / ip / esp)
+    bad_checksum = bytearray(good)
+    bad_checksum[24] ^= 0xFF
+    lying = IP(src=pair.left_addr, dst=pair.right_addr, proto=50, len=20 + len(esp) + 40)  # past the frame
+    frames = [
+        bytes(eth / Dot1AD(vlan=100) / Dot1Q(vlan=7) / ip / esp),  # two VLAN tags: ours, ESP behind them
+        bytes(eth / IP(src=pair.left_addr, dst=pair.right_addr, proto=50, options=b"\x01\x01\x01\x00") / esp),
+        bytes(bad_checksum),  # header checksum wrong: dropped by reason
+        bytes(eth / lying / esp),  # total length past the frame: dropped by reason
+        good[:14 + 20 + 6],  # ESP cut short: the program passes it to the kernel, the XSK never sees it
+        good,
+    ]
+    ready = tmp_path / "ready"
+    task = pair.right.start(_classify, pair.right_if, str(ready), 5)
+    deadline = time.monotonic() + READY_WAIT
+    while not ready.exists():
+        assert time.monotonic() < deadline, "the XSK side did not come up"
+        time.sleep(0.02)
+    pair.left.call(_inject, pair.left_if, frames)
+    found = task.result(LISTEN + 10)
+    assert [(v, e) for v, _, e in found if v != "DROP"] == [("ESP_RAW", esp)] * 3  # the ESP bytes exactly
+    assert sorted(str(r) for v, r, _ in found if v == "DROP") == ["IP_CHECKSUM", "IP_LENGTH"]
+    assert len(found) == 5  # the cut-short frame went to the kernel
+
+
 def test_unavailable_is_a_clear_error() -> None:
     from ikev2lib.xdp import XdpProgram, XdpUnavailable
 
