@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "esp_core.h"
+#include "esp_csum.h"
 #include "esp_frame.h"
 
 #define IPV4_FLAG_DF 0x4000
@@ -26,35 +27,7 @@ static void put32(uint8_t *p, uint32_t v)
 
 /* ---- checksums --------------------------------------------------------------------------------- */
 
-/* One's complement sum in host byte order, 8 bytes at a time (as esp_offload.c): the sum does not depend
- * on byte order (RFC 1071 2.B), so a folded result stored with memcpy is the network-order value. Every
- * region but the last one summed into one accumulator must have an even length. */
-static uint64_t csum_add(uint64_t acc, const uint8_t *p, size_t n)
-{
-    uint64_t w;
-    for (; n >= sizeof(w); p += sizeof(w), n -= sizeof(w)) {
-        memcpy(&w, p, sizeof(w));
-        acc += w;
-        acc += acc < w; /* end-around carry */
-    }
-    if (n) {
-        uint8_t tail[sizeof(w)] = {0}; /* an odd last byte is padded with zero (RFC 1071) */
-        memcpy(tail, p, n);
-        memcpy(&w, tail, sizeof(w));
-        acc += w;
-        acc += acc < w;
-    }
-    return acc;
-}
-
-/* Folded to 16 bits, not complemented; still in host order. */
-static uint16_t csum_fold(uint64_t acc)
-{
-    while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
-    return (uint16_t)acc;
-}
-
-static void store_native16(uint8_t *p, uint16_t v) { memcpy(p, &v, sizeof(v)); }
+/* csum_add, csum_fold, store_native16: esp_csum.h */
 
 /* ---- receive ----------------------------------------------------------------------------------- */
 
