@@ -424,11 +424,20 @@ class DataPath:
             self._sync_xdp_spis(self._xdp, {t.spi_in for t in self._tunnels.values()})
 
     def _sync_xdp_spis(self, program: xdp.XdpProgram, wanted: set[int]) -> None:
+        """An SPI the map refuses (full, say) is left to the sockets, which still carry it."""
         for spi in wanted - self._xdp_spis:
-            program.add_spi(spi)
+            try:
+                program.add_spi(spi)
+            except xdp.XdpUnavailable as exc:
+                log.warning("SPI %08x stays on the sockets: %s", spi, exc)
+                continue
+            self._xdp_spis.add(spi)
         for spi in self._xdp_spis - wanted:
-            program.remove_spi(spi)
-        self._xdp_spis = set(wanted)
+            try:
+                program.remove_spi(spi)
+            except xdp.XdpUnavailable as exc:  # it stays redirected and finds no SA: counted as no_sa
+                log.warning("SPI %08x not removed from the XDP map: %s", spi, exc)
+            self._xdp_spis.discard(spi)
 
     # ---- counters ----------------------------------------------------------------------------------
 

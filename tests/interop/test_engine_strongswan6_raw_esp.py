@@ -62,14 +62,19 @@ def strongswan6_rootfs() -> Path | None:
     filesystem with strongSwan 6 (built on first use; fails, never skips)."""
     if (STRONGSWAN_MAJOR or 0) >= 6:
         return None
+    return build_rootfs(ROOTFS, "trixie")
+
+
+def build_rootfs(root: Path, suite: str) -> Path:
+    """scripts/strongswan6-rootfs.sh ROOT SUITE, bounded; a failure fails the test, never skips it."""
     try:
-        proc = subprocess.run([str(ROOTFS_SCRIPT), str(ROOTFS)], capture_output=True, text=True,
+        proc = subprocess.run([str(ROOTFS_SCRIPT), str(root), suite], capture_output=True, text=True,
                               timeout=ROOTFS_TIMEOUT)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"{ROOTFS_SCRIPT} did not finish in {ROOTFS_TIMEOUT:.0f} s")
+        pytest.fail(f"{ROOTFS_SCRIPT} {suite} did not finish in {ROOTFS_TIMEOUT:.0f} s")
     if proc.returncode != 0:
-        pytest.fail(f"{ROOTFS_SCRIPT} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
-    return ROOTFS
+        pytest.fail(f"{ROOTFS_SCRIPT} {suite} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return root
 
 
 def _pair(netns_pair: NamespacePair, make_pair: PairFactory, rootfs: Path | None) -> Pair:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -42,7 +41,7 @@ from .engine_pair import (  # make_pair and peers are pytest fixtures: imported 
 )
 from .netns import NamespacePair
 from .strongswan import PLUGINS_BY_MAJOR, CharonSettings
-from .test_engine_strongswan6_raw_esp import ROOTFS_SCRIPT, ROOTFS_TIMEOUT, strongswan6_rootfs
+from .test_engine_strongswan6_raw_esp import build_rootfs, strongswan6_rootfs
 from .traffic import udp_send
 
 __all__ = ["make_pair", "peers", "strongswan6_rootfs"]
@@ -57,14 +56,7 @@ MEMBER_LOG = re.compile(r"creating per-resource SA as one of several \(our ID \d
 @pytest.fixture(scope="session")
 def strongswan61_rootfs() -> Path:
     """Debian testing with strongSwan >= 6.1 (built on first use; fails, never skips)."""
-    try:
-        proc = subprocess.run([str(ROOTFS_SCRIPT), str(TESTING_ROOTFS), "testing"], capture_output=True, text=True,
-                              timeout=ROOTFS_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{ROOTFS_SCRIPT} did not finish in {ROOTFS_TIMEOUT:.0f} s")
-    if proc.returncode != 0:
-        pytest.fail(f"{ROOTFS_SCRIPT} testing failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
-    return TESTING_ROOTFS
+    return build_rootfs(TESTING_ROOTFS, "testing")
 
 
 def _pair(netns_pair: NamespacePair, make_pair: PairFactory, rootfs: Path | None, *, charon_per_cpu: bool,
