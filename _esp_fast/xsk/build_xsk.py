@@ -28,8 +28,8 @@ esp_xdp_t *esp_xdp_attach(const char *obj_path, const char *ifname, int mode, ui
 void esp_xdp_detach(esp_xdp_t *xdp);
 int esp_xdp_add_spi(esp_xdp_t *xdp, uint32_t spi);
 int esp_xdp_remove_spi(esp_xdp_t *xdp, uint32_t spi);
-esp_xsk_t *esp_xsk_open(esp_xdp_t *xdp, const char *ifname, uint32_t queue, uint32_t frames, int zerocopy,
-                        int *err);
+esp_xsk_t *esp_xsk_open(esp_xdp_t *xdp, const char *ifname, uint32_t queue, uint8_t *area, size_t area_len,
+                        int zerocopy, int *err);
 void esp_xsk_close(esp_xsk_t *xsk);
 int esp_xsk_fd(const esp_xsk_t *xsk);
 uint8_t *esp_xsk_area(const esp_xsk_t *xsk, size_t *size);

@@ -110,27 +110,28 @@ static void close_parts(esp_xsk_t *k)
 {
     if (k->sock) xsk_socket__delete(k->sock);
     if (k->umem) xsk_umem__delete(k->umem);
-    free(k->area);
     free(k->free_tx);
     free(k);
 }
 
-esp_xsk_t *esp_xsk_open(esp_xdp_t *x, const char *ifname, uint32_t queue, uint32_t frames, int zerocopy,
-                        int *err)
+esp_xsk_t *esp_xsk_open(esp_xdp_t *x, const char *ifname, uint32_t queue, uint8_t *area, size_t area_len,
+                        int zerocopy, int *err)
 {
     /* the rings are powers of two, half the frames each */
-    if (frames < ESP_XSK_MIN_FRAMES || frames > ESP_XSK_MAX_FRAMES || (frames & (frames - 1))) {
+    size_t frames = area_len / ESP_XSK_FRAME_SIZE;
+    if (area == NULL || area_len % ESP_XSK_FRAME_SIZE || (uintptr_t)area % (uintptr_t)getpagesize() ||
+        frames < ESP_XSK_MIN_FRAMES || frames > ESP_XSK_MAX_FRAMES || (frames & (frames - 1))) {
         *err = -EINVAL;
         return NULL;
     }
     esp_xsk_t *k = calloc(1, sizeof(*k));
     if (k == NULL) { *err = -ENOMEM; return NULL; }
-    k->frames = frames;
-    k->ring = frames / 2;
-    k->size = (size_t)frames * ESP_XSK_FRAME_SIZE;
+    k->frames = (uint32_t)frames;
+    k->ring = k->frames / 2;
+    k->area = area;
+    k->size = area_len;
     k->free_tx = calloc(k->ring, sizeof(uint64_t));
-    if (k->free_tx == NULL || posix_memalign((void **)&k->area, (size_t)getpagesize(), k->size) != 0) {
-        k->area = NULL;
+    if (k->free_tx == NULL) {
         *err = -ENOMEM;
         close_parts(k);
         return NULL;

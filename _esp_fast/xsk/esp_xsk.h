@@ -37,12 +37,14 @@ void esp_xdp_detach(esp_xdp_t *xdp);
 int esp_xdp_add_spi(esp_xdp_t *xdp, uint32_t spi);      /* host order; 0 or -errno */
 int esp_xdp_remove_spi(esp_xdp_t *xdp, uint32_t spi);   /* 0, -ENOENT, or -errno */
 
-/* An XSK on (ifname, queue) with `frames` UMEM frames, registered in the program's XSK map (xdp NULL:
- * a socket that only sends, no program needed).
+/* An XSK on (ifname, queue) registered in the program's XSK map (xdp NULL: a socket that only sends,
+ * no program needed), with the caller's page-aligned memory as its UMEM: area_len / ESP_XSK_FRAME_SIZE
+ * frames, a power of two. The caller owns the memory (the binding: an mmap that Python keeps alive
+ * while any view of it exists) and must keep it until esp_xsk_close returns.
  * zerocopy: 1 ask for XDP_ZEROCOPY (fails where the driver lacks it), 0 copy mode. */
-esp_xsk_t *esp_xsk_open(esp_xdp_t *xdp, const char *ifname, uint32_t queue, uint32_t frames, int zerocopy,
-                        int *err);
-void esp_xsk_close(esp_xsk_t *xsk);
+esp_xsk_t *esp_xsk_open(esp_xdp_t *xdp, const char *ifname, uint32_t queue, uint8_t *area, size_t area_len,
+                        int zerocopy, int *err);
+void esp_xsk_close(esp_xsk_t *xsk);      /* the socket and the UMEM registration; not the memory */
 int esp_xsk_fd(const esp_xsk_t *xsk);
 uint8_t *esp_xsk_area(const esp_xsk_t *xsk, size_t *size);
 

@@ -17,6 +17,7 @@ CAP_BPF), XdpUnavailable says which.
 
 from __future__ import annotations
 
+import mmap
 import os
 from array import array
 from importlib import resources
@@ -36,6 +37,7 @@ else:
 
 FRAME_SIZE = 4096  # esp_xsk.h ESP_XSK_FRAME_SIZE
 DEFAULT_FRAMES = 4096  # UMEM frames per XSK: half for receiving, half for sending
+MIN_FRAMES, MAX_FRAMES = 64, 65536  # esp_xsk.h ESP_XSK_MIN_FRAMES, ESP_XSK_MAX_FRAMES
 MODES = {"native": 0, "skb": 1}
 
 
@@ -123,29 +125,33 @@ class XdpProgram:
 class XskSocket:
     """One AF_XDP socket with its UMEM, bound to (interface, queue) and registered with the program.
 
-    `area` is the UMEM (a writable memoryview): a received frame is area[addr:addr + len]. Batches go
-    through caller-owned arrays (`array('Q')` of addresses, `array('I')` of lengths), so no Python
-    object is made per packet."""
+    `area` is the UMEM (a writable memoryview of an anonymous mmap): a received frame is
+    area[addr:addr + len]. Python owns that memory, so a view kept after `close` stays valid (the kernel
+    no longer writes there). Batches go through caller-owned arrays (`array('Q')` of addresses,
+    `array('I')` of lengths), so no Python object is made per packet."""
 
-    def __init__(self, handle: Any, ifname: str, queue: int, zerocopy: bool) -> None:
+    def __init__(self, handle: Any, memory: mmap.mmap, pinned: Any, ifname: str, queue: int, zerocopy: bool) -> None:
         self._handle = handle
+        self._pinned = pinned  # the cdata pointer into `memory` the C side holds: kept with the socket
         self.ifname, self.queue, self.zerocopy = ifname, queue, zerocopy
-        size = _xsk.ffi.new("size_t *")
-        pointer = _xsk.lib.esp_xsk_area(handle, size)
-        self.area = memoryview(_xsk.ffi.buffer(pointer, size[0])).cast("B")
+        self.area = memoryview(memory)
 
     @classmethod
     def open(cls, program: XdpProgram | None, ifname: str, queue: int = 0, *, frames: int = DEFAULT_FRAMES,
              zerocopy: bool = False) -> XskSocket:
         """program None: a socket that only sends (nothing is redirected to it)."""
         lib = _lib()
+        if not MIN_FRAMES <= frames <= MAX_FRAMES or frames & (frames - 1):
+            raise ValueError(f"frames must be a power of two in {MIN_FRAMES}..{MAX_FRAMES}")
         err = _xsk.ffi.new("int *")
         owner = _xsk.ffi.NULL if program is None else program._live()
-        handle = lib.esp_xsk_open(owner, ifname.encode(), queue, frames, int(zerocopy), err)
+        memory = mmap.mmap(-1, frames * FRAME_SIZE)  # anonymous, page-aligned: the UMEM
+        pinned = _xsk.ffi.from_buffer("uint8_t[]", memory)
+        handle = lib.esp_xsk_open(owner, ifname.encode(), queue, pinned, len(memory), int(zerocopy), err)
         if handle == _xsk.ffi.NULL:
             mode = "zero-copy" if zerocopy else "copy"
             raise _failure(f"XSK on {ifname} queue {queue} ({mode} mode, {frames} frames)", err[0])
-        return cls(handle, ifname, queue, zerocopy)
+        return cls(handle, memory, pinned, ifname, queue, zerocopy)
 
     def fileno(self) -> int:
         return int(_xsk.lib.esp_xsk_fd(self._live()))
@@ -200,10 +206,11 @@ class XskSocket:
         return self._handle
 
     def close(self) -> None:
+        """Close the socket and deregister the UMEM; the memory goes when the last view of it does."""
         if self._handle is not None:
-            self.area.release()
             _xsk.lib.esp_xsk_close(self._handle)
             self._handle = None
+            self._pinned = None
 
     def __enter__(self) -> XskSocket:
         return self
