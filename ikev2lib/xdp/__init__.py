@@ -17,6 +17,7 @@ CAP_BPF), XdpUnavailable says which.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 from array import array
@@ -67,8 +68,9 @@ def _lib() -> Any:
 
 def _failure(what: str, err: int) -> XdpUnavailable:
     code = -err if err < 0 else err
-    hint = {1: " (needs root: CAP_NET_ADMIN and CAP_BPF)", 95: " (not supported by this device or driver)",
-            19: " (no such interface)", 16: " (busy: another XDP program or XSK is there)"}.get(code, "")
+    hint = {errno.EPERM: " (needs root: CAP_NET_ADMIN and CAP_BPF)",
+            errno.EOPNOTSUPP: " (not supported by this device or driver)", errno.ENODEV: " (no such interface)",
+            errno.EBUSY: " (busy: another XDP program or XSK is there)"}.get(code, "")
     return XdpUnavailable(f"{what}: {os.strerror(code)}{hint}")
 
 
@@ -101,7 +103,7 @@ class XdpProgram:
     def remove_spi(self, spi: int) -> bool:
         """False if the SPI was not there."""
         rc = _xsk.lib.esp_xdp_remove_spi(self._live(), spi)
-        if rc and rc != -2:  # -ENOENT
+        if rc and rc != -errno.ENOENT:
             raise _failure(f"SPI {spi:#010x} out of the XDP map", rc)
         return bool(rc == 0)
 
