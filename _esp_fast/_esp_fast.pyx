@@ -895,6 +895,7 @@ cdef class CoreForwarder:
         cdef esp_fwd_io_t io
         cdef esp_fwd_xsk_t x
         cdef int rc
+        memset(&io, 0, sizeof(io))  # every field, present and future, starts as "none"
         io.tun_fd, io.udp_fd, io.raw_fd, io.stop_fd, io.raw_rx = tun_fd, udp_fd, raw_fd, stop_fd, raw_rx
         io.vnet_hdr, io.worker, io.xsk = vnet_hdr, worker, NULL
         if xsk is not None:
@@ -910,8 +911,9 @@ cdef class CoreForwarder:
                   bint vnet_hdr=False, int worker=0) -> None:
         """Process what is ready on the descriptors once, without waiting (tests)."""
         cdef esp_fwd_io_t io
+        memset(&io, 0, sizeof(io))  # no XSK: a stale stack word there would be read as one
         io.tun_fd, io.udp_fd, io.raw_fd, io.stop_fd, io.raw_rx = tun_fd, udp_fd, raw_fd, stop_fd, raw_rx
-        io.vnet_hdr, io.worker = vnet_hdr, worker
+        io.vnet_hdr, io.worker, io.xsk = vnet_hdr, worker, NULL
         with nogil:
             esp_fwd_poll_once(self.dp, &io)
 
