@@ -12,16 +12,8 @@
 #include <openssl/hmac.h>
 
 #include "esp_core.h"
+#include "test_check.h"
 
-static int failures;
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            if (failures < 20)                                                             \
-                fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);   \
-            failures++;                                                                    \
-        }                                                                                  \
-    } while (0)
 
 static size_t unhex(const char *s, uint8_t *out)
 {

@@ -10,16 +10,8 @@
 #include <sys/stat.h>
 
 #include "esp_frame.h"
-
-static int failures;
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            if (failures < 30)                                                             \
-                fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);   \
-            failures++;                                                                    \
-        }                                                                                  \
-    } while (0)
+#include "test_check.h"
+#include "test_bytes.h"
 
 #define MAX_FRAME 70000
 #define SPI 0x0a0b0c0du
@@ -33,25 +25,7 @@ static const uint8_t MAC_A[6] = {0x02, 0, 0, 0, 0, 0x0a}, MAC_B[6] = {0x02, 0, 0
 static const uint8_t V4_A[16] = {192, 0, 2, 1}, V4_B[16] = {198, 51, 100, 7};
 static const uint8_t V6_A[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 1}, V6_B[16] = {0x20, 0x01, 0x0d, 0xb8, 0xff, [15] = 2};
 
-static uint16_t be16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
-static uint32_t be32(const uint8_t *p) { return ((uint32_t)be16(p) << 16) | be16(p + 2); }
-static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-static void put32(uint8_t *p, uint32_t v) { put16(p, (uint16_t)(v >> 16)); put16(p + 2, (uint16_t)v); }
-
-/* ---- reference checksums: big-endian byte pairs, nothing clever ---- */
-
-static uint32_t ref_sum(const uint8_t *p, size_t n, uint32_t acc)
-{
-    for (size_t i = 0; i + 1 < n; i += 2) acc += (uint32_t)(p[i] << 8 | p[i + 1]);
-    if (n & 1) acc += (uint32_t)p[n - 1] << 8;
-    return acc;
-}
-
-static uint16_t ref_fold(uint32_t acc)
-{
-    while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
-    return (uint16_t)acc;
-}
+/* ---- checksums over the reference sum of test_bytes.h ---- */
 
 static int ipv4_csum_ok(const uint8_t *ip) { return ref_fold(ref_sum(ip, (size_t)(ip[0] & 15) * 4, 0)) == 0xffff; }
 

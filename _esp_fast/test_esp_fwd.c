@@ -21,16 +21,8 @@
 #include <unistd.h>
 
 #include "esp_fwd.h"
+#include "test_check.h"
 
-static int failures;
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            if (failures < 30)                                                             \
-                fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);   \
-            failures++;                                                                    \
-        }                                                                                  \
-    } while (0)
 
 #define KEY_LEN 16             /* AES-128-GCM */
 #define ICV_LEN 16

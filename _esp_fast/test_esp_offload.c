@@ -9,16 +9,8 @@
 #include <string.h>
 
 #include "esp_offload.h"
-
-static int failures;
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            if (failures < 20)                                                             \
-                fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);   \
-            failures++;                                                                    \
-        }                                                                                  \
-    } while (0)
+#include "test_check.h"
+#include "test_bytes.h"
 
 #define VNET OFFLOAD_VNET_HDR_LEN
 #define TCP_HDR 32          /* 20 + NOP NOP timestamps */
@@ -35,25 +27,7 @@ static int failures;
 #define MAX_SEGS 512
 #define BATCH_BUF (1 << 20)
 
-static uint16_t be16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
-static uint32_t be32(const uint8_t *p) { return ((uint32_t)be16(p) << 16) | be16(p + 2); }
-static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-static void put32(uint8_t *p, uint32_t v) { put16(p, (uint16_t)(v >> 16)); put16(p + 2, (uint16_t)v); }
-
-/* ---- reference checksums: big-endian byte pairs, nothing clever ---- */
-
-static uint32_t ref_sum(const uint8_t *p, size_t n, uint32_t acc)
-{
-    for (size_t i = 0; i + 1 < n; i += 2) acc += (uint32_t)(p[i] << 8 | p[i + 1]);
-    if (n & 1) acc += (uint32_t)p[n - 1] << 8;
-    return acc;
-}
-
-static uint16_t ref_fold(uint32_t acc)
-{
-    while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
-    return (uint16_t)acc;
-}
+/* ---- checksums over the reference sum of test_bytes.h ---- */
 
 static uint32_t ref_pseudo(const uint8_t *ip, size_t l4_len)
 {

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "esp_frame.h"
+#include "test_bytes.h"
 
 #define REQUIRE(c) do { if (!(c)) abort(); } while (0)
 
@@ -44,21 +45,6 @@ static uint8_t *dup_exact(const uint8_t *p, size_t n, size_t extra)
     REQUIRE(d != NULL);
     if (n) memcpy(d, p, n);
     return d;
-}
-
-/* ---- reference checksum: big-endian byte pairs ------------------------------------------------------ */
-
-static uint32_t ref_sum(const uint8_t *p, size_t n, uint32_t acc)
-{
-    for (size_t i = 0; i + 1 < n; i += 2) acc += (uint32_t)(p[i] << 8 | p[i + 1]);
-    if (n & 1) acc += (uint32_t)p[n - 1] << 8;
-    return acc;
-}
-
-static uint16_t ref_fold(uint32_t acc)
-{
-    while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
-    return (uint16_t)acc;
 }
 
 /* ---- parse mode -------------------------------------------------------------------------------------- */

@@ -16,26 +16,12 @@
 #include <string.h>
 
 #include "esp_offload.h"
+#include "test_bytes.h"
 
 #define FUZZ_MAX_INPUT 70000
 #define MAX_SEGS 1024
 #define MAX_PKTS 600 /* above OFFLOAD_COALESCE_BATCH: chunk boundaries get exercised */
 #define VNET OFFLOAD_VNET_HDR_LEN
-
-static uint16_t be16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
-
-static uint32_t ref_sum(const uint8_t *p, size_t n, uint32_t acc)
-{
-    for (size_t i = 0; i + 1 < n; i += 2) acc += (uint32_t)(p[i] << 8 | p[i + 1]);
-    if (n & 1) acc += (uint32_t)p[n - 1] << 8;
-    return acc;
-}
-
-static uint16_t ref_fold(uint32_t acc)
-{
-    while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
-    return (uint16_t)acc;
-}
 
 /* Offset of TCP in an IP packet that offload_split produced from a GSO frame (its headers parsed). */
 static size_t tcp_offset(const uint8_t *p)
