@@ -39,6 +39,8 @@ struct esp_xsk {
     uint64_t received, sent, send_full;
 };
 
+#define KERNEL_TX_BATCH 32              /* frames one sendto transmits in copy mode (net/xdp/xsk.c) */
+
 struct esp_xdp_config {                 /* the program's `config` map value (esp_xdp.bpf.c) */
     uint16_t natt_port;
 };
@@ -222,6 +224,18 @@ size_t esp_xsk_tx_frames(esp_xsk_t *k, uint64_t *addrs, size_t n)
     return got;
 }
 
+/* In copy mode each sendto transmits at most the kernel's batch (32 frames) and says EAGAIN while more
+ * wait, so the ring is kicked until it is empty; in zero-copy mode one call wakes the driver. Other
+ * errors (ENOBUFS, ENETDOWN) leave the frames queued for the next send. */
+static void kick_tx(esp_xsk_t *k)
+{
+    int fd = xsk_socket__fd(k->sock);
+    for (uint32_t i = 0; i <= k->ring / KERNEL_TX_BATCH; i++) {
+        if (sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0) >= 0) return;
+        if (errno != EAGAIN && errno != EBUSY && errno != EINTR) return;
+    }
+}
+
 size_t esp_xsk_send(esp_xsk_t *k, const uint64_t *addrs, const uint32_t *lens, size_t n)
 {
     uint32_t idx;
@@ -236,7 +250,7 @@ size_t esp_xsk_send(esp_xsk_t *k, const uint64_t *addrs, const uint32_t *lens, s
     k->outstanding += (uint32_t)got;
     k->sent += got;
     k->send_full += n - got;
-    if (got && xsk_ring_prod__needs_wakeup(&k->tx)) sendto(xsk_socket__fd(k->sock), NULL, 0, MSG_DONTWAIT, NULL, 0);
+    if (got && xsk_ring_prod__needs_wakeup(&k->tx)) kick_tx(k);
     return got;
 }
 
