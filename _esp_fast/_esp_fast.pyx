@@ -725,6 +725,11 @@ cdef extern from "esp_fwd.h" nogil:
         uint32_t n_local
         uint32_t n_remote
         uint32_t bound_worker
+        uint8_t l2_ok
+        uint8_t l2_dst[6]
+        uint8_t l2_src[6]
+        uint16_t l2_mtu
+        uint8_t local_addr[16]
     ctypedef struct esp_fwd_xsk_t:
         void *ctx
         uint8_t *area
@@ -733,6 +738,9 @@ cdef extern from "esp_fwd.h" nogil:
         void (*release)(void *ctx, const uint64_t *addrs, size_t n) noexcept nogil
         int fd
         uint16_t natt_port
+        size_t (*tx_frames)(void *ctx, uint64_t *addrs, size_t n) noexcept nogil
+        size_t (*send)(void *ctx, const uint64_t *addrs, const uint32_t *lens, size_t n) noexcept nogil
+        size_t frame_size
     ctypedef struct esp_fwd_io_t:
         int tun_fd
         int udp_fd
@@ -776,9 +784,11 @@ cdef int _fill_selector(inner_selector_t *s, tuple ts) except -1:
 
 
 cdef int _fill_xsk(esp_fwd_xsk_t *x, tuple handle) except -1:
-    ctx, area, area_len, recv, release, fd, natt_port = handle
+    ctx, area, area_len, recv, release, fd, natt_port, tx_frames, send, frame_size = handle
     if not ctx or not area or not recv or not release or not 0 < area_len <= FRAME_AREA_MAX:
         _raise_for_status(ESP_ERR_INVALID, "xsk: null pointers or an area beyond 4 GiB")
+    if bool(tx_frames) != bool(send) or (send and not FRAME_MIN_TX_SIZE <= frame_size <= area_len):
+        _raise_for_status(ESP_ERR_INVALID, "xsk: both send functions or neither, and frames inside the area")
     x.ctx = <void *><uintptr_t>ctx
     x.area = <uint8_t *><uintptr_t>area
     x.area_len = <size_t>area_len
@@ -786,6 +796,25 @@ cdef int _fill_xsk(esp_fwd_xsk_t *x, tuple handle) except -1:
     x.release = <void (*)(void *, const uint64_t *, size_t) noexcept nogil><uintptr_t>release
     x.fd = fd
     x.natt_port = natt_port
+    x.tx_frames = <size_t (*)(void *, uint64_t *, size_t) noexcept nogil><uintptr_t>tx_frames
+    x.send = <size_t (*)(void *, const uint64_t *, const uint32_t *, size_t) noexcept nogil><uintptr_t>send
+    x.frame_size = <size_t>frame_size
+    return 0
+
+
+cdef int _fill_l2(esp_fwd_tunnel_t *t, tuple l2) except -1:
+    """(next hop MAC, device MAC, device MTU, outer source address) -> the tunnel's frame headers."""
+    cdef bytes dst_mac = l2[0], src_mac = l2[1], local = l2[3]
+    cdef int mtu = l2[2]
+    if len(dst_mac) != 6 or len(src_mac) != 6 or not 0 < mtu <= 65535:
+        _raise_for_status(ESP_ERR_INVALID, "l2: two 6-byte MAC addresses and an MTU of 1..65535")
+    if len(local) != (4 if t.peer_family == 4 else 16):
+        _raise_for_status(ESP_ERR_INVALID, "l2: the source address is of the peer's family")
+    memcpy(t.l2_dst, <const char *>dst_mac, 6)
+    memcpy(t.l2_src, <const char *>src_mac, 6)
+    memcpy(t.local_addr, <const char *>local, len(local))
+    t.l2_mtu = <uint16_t>mtu
+    t.l2_ok = 1
     return 0
 
 
@@ -809,8 +838,10 @@ cdef class CoreForwarder:
     def set_tunnels(self, list tunnels, icmp_src4=None, icmp_src6=None) -> None:
         """Replace every tunnel. Each is (slot, inbound CoreSA or None, outbound CoreSA or None, inbound SPI,
         udp_encap, peer address (4 bytes IPv4, 16 bytes IPv6), peer UDP port, MTU, MSS clamp (0 off), local selectors,
-        remote selectors[, worker]); outbound policy order is the list order (most specific first). worker
-        (default -1, any): only that worker sends on the outbound SA (RFC 9611 per-resource SAs)."""
+        remote selectors[, worker[, l2]]); outbound policy order is the list order (most specific first).
+        worker (default -1, any): only that worker sends on the outbound SA (RFC 9611 per-resource SAs).
+        l2 (default None): (next hop MAC, device MAC, device MTU, outer source address) for a worker with
+        an XSK to send this tunnel's ESP as frames from its UMEM; None: on the sockets."""
         cdef size_t n = len(tunnels), n_sels = 0, i, k
         cdef CoreSA sa
         cdef bytes peer
@@ -864,6 +895,9 @@ cdef class CoreForwarder:
                 if not -1 <= worker < FWD_MAX_WORKERS:
                     _raise_for_status(ESP_ERR_INVALID, f"worker: -1 (any) or 0..{FWD_MAX_WORKERS - 1}")
                 ts[i].bound_worker = <uint32_t>(worker + 1)
+                l2 = tunnel[12] if len(tunnel) > 12 else None
+                if l2 is not None:
+                    _fill_l2(&ts[i], l2)
             if icmp_src4 is not None:
                 if len(icmp_src4) != 4:
                     _raise_for_status(ESP_ERR_INVALID, "icmp_src4: 4 bytes")
@@ -889,9 +923,9 @@ cdef class CoreForwarder:
         for sending raw ESP; raw_rx: this worker also reads it (a shared socket: one worker only; or one
         socket per worker with attach_raw_steering); vnet_hdr: the TUN queue carries virtio_net_hdr
         frames with TSO (IFF_VNET_HDR, TUNSETOFFLOAD); worker: this worker's index (bound tunnels);
-        xsk: ESP from an AF_XDP socket as (ctx, area, area_len, recv, release, fd, natt_port), the
-        pointers as integers (ikev2lib.xdp.XskSocket.forwarder_handle); the caller keeps it open
-        until this returns."""
+        xsk: an AF_XDP socket as (ctx, area, area_len, recv, release, fd, natt_port, tx_frames, send,
+        frame_size), the pointers as integers (ikev2lib.xdp.XskSocket.forwarder_handle; tx_frames and
+        send 0: it only receives); the caller keeps it open until this returns."""
         cdef esp_fwd_io_t io
         cdef esp_fwd_xsk_t x
         cdef int rc
@@ -1033,6 +1067,7 @@ cdef extern from "esp_frame.h" nogil:
                                  uint32_t *frame_lens, uint8_t *statuses, uint16_t *next_ip_id)
 
 FRAME_AREA_MAX = 0xFFFFFFFF  # batch offsets are 32-bit: a UMEM area beyond 4 GiB is refused
+FRAME_MIN_TX_SIZE = 256  # smallest UMEM frame the forwarder sends from: the headers and a small ESP packet
 
 
 def frame_parse_batch(const unsigned char[::1] area not None, const uint64_t[::1] addrs not None,

@@ -252,6 +252,16 @@ typedef struct {
     peer_addr_t to[FWD_SEND_BATCH];
 } send_queue_t;
 
+/* Outbound ESP frames written into the worker's XSK UMEM, waiting for one send to its TX ring. */
+typedef struct {
+    uint64_t addrs[FWD_SEND_BATCH];
+    uint32_t lens[FWD_SEND_BATCH];
+    size_t n;
+    uint64_t spare[FWD_SEND_BATCH];     /* TX frames taken from the XSK, not yet written: kept for the next */
+    size_t n_spare;
+    uint16_t ip_id;                     /* IPv4 identification of our frames: per worker, no atomics */
+} xsk_queue_t;
+
 typedef struct {
     uint8_t in[FWD_BATCH][RAW_SLOT];    /* RAW_SLOT >= RECV_SLOT: one slot size serves both sockets */
     uint8_t out[FWD_BATCH][OUT_SLOT];
@@ -269,6 +279,7 @@ typedef struct {
     uint8_t frames[OFFLOAD_COALESCE_OUT_CAP(FWD_BATCH * OUT_SLOT, FWD_BATCH)]; /* coalesced TUN writes */
     uint32_t frame_offs[FWD_BATCH], frame_lens[FWD_BATCH];
     send_queue_t udp, raw;
+    xsk_queue_t xsk;
     uint8_t icmp[OFFLOAD_VNET_HDR_LEN + ICMP_BUF];
     flow_entry_t flows[FWD_FLOW_CACHE];
     time_t icmp_second;
@@ -367,6 +378,68 @@ static void flush(esp_fwd_t *dp, send_queue_t *q, int fd)
     q->n = q->used = 0;
 }
 
+/* Frames the TX ring does not take (it is full: the kernel has not sent the previous ones) are lost,
+ * counted as errors; esp_xsk_send puts their frames back on its free list. */
+static void flush_xsk(esp_fwd_t *dp, xsk_queue_t *q, const esp_fwd_xsk_t *x)
+{
+    if (q->n == 0) return;
+    size_t taken = x->send(x->ctx, q->addrs, q->lens, q->n);
+    if (taken < q->n) count(&dp->drops[FWD_DROP_ERROR], q->n - taken);
+    q->n = 0;
+}
+
+static void flush_all(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io)
+{
+    flush(dp, &w->udp, io->udp_fd);
+    flush(dp, &w->raw, io->raw_fd);
+    if (io->xsk != NULL && io->xsk->send != NULL) flush_xsk(dp, &w->xsk, io->xsk);
+}
+
+enum { XSK_QUEUED = 0, XSK_QUEUE_FULL = 1, XSK_USE_SOCKETS = 2 };
+
+/* Encrypt one inner packet straight into a TX frame of the worker's XSK, behind the Ethernet and IP (and
+ * UDP) headers of the tunnel's next hop. XSK_USE_SOCKETS before anything is consumed (no sequence number
+ * spent) when no frame is free or the packet would exceed the device's MTU or the frame. */
+static int xsk_packet(esp_fwd_t *dp, worker_t *w, const esp_fwd_xsk_t *x, const esp_fwd_tunnel_t *tn,
+                      const uint8_t *pkt, size_t len)
+{
+    xsk_queue_t *q = &w->xsk;
+    esp_frame_tx_t tx = {.vlan = 0, .family = tn->peer_family, .udp_encap = (uint8_t)tn->udp_encap,
+                         .ip_id = q->ip_id, .sport = x->natt_port, .dport = tn->peer_port};
+    memcpy(tx.dst_mac, tn->l2_dst, sizeof(tx.dst_mac));
+    memcpy(tx.src_mac, tn->l2_src, sizeof(tx.src_mac));
+    memcpy(tx.src, tn->local_addr, sizeof(tx.src));
+    memcpy(tx.dst, tn->peer_addr, sizeof(tx.dst));
+    size_t hdr = esp_frame_header_len(&tx), esp_len = esp_encap_size(tn->out_sa, len, 0);
+    if (hdr == 0 || esp_len == 0 || hdr + esp_len > x->frame_size ||
+        hdr - FRAME_ETH_HDR_LEN + esp_len > tn->l2_mtu)
+        return XSK_USE_SOCKETS;
+    if (q->n_spare == 0) q->n_spare = x->tx_frames(x->ctx, q->spare, FWD_SEND_BATCH);
+    if (q->n_spare == 0) return XSK_USE_SOCKETS; /* every TX frame is in flight */
+    uint64_t addr = q->spare[q->n_spare - 1];
+    if (addr > x->area_len || x->frame_size > x->area_len - addr) return XSK_USE_SOCKETS; /* cannot happen */
+    uint8_t *frame = x->area + addr;
+    size_t olen = 0;
+    int st = esp_encap(tn->out_sa, 0, pkt, len, 0, frame + hdr, x->frame_size - hdr, &olen);
+    if (st != ESP_OK) {
+        drop(dp, tn, drop_reason(st));
+        return XSK_QUEUED;
+    }
+    size_t flen = esp_frame_build(&tx, frame, x->frame_size, olen);
+    if (flen == 0) { /* cannot happen: the sizes were checked above */
+        drop(dp, tn, FWD_DROP_ERROR);
+        return XSK_QUEUED;
+    }
+    q->n_spare--;
+    q->ip_id++;
+    q->addrs[q->n] = addr;
+    q->lens[q->n] = (uint32_t)flen;
+    q->n++;
+    count(slot_counter(dp, tn->slot, FWD_PACKETS_OUT), 1);
+    count(slot_counter(dp, tn->slot, FWD_BYTES_OUT), len);
+    return q->n == FWD_SEND_BATCH ? XSK_QUEUE_FULL : XSK_QUEUED;
+}
+
 /* One inner packet read from the TUN: policy, MTU, MSS, ESP, then queued for its socket. Returns 1 when
  * a queue is full and must be flushed before the next packet. */
 static int outbound_packet(esp_fwd_t *dp, worker_t *w, const fwd_tables_t *t, const esp_fwd_io_t *io, uint8_t *pkt,
@@ -393,12 +466,16 @@ static int outbound_packet(esp_fwd_t *dp, worker_t *w, const fwd_tables_t *t, co
         drop(dp, tn, FWD_DROP_TOO_BIG);
         return 0;
     }
+    inner_clamp_mss(pkt, &info, mss_for(tn, &info));
+    if (io->xsk != NULL && io->xsk->send != NULL && tn->l2_ok) {
+        int r = xsk_packet(dp, w, io->xsk, tn, pkt, info.length);
+        if (r != XSK_USE_SOCKETS) return r == XSK_QUEUE_FULL;
+    }
     send_queue_t *q = tn->udp_encap ? &w->udp : &w->raw;
     if ((tn->udp_encap ? io->udp_fd : io->raw_fd) < 0) {
         drop(dp, tn, FWD_DROP_ERROR); /* this worker has no socket for that path */
         return 0;
     }
-    inner_clamp_mss(pkt, &info, mss_for(tn, &info));
     size_t olen = 0;
     int st = esp_encap(tn->out_sa, 0, pkt, info.length, 0, q->arena + q->used, sizeof(q->arena) - q->used, &olen);
     if (st != ESP_OK) {
@@ -442,15 +519,13 @@ static void outbound(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io)
         for (size_t i = 0; i < n; i++) {
             if (outbound_packet(dp, w, dp->tables, io, base + w->seg_offs[i], w->seg_lens[i])) {
                 pthread_rwlock_unlock(&dp->lock); /* never send holding the lock: a table swap may wait */
-                flush(dp, &w->udp, io->udp_fd);
-                flush(dp, &w->raw, io->raw_fd);
+                flush_all(dp, w, io);
                 pthread_rwlock_rdlock(&dp->lock);
             }
         }
     }
     pthread_rwlock_unlock(&dp->lock);
-    flush(dp, &w->udp, io->udp_fd);
-    flush(dp, &w->raw, io->raw_fd);
+    flush_all(dp, w, io);
 }
 
 /* ---- inbound: ESP -> TUN ----------------------------------------------------------------------- */

@@ -8,7 +8,7 @@
  *
  *   outbound: TUN read (batch; TSO super-packets split, esp_offload.c) -> parse -> policy (most specific
  *             first, flow cache) -> MTU check / ICMP too big -> MSS clamp -> esp_encap -> sendmmsg (UDP/4500
- *             or raw ESP)
+ *             or raw ESP), or esp_encap into an XSK frame behind Ethernet/IP/UDP headers -> TX ring
  *   inbound:  recvmmsg, or XSK frames parsed in the UMEM (esp_frame.c) -> esp_decap_batch where they lie
  *             -> outer source check (raw) -> inbound policy (RFC 4301
  *             5.2: the decrypted packet must lie inside the Child SA's selectors) -> MSS clamp -> TCP
@@ -70,10 +70,17 @@ typedef struct {
     uint32_t n_local, n_remote;
     uint32_t bound_worker;      /* outbound: 0 = any worker; k + 1 = only worker k sends on out_sa (an RFC
                                  * 9611 per-resource SA: its sequence counter is never shared). 0 when zeroed */
+    /* Sending as Ethernet frames from the worker's XSK (AF_XDP). l2_ok 0 (the next hop's MAC address is not
+     * known, or the route to the peer leaves by another device): the sockets send, and the kernel resolves. */
+    uint8_t l2_ok;
+    uint8_t l2_dst[6], l2_src[6]; /* the next hop's MAC address and the device's */
+    uint16_t l2_mtu;            /* the device's MTU: a larger ESP packet goes to the sockets (the kernel fragments) */
+    uint8_t local_addr[16];     /* the outer source address (peer_family), what the sockets are bound to */
 } esp_fwd_tunnel_t;
 
-/* An AF_XDP socket the worker reads ESP from instead of (or besides) its sockets: its UMEM and the
- * receive/release calls of the binding (ikev2lib._xsk, esp_xsk.c), handed over as plain pointers. */
+/* An AF_XDP socket the worker reads ESP from instead of (or besides) its sockets, and sends ESP on to
+ * peers whose next hop is known (esp_fwd_tunnel_t.l2_ok): its UMEM and the calls of the binding
+ * (ikev2lib._xsk, esp_xsk.c), handed over as plain pointers. Only this worker may use the XSK's rings. */
 typedef struct {
     void *ctx;                  /* the esp_xsk_t */
     uint8_t *area;              /* its UMEM: frame bytes are parsed and decrypted where they lie */
@@ -81,7 +88,10 @@ typedef struct {
     size_t (*recv)(void *ctx, uint64_t *addrs, uint32_t *lens, size_t max);
     void (*release)(void *ctx, const uint64_t *addrs, size_t n);
     int fd;                     /* readable when frames wait */
-    uint16_t natt_port;         /* ESP in UDP to this port (0: none) */
+    uint16_t natt_port;         /* ESP in UDP to this port (0: none); the source port of what we send */
+    size_t (*tx_frames)(void *ctx, uint64_t *addrs, size_t n);   /* NULL: receive only */
+    size_t (*send)(void *ctx, const uint64_t *addrs, const uint32_t *lens, size_t n);
+    size_t frame_size;          /* bytes of one UMEM frame */
 } esp_fwd_xsk_t;
 
 typedef struct {
@@ -92,7 +102,7 @@ typedef struct {
     int vnet_hdr;               /* 1: the TUN has IFF_VNET_HDR and TSO offloads: reads are split, writes coalesced */
     int stop_fd;                /* readable = stop (an eventfd shared by all workers) */
     int worker;                 /* this worker's index: outbound entries bound to another worker are skipped */
-    const esp_fwd_xsk_t *xsk;   /* NULL, or ESP frames from an AF_XDP socket (sending stays on the sockets) */
+    const esp_fwd_xsk_t *xsk;   /* NULL, or an AF_XDP socket for ESP frames both ways */
 } esp_fwd_io_t;
 
 typedef struct esp_fwd esp_fwd_t;

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "esp_frame.h"
 #include "esp_fwd.h"
 #include "test_check.h"
 
@@ -1251,6 +1252,147 @@ static void test_clamp_and_too_big_edges(void)
     CHECK(ref_l4_ok(6, out + 8, out + 24, INNER_PROTO_ICMPV6, out + IPV6_HDR, ICMP_HDR + n));
 }
 
+/* ---- sending as frames from an XSK (AF_XDP) -------------------------------------------------------- */
+
+#define XSK_FRAMES 8           /* the fake XSK's UMEM */
+#define XSK_FRAME 4096
+#define XSK_NATT_PORT 4500
+#define XSK_MTU 1500
+
+/* A fake of the binding's TX side over a plain area: hands out frames, records what is sent. */
+typedef struct {
+    uint8_t area[XSK_FRAMES * XSK_FRAME];
+    uint64_t free[XSK_FRAMES];
+    size_t n_free;
+    uint64_t sent_addrs[XSK_FRAMES];
+    uint32_t sent_lens[XSK_FRAMES];
+    size_t n_sent;
+    size_t ring_room;          /* frames the "TX ring" still takes */
+    uint64_t bogus_addr;       /* nonzero: tx_frames hands out this address (outside the area) */
+} fake_xsk_t;
+
+static size_t fake_tx_frames(void *ctx, uint64_t *addrs, size_t n)
+{
+    fake_xsk_t *k = ctx;
+    size_t got = 0;
+    if (k->bogus_addr) {
+        addrs[0] = k->bogus_addr;
+        return 1;
+    }
+    while (got < n && k->n_free) addrs[got++] = k->free[--k->n_free];
+    return got;
+}
+
+static size_t fake_send(void *ctx, const uint64_t *addrs, const uint32_t *lens, size_t n)
+{
+    fake_xsk_t *k = ctx;
+    size_t taken = n < k->ring_room ? n : k->ring_room;
+    for (size_t i = 0; i < taken; i++) {
+        k->sent_addrs[k->n_sent] = addrs[i];
+        k->sent_lens[k->n_sent++] = lens[i];
+    }
+    k->ring_room -= taken;
+    for (size_t i = taken; i < n; i++) k->free[k->n_free++] = addrs[i]; /* as esp_xsk_send does */
+    return taken;
+}
+
+static size_t fake_recv(void *ctx, uint64_t *addrs, uint32_t *lens, size_t max)
+{
+    (void)ctx, (void)addrs, (void)lens, (void)max;
+    return 0;
+}
+
+static void fake_release(void *ctx, const uint64_t *addrs, size_t n) { (void)ctx, (void)addrs, (void)n; }
+
+static const uint8_t PEER_MAC[6] = {0x02, 0, 0, 0, 0, 0x02}, OUR_MAC[6] = {0x02, 0, 0, 0, 0, 0x01};
+
+static void xsk_rig(rig_t *r, fake_xsk_t *k, esp_fwd_xsk_t *x, int l2_ok, uint16_t l2_mtu)
+{
+    rig_open(r);
+    memset(k, 0, sizeof(*k));
+    for (size_t i = 0; i < XSK_FRAMES; i++) k->free[k->n_free++] = i * XSK_FRAME;
+    k->ring_room = XSK_FRAMES;
+    *x = (esp_fwd_xsk_t){.ctx = k, .area = k->area, .area_len = sizeof(k->area), .recv = fake_recv,
+                         .release = fake_release, .fd = -1, .natt_port = XSK_NATT_PORT, .tx_frames = fake_tx_frames,
+                         .send = fake_send, .frame_size = XSK_FRAME};
+    r->io.xsk = x;
+    esp_fwd_tunnel_t t = tunnel_of(r);
+    t.l2_ok = (uint8_t)l2_ok;
+    memcpy(t.l2_dst, PEER_MAC, 6);
+    memcpy(t.l2_src, OUR_MAC, 6);
+    t.l2_mtu = l2_mtu;
+    addr("127.0.0.2", t.local_addr);
+    CHECK(install(r, &t, 1, NULL, NULL) == 0);
+}
+
+static void test_with_a_next_hop_esp_leaves_as_a_frame_from_the_umem(void)
+{
+    rig_t r;
+    fake_xsk_t k;
+    esp_fwd_xsk_t x;
+    xsk_rig(&r, &k, &x, 1, XSK_MTU);
+    static uint8_t p[PKT_MAX], plain[PKT_MAX];
+    for (int i = 0; i < 3; i++) send_inner(&r, p, udp_packet(p, "10.1.0.5", "10.2.0.7", 0, 100 + i, (uint8_t)i));
+    pump(&r);
+    CHECK(k.n_sent == 3 && wire(&r, plain, NULL, NULL, NULL) == -1); /* nothing on the socket */
+    for (size_t i = 0; i < k.n_sent; i++) {
+        esp_frame_t f;
+        const uint8_t *frame = k.area + k.sent_addrs[i];
+        esp_frame_config_t to_peer = {r.peer_port}; /* parsed as the peer would: ESP in UDP to its port */
+        CHECK(esp_frame_parse(frame, k.sent_lens[i], &to_peer, &f) == 0 && f.verdict == FRAME_ESP_UDP);
+        CHECK(memcmp(frame, PEER_MAC, 6) == 0 && memcmp(frame + 6, OUR_MAC, 6) == 0);
+        CHECK(f.sport == XSK_NATT_PORT && f.dport == r.peer_port && f.spi == SPI_OUT);
+        uint8_t src[16], dst[16];
+        addr("127.0.0.2", src);
+        addr("127.0.0.1", dst);
+        CHECK(memcmp(f.src, src, 4) == 0 && memcmp(f.dst, dst, 4) == 0);
+        size_t n = udp_packet(p, "10.1.0.5", "10.2.0.7", 0, 100 + i, (uint8_t)i), len = 0;
+        int nh = 0;
+        CHECK(esp_decap(r.peer_in, frame + f.esp_offset, f.esp_len, plain, PKT_MAX, &len, &nh) == ESP_OK);
+        CHECK(len == n && memcmp(plain, p, n) == 0); /* in order: sequence numbers 1, 2, 3 */
+    }
+    CHECK(slot_get(&r, SLOT, FWD_PACKETS_OUT) == 3 && all_drops(&r, SLOT) == 0);
+    rig_close(&r);
+}
+
+/* Without a resolved next hop, without a free frame, beyond the device MTU, or with a frame outside
+ * the area: the socket sends, and nothing is written to the UMEM. */
+static void test_without_a_usable_frame_the_socket_sends(void)
+{
+    static uint8_t p[PKT_MAX], plain[PKT_MAX], zeros[XSK_FRAMES * XSK_FRAME];
+    for (int c = 0; c < 4; c++) {
+        rig_t r;
+        fake_xsk_t k;
+        esp_fwd_xsk_t x;
+        xsk_rig(&r, &k, &x, c != 0, c == 2 ? 200 : XSK_MTU);
+        if (c == 1) k.n_free = 0;
+        if (c == 3) k.bogus_addr = sizeof(k.area) - XSK_FRAME / 2; /* the frame would run past the area */
+        size_t n = udp_packet(p, "10.1.0.5", "10.2.0.7", 0, 300, 'x');
+        send_inner(&r, p, n);
+        pump(&r);
+        CHECK(k.n_sent == 0 && memcmp(k.area, zeros, sizeof(k.area)) == 0);
+        int nh = 0;
+        CHECK(wire(&r, plain, &nh, NULL, NULL) == (ssize_t)n && memcmp(plain, p, n) == 0);
+        CHECK(all_drops(&r, SLOT) == 0);
+        rig_close(&r);
+    }
+}
+
+static void test_frames_the_tx_ring_refuses_are_counted(void)
+{
+    rig_t r;
+    fake_xsk_t k;
+    esp_fwd_xsk_t x;
+    xsk_rig(&r, &k, &x, 1, XSK_MTU);
+    k.ring_room = 2;
+    static uint8_t p[PKT_MAX];
+    for (int i = 0; i < 5; i++) send_inner(&r, p, udp_packet(p, "10.1.0.5", "10.2.0.7", 0, 64, 'y'));
+    pump(&r);
+    /* 5 packets, 2 taken; of the rest, the frames that were free went to the ring and back */
+    CHECK(k.n_sent == 2 && global_drop(&r, FWD_DROP_ERROR) == 3);
+    rig_close(&r);
+}
+
 int main(void)
 {
     double t0 = now_s();
@@ -1268,6 +1410,9 @@ int main(void)
     test_inner_parse_ipv4_and_lies();
     test_selector_match();
     test_clamp_and_too_big_edges();
+    test_with_a_next_hop_esp_leaves_as_a_frame_from_the_umem();
+    test_without_a_usable_frame_the_socket_sends();
+    test_frames_the_tx_ring_refuses_are_counted();
     test_table_swaps_under_a_running_worker();
     if (failures) {
         fprintf(stderr, "test_esp_fwd: %d failure(s)\n", failures);

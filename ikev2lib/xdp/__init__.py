@@ -158,19 +158,20 @@ class XskSocket:
     def fileno(self) -> int:
         return int(_xsk.lib.esp_xsk_fd(self._live()))
 
-    def forwarder_handle(self, natt_port: int) -> tuple[int, int, int, int, int, int, int]:
-        """What `CoreForwarder.run(xsk=...)` takes: this XSK, its UMEM and its receive and release
-        functions as plain pointers, so that the C worker reads the rings without Python. The socket
-        must stay open while a worker uses it."""
+    def forwarder_handle(self, natt_port: int, *, send: bool = True) -> tuple[int, ...]:
+        """What `CoreForwarder.run(xsk=...)` takes: this XSK, its UMEM and its ring functions as plain
+        pointers, so that the C worker uses the rings without Python (send=False: it only receives).
+        The socket must stay open while a worker uses it, and nothing else may use its rings."""
         ffi, lib = _xsk.ffi, _xsk.lib
         size = ffi.new("size_t *")
         area = lib.esp_xsk_area(self._live(), size)
 
-        def address(pointer: Any) -> int:
-            return int(ffi.cast("uintptr_t", pointer))
+        def address(name: str) -> int:
+            return int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
 
-        return (address(self._handle), address(area), int(size[0]), address(ffi.addressof(lib, "esp_xsk_recv")),
-                address(ffi.addressof(lib, "esp_xsk_release")), self.fileno(), natt_port)
+        return (int(ffi.cast("uintptr_t", self._handle)), int(ffi.cast("uintptr_t", area)), int(size[0]),
+                address("esp_xsk_recv"), address("esp_xsk_release"), self.fileno(), natt_port,
+                address("esp_xsk_tx_frames") if send else 0, address("esp_xsk_send") if send else 0, FRAME_SIZE)
 
     def recv(self, addrs: array[int], lens: array[int]) -> int:
         """Take up to len(addrs) received frames: their UMEM addresses and lengths. Give them back

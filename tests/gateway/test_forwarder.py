@@ -340,6 +340,28 @@ def test_bad_tables_are_refused_and_the_old_one_stays(rig: Rig) -> None:
     assert len(rig.wire()) == 1  # the fixture's tunnel still runs
 
 
+MAC = b"\x02\x00\x00\x00\x00\x01"
+
+
+@pytest.mark.parametrize("l2", [(MAC[:5], MAC, 1500, bytes(4)), (MAC, MAC + b"\x00", 1500, bytes(4)),
+                                (MAC, MAC, 0, bytes(4)), (MAC, MAC, 65536, bytes(4)), (MAC, MAC, 1500, bytes(16))],
+                         ids=["short-mac", "long-mac", "mtu-0", "mtu-too-big", "source-of-another-family"])
+def test_bad_next_hops_are_refused(rig: Rig, l2: tuple[bytes, bytes, int, bytes]) -> None:
+    entries = tunnel(rig, 5, 0x1005, 0x2005)
+    outbound = (*entries[1][:11], -1, l2)
+    with pytest.raises(EspUsageError):
+        rig.forwarder.set_tunnels([entries[0], outbound])
+    rig.forwarder.set_tunnels([entries[0], (*entries[1][:11], -1, (MAC, MAC, 1500, bytes(4)))])  # accepted
+
+
+@pytest.mark.parametrize("handle", [(1, 1, 4096, 1, 1, -1, 4500, 1, 0, 4096), (1, 1, 4096, 1, 1, -1, 4500, 1, 1, 8192),
+                                    (1, 1, 4096, 1, 1, -1, 4500, 1, 1, 64), (0, 1, 4096, 1, 1, -1, 4500, 0, 0, 4096)],
+                         ids=["one-send-function", "frames-beyond-the-area", "frames-too-small", "null-context"])
+def test_bad_xsk_handles_are_refused_before_the_worker_starts(rig: Rig, handle: tuple[int, ...]) -> None:
+    with pytest.raises(EspUsageError):
+        rig.forwarder.run(rig.tun_fd, rig.gw.fileno(), -1, rig.stop, xsk=handle)
+
+
 def test_workers_stop_promptly_and_tables_change_under_load(rig: Rig) -> None:
     worker = threading.Thread(target=rig.forwarder.run, args=(rig.tun_fd, rig.gw.fileno(), -1, rig.stop))
     worker.start()
