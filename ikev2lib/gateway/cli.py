@@ -171,8 +171,8 @@ def add_commands(commands: Any) -> None:
     p_run.add_argument("--workers", type=int, default=0, help="data-path worker threads (default: one per CPU)")
     p_run.add_argument("--path-mtu", type=int, default=DEFAULT_PATH_MTU, help="outer MTU towards the peers")
     p_run.add_argument("--no-mss-clamp", action="store_true", help="leave the MSS of TCP SYNs as it is")
-    p_run.add_argument("--xdp", metavar="IFACE", help="receive ESP on IFACE through AF_XDP (falls back to the "
-                       "sockets, with a warning, where it cannot)")
+    p_run.add_argument("--xdp", metavar="IFACE", help="receive and send ESP on IFACE through AF_XDP (falls back "
+                       "to the sockets, with a warning, where it cannot)")
     p_run.add_argument("--xdp-mode", choices=XDP_MODES, default="native",
                        help="native (the driver's XDP) or skb (generic XDP, any device)")
     p_run.set_defaults(func=run)

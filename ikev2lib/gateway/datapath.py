@@ -47,9 +47,12 @@ across rekeys. Outer IPv4 or IPv6 (the listen address's family), inner IPv4 and 
 
 AF_XDP (`DataPathConfig.xdp`): ikev2lib's XDP program on the outer interface redirects the ESP of our
 inbound SPIs (kept in its map as the table changes) to one XSK per device queue, and the worker of
-that queue parses and decrypts the frames in the UMEM. Everything else (IKE, keepalives, unknown
-SPIs) still arrives on the sockets, and ESP is still sent on them. Where AF_XDP cannot be had (not
-built, no XDP on the device, no permission), a warning says why and the sockets do it all.
+that queue parses and decrypts the frames in the UMEM. That worker also sends ESP as frames from
+its UMEM to every peer whose next hop on the device is resolved (`nexthop.py`: the route and the
+neighbour table, refreshed every NEXT_HOP_REFRESH seconds by a thread of its own); a new peer, one
+behind another device, or an unresolved next hop is sent to on the sockets until a refresh finds it.
+Everything else (IKE, keepalives, unknown SPIs) still arrives on the sockets. Where AF_XDP cannot be
+had (not built, no XDP on the device, no permission), a warning says why and the sockets do it all.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ from ..wire.ts import TrafficSelector
 from .counters import DROP_REASONS, TunnelCounters
 from .model import DataPathConfig
 from .mtu import mss_for, tunnel_mtu
+from .nexthop import NextHop, resolve_next_hops
 from .tun import TunDevice
 
 __all__ = ["DataPath", "DataPathUnavailable", "SOCKET_BUFFER", "WORST_CASE_ALGORITHM"]
@@ -84,6 +88,7 @@ SOCKET_BUFFER = 4 << 20  # bytes of kernel buffer per worker socket: bursts of a
 WORST_CASE_ALGORITHM = "aes256-sha512"  # largest ESP overhead: the TUN MTU fits every suite
 IPPROTO_ESP = 50
 DELETE_REKEYED_DELAY = 5.0  # seconds a rekeyed Child SA's inbound SA outlives its delete (strongSwan's default)
+NEXT_HOP_REFRESH = 1.0  # seconds between refreshes of the peers' next hops (AF_XDP sending)
 FULL_PORTS = (0, 65535)
 _LIMITS = _esp_fast._forwarder_limits()
 MAX_INNER_MTU = int(_LIMITS["max_inner"])
@@ -163,10 +168,14 @@ class _Tunnel:
     order: int  # creation order: newer Child SAs win ties
     worker: int = -1  # RFC 9611 member: the only worker that sends on `outbound`; -1: any worker
     draining: bool = False  # deleted: inbound only, until DELETE_REKEYED_DELAY has passed
-    _entries: list[tuple[tuple[int, ...], Tunnel]] | None = None  # cache of entries(); reset by set_outbound
+    next_hop: NextHop | None = None  # AF_XDP: sent as frames from the worker's XSK; None: on the sockets
+    _entries: list[tuple[tuple[int, ...], Tunnel]] | None = None  # cache of entries(); reset by the setters
 
     def set_outbound(self, outbound: Any | None, pending: Any | None = None) -> None:
         self.outbound, self.pending_outbound, self._entries = outbound, pending, None
+
+    def set_next_hop(self, next_hop: NextHop | None) -> None:
+        self.next_hop, self._entries = next_hop, None
 
     def entries(self, mss_clamp: bool) -> list[tuple[tuple[int, ...], Tunnel]]:
         """(sort key, forwarder entry): the inbound SA with every selector (for the RFC 4301 5.2 check)
@@ -180,10 +189,11 @@ class _Tunnel:
                         mss, local, remote, -1))]
             if self.outbound is not None:
                 bound = 0 if self.worker >= 0 else 1  # a worker's own member before the group's fallback
+                l2 = self.next_hop.forwarder_l2() if self.next_hop is not None else None
                 for selector in self.remote:
                     entries.append(((1, *_specificity(self.local, selector), bound, -self.order),
                                     (self.slot, None, self.outbound, 0, self.udp_encap, peer, self.peer[1],
-                                     self.mtu, mss, local, [selector], self.worker)))
+                                     self.mtu, mss, local, [selector], self.worker, l2)))
             self._entries = entries
         return self._entries
 
@@ -207,6 +217,10 @@ class DataPath:
         self._xdp: xdp.XdpProgram | None = None
         self._xsks: list[xdp.XskSocket] = []  # one per device queue, for workers 0..len-1
         self._xdp_spis: set[int] = set()  # inbound SPIs in the program's map
+        self._next_hops: dict[str, NextHop | None] = {}  # peer address -> how frames reach it (AF_XDP)
+        self._next_hop_wake = threading.Event()  # a new peer, or stop: refresh now
+        self._next_hop_thread: threading.Thread | None = None
+        self._stopping = False
         self._threads: list[threading.Thread] = []
         self._tunnels: dict[tuple[int, int], _Tunnel] = {}
         self._slots: dict[str, int] = {}
@@ -243,6 +257,10 @@ class DataPath:
             thread = threading.Thread(target=self._worker, args=args, name=f"esp-worker-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        if self._xsks:
+            self._next_hop_thread = threading.Thread(target=self._refresh_next_hops, args=(self.config.xdp,),
+                                                     name="esp-next-hops", daemon=True)
+            self._next_hop_thread.start()
         log.info("data path on %s (MTU %d%s): %d workers, UDP %s:%d%s", self.tun.name, self.tun_mtu,
                  ", TSO/GRO offload" if self.tun.offload else "", self.workers, self.host, self.natt_port,
                  ", raw ESP" if self._raw else "")
@@ -262,6 +280,42 @@ class DataPath:
         log.info("AF_XDP on %s (%s mode): %d XSK%s, copy mode", ifname, self.config.xdp_mode, len(self._xsks),
                  "" if len(self._xsks) == 1 else "s")
 
+    def _refresh_next_hops(self, ifname: str) -> None:
+        """The peers' next hops on the XDP device, every NEXT_HOP_REFRESH seconds or when a new peer
+        comes; a tunnel whose next hop changed gets it in a new table."""
+        try:
+            ifindex = socket.if_nametoindex(ifname)
+        except OSError as exc:  # the device went away after the XSKs were bound
+            log.warning("next hops on %s: %s; ESP is sent on the sockets", ifname, exc)
+            return
+        unspecified = ipaddress.ip_address(self.host).is_unspecified
+        while not self._stopping:
+            self._next_hop_wake.wait(NEXT_HOP_REFRESH)
+            self._next_hop_wake.clear()
+            if self._stopping:
+                return
+            with self._lock:
+                peers = [t.peer[0] for t in self._tunnels.values()]
+            try:
+                found = resolve_next_hops(ifindex, peers, None if unspecified else self.host)
+            except OSError as exc:  # netlink itself failed: keep what we had, try again later
+                log.warning("next hops on %s not refreshed: %s", ifname, exc)
+                continue
+            with self._lock:
+                for peer, next_hop in found.items():
+                    if self._next_hops.get(peer) != next_hop:
+                        log.info("peer %s: %s", peer, f"ESP frames from the XSK via {next_hop.dst_mac.hex(':')}"
+                                 if next_hop else "ESP on the sockets (next hop not resolved on the device)")
+                self._next_hops = found
+                changed = False
+                for tunnel in self._tunnels.values():
+                    next_hop = found.get(tunnel.peer[0])
+                    if tunnel.next_hop != next_hop:
+                        tunnel.set_next_hop(next_hop)
+                        changed = True
+                if changed:
+                    self._publish()
+
     def _close_xdp(self) -> None:
         for xsk in self._xsks:
             xsk.close()
@@ -272,13 +326,16 @@ class DataPath:
         self._xdp_spis = set()
 
     def xdp_stats(self) -> dict[str, int] | None:
-        """The XSKs' counters summed (None without AF_XDP)."""
+        """The XSKs' counters summed, and how many Child SAs send frames from them (their next hop is
+        resolved); None without AF_XDP."""
         if not self._xsks:
             return None
         total: dict[str, int] = {}
         for xsk in self._xsks:
             for name, value in xsk.stats().items():
                 total[name] = total.get(name, 0) + value
+        with self._lock:
+            total["tunnels_sending_frames"] = sum(t.next_hop is not None for t in self._tunnels.values())
         return total
 
     def _open_sockets(self) -> None:
@@ -318,6 +375,11 @@ class DataPath:
 
     def stop(self) -> None:
         """Stop the workers (they finish their batch), then close the sockets and the TUN device."""
+        self._stopping = True
+        self._next_hop_wake.set()
+        if self._next_hop_thread is not None:
+            self._next_hop_thread.join()
+            self._next_hop_thread = None
         if self._stop_fd >= 0:
             os.eventfd_write(self._stop_fd, 1)
         for thread in self._threads:
@@ -379,6 +441,11 @@ class DataPath:
                          int.from_bytes(event.spi_in, "big"), event.udp_encap, sa.remote_addr, mtu, local, remote,
                          routes, self._order, worker)
         with self._lock:
+            if self._next_hop_thread is not None:
+                if tunnel.peer[0] in self._next_hops:
+                    tunnel.next_hop = self._next_hops[tunnel.peer[0]]
+                else:
+                    self._next_hop_wake.set()  # a new peer: its frames wait for this refresh
             self._tunnels[tunnel.key] = tunnel
             self._publish()
         if self.tun is not None:
@@ -457,4 +524,5 @@ class DataPath:
         with self._lock:
             return [{"connection": t.connection, "ike_sa_id": t.key[0], "child_id": t.key[1], "mtu": t.mtu,
                      "outbound": t.outbound is not None, "routes": list(t.routes),
-                     "worker": None if t.worker < 0 else t.worker} for t in self._tunnels.values()]
+                     "worker": None if t.worker < 0 else t.worker, "xsk_send": t.next_hop is not None}
+                    for t in self._tunnels.values()]

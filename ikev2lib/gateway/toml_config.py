@@ -11,7 +11,7 @@ that one policy (suites, lifetimes, rekeying, DPD, authentication) applies alike
     path_mtu = 1500                       # outer MTU; the TUN and tunnel MTUs are derived from it
     mss_clamp = true                      # lower the MSS of TCP SYNs to fit the tunnel
     offload = true                        # TUN TSO/GRO: TCP super-packets split and merged in C
-    xdp = "eth0"                          # optional: receive ESP there through AF_XDP (ikev2lib.xdp)
+    xdp = "eth0"                          # optional: ESP in and out there through AF_XDP (ikev2lib.xdp)
     xdp_mode = "native"                   # or "skb" (generic XDP)
 
     [templates.site]                      # any connection key; `template` chains templates

@@ -148,10 +148,12 @@ def two_gateways(stack: contextlib.ExitStack, ns: NamespacePair, work: Path, rig
                          ids=["raw-esp", "udp-encap", "raw-esp-xdp", "udp-encap-xdp"])
 def test_two_gateways_carry_ping_and_tcp_both_ways(pair: NamespacePair, tmp_path: Path, encap: bool,
                                                    xdp: bool) -> None:
-    """xdp: the right gateway receives ESP through AF_XDP on its veth (native mode), IKE on its sockets."""
+    """xdp: both gateways receive and send ESP through AF_XDP on their veths (native mode), IKE on their
+    sockets."""
     with contextlib.ExitStack() as stack:
         right_options = {"encap": encap, "xdp": pair.right_if if xdp else ""}
-        left, right = two_gateways(stack, pair, tmp_path, right_options=right_options, encap=encap)
+        left, right = two_gateways(stack, pair, tmp_path, right_options=right_options, encap=encap,
+                                   xdp=pair.left_if if xdp else "")
         ping(pair.left, LEFT_INNER, RIGHT_INNER)
         ping(pair.right, RIGHT_INNER, LEFT_INNER)
         with iperf_server(pair.right, RIGHT_INNER):
@@ -170,11 +172,43 @@ def test_two_gateways_carry_ping_and_tcp_both_ways(pair: NamespacePair, tmp_path
             assert traffic(gateway)["drops"] == {}
             child = status["ike_sas"][0]["children"][0]
             assert child["udp_encap"] is encap
-        xsk = right.status()["datapath"]["xdp"]
-        if xdp:  # every ESP packet the right gateway decrypted came through its XSK
-            assert xsk["received"] >= traffic(right)["packets_in"] > 0, xsk
-        else:
-            assert xsk is None
+        for gateway in (left, right):
+            status = gateway.status()
+            xsk, counted = status["datapath"]["xdp"], traffic(gateway)
+            if not xdp:
+                assert xsk is None
+                continue
+            # every ESP packet it decrypted came through its XSK, and (the next hop resolved once the
+            # Child SA was up) what it sent left as frames from its UMEM
+            assert xsk["received"] >= counted["packets_in"] > 0, xsk
+            assert xsk["sent"] >= counted["packets_out"] - SOCKET_SENT_BEFORE_NEXT_HOP > 0, (xsk, counted)
+            assert xsk["send_full"] == 0 and xsk["tx_invalid_descs"] == 0, xsk
+            assert xsk["tunnels_sending_frames"] == status["datapath"]["tunnels"] > 0, xsk
+
+
+def test_an_xdp_gateway_sends_on_its_sockets_while_its_next_hop_is_unresolved(pair: NamespacePair,
+                                                                              tmp_path: Path) -> None:
+    """The left gateway's neighbour table is flushed during TCP: its next refresh finds no MAC address for
+    the peer, so ESP goes to the sockets and the kernel resolves it again, and a later refresh moves
+    the tunnel back to frames from the XSK. Not a second without progress, no drop."""
+    with contextlib.ExitStack() as stack:
+        left, right = two_gateways(stack, pair, tmp_path, right_options={"xdp": pair.right_if}, xdp=pair.left_if)
+        left.wait(lambda s: s["datapath"]["xdp"]["tunnels_sending_frames"] == 1, "frames from the XSK")
+        with iperf_server(pair.right, RIGHT_INNER):
+            client = pair.left.popen(["iperf3", "-c", RIGHT_INNER, "-B", LEFT_INNER, "-p", str(IPERF_PORT), "-t",
+                                      "5", "-J"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(1.5)
+            pair.left.ip("neigh", "flush", "dev", pair.left_if)
+            out, err = client.communicate(timeout=IPERF_TIMEOUT)
+        report = json.loads(out)
+        assert client.returncode == 0, err
+        intervals = [i["sum"]["bytes"] for i in report["intervals"]]
+        assert all(b > 0 for b in intervals), intervals
+        log = left.log.read_text(errors="replace")
+        assert f"peer {pair.right_addr}: ESP on the sockets (next hop not resolved" in log, log[-3000:]
+        left.wait(lambda s: s["datapath"]["xdp"]["tunnels_sending_frames"] == 1, "frames from the XSK again")
+        for gateway in (left, right):
+            assert traffic(gateway)["drops"] == {} and gateway.status()["datapath"]["drops"] == {}, gateway.text()
 
 
 def test_rekeys_under_tcp_load_keep_the_run_going_and_counters_monotonic(pair: NamespacePair, tmp_path: Path) -> None:
@@ -196,6 +230,7 @@ def test_rekeys_under_tcp_load_keep_the_run_going_and_counters_monotonic(pair: N
             assert traffic(gateway)["drops"] == {} and gateway.status()["datapath"]["drops"] == {}, gateway.text()
 
 
+SOCKET_SENT_BEFORE_NEXT_HOP = 20  # ESP sent on the sockets before the first next-hop refresh (pings)
 UDP_FLOWS = 32  # distinct source ports: the chance that the TUN puts all on one queue is 2**-31
 FLOW_PACKETS = 20
 UDP_SINK_PORT = 9
@@ -315,6 +350,9 @@ def test_gateway_and_strongswan_libipsec_carry_ping_and_tcp(pair: NamespacePair,
         if receive == "xdp":  # charon's ESP came through the XSK, its IKE through the kernel to the engine
             assert xsk["received"] >= backward["end"]["sum_received"]["bytes"] // 1500, xsk
             assert xsk["rx_invalid_descs"] == 0
+            # and ours went to charon as frames from the UMEM (UDP-encapsulated, as libipsec asked)
+            assert xsk["sent"] >= forward["end"]["sum_received"]["bytes"] // 1500, xsk
+            assert xsk["tunnels_sending_frames"] == 1 and xsk["send_full"] == 0, xsk
         else:
             assert xsk is None
 
