@@ -141,7 +141,7 @@ struct esp_sa;
  * at area + frame_addrs[i] (frame_cap bytes each), behind tx's headers, then write the headers; IPv4
  * identifications count up from tx->ip_id (*next_ip_id gets the next one). frame_lens[i] is the frame
  * length, statuses[i] esp_encap's status (ESP_ERR_BUFFER: the frame is too small, or outside the area).
- * Returns the number of frames ready to send. */
+ * A frame that failed has length 0: leave it out of the send. Returns the number of frames ready. */
 size_t esp_frame_encap_batch(struct esp_sa *sa, const esp_frame_tx_t *tx, const uint8_t *in, size_t in_len,
                              const uint32_t *offs, const uint32_t *lens, size_t n, uint8_t *area, size_t area_len,
                              const uint64_t *frame_addrs, size_t frame_cap, uint32_t *frame_lens,

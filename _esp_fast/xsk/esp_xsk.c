@@ -206,6 +206,18 @@ void esp_xsk_release(esp_xsk_t *k, const uint64_t *addrs, size_t n)
     xsk_ring_prod__submit(&k->fill, (uint32_t)got);
 }
 
+/* In copy mode each sendto transmits at most the kernel's batch (32 frames) and says EAGAIN while more
+ * wait, so the ring is kicked until it is empty; in zero-copy mode one call wakes the driver. Other
+ * errors (ENOBUFS, ENETDOWN) leave the frames queued for the next send. */
+static void kick_tx(esp_xsk_t *k)
+{
+    int fd = xsk_socket__fd(k->sock);
+    for (uint32_t i = 0; i <= k->ring / KERNEL_TX_BATCH; i++) {
+        if (sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0) >= 0) return;
+        if (errno != EAGAIN && errno != EBUSY && errno != EINTR) return;
+    }
+}
+
 static void reclaim(esp_xsk_t *k)
 {
     uint32_t idx;
@@ -219,21 +231,14 @@ static void reclaim(esp_xsk_t *k)
 size_t esp_xsk_tx_frames(esp_xsk_t *k, uint64_t *addrs, size_t n)
 {
     reclaim(k);
+    /* every frame still on the ring (the last kick met backpressure): kick again, or nothing would */
+    if (k->n_free == 0 && k->outstanding) {
+        kick_tx(k);
+        reclaim(k);
+    }
     size_t got = 0;
     while (got < n && k->n_free) addrs[got++] = k->free_tx[--k->n_free];
     return got;
-}
-
-/* In copy mode each sendto transmits at most the kernel's batch (32 frames) and says EAGAIN while more
- * wait, so the ring is kicked until it is empty; in zero-copy mode one call wakes the driver. Other
- * errors (ENOBUFS, ENETDOWN) leave the frames queued for the next send. */
-static void kick_tx(esp_xsk_t *k)
-{
-    int fd = xsk_socket__fd(k->sock);
-    for (uint32_t i = 0; i <= k->ring / KERNEL_TX_BATCH; i++) {
-        if (sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0) >= 0) return;
-        if (errno != EAGAIN && errno != EBUSY && errno != EINTR) return;
-    }
 }
 
 size_t esp_xsk_send(esp_xsk_t *k, const uint64_t *addrs, const uint32_t *lens, size_t n)

@@ -1,6 +1,7 @@
 /* AF_XDP for the ESP data plane, on libxdp's XSK API: the XDP program that redirects the gateway's ESP
  * (xdp/esp_xdp.bpf.c) with its SPI map, and XSKs with their UMEM and rings. Bound to Python with cffi
- * (ikev2lib/xdp/_build.py); the frames' bytes are parsed and decrypted in place by _esp_fast.
+ * (_esp_fast/xsk/build_xsk.py); _esp_fast parses the frames and decrypts them where they lie in the UMEM
+ * (the plaintext goes to the caller's buffer).
  *
  * One XSK per device queue, each with its own UMEM: the first half of its frames belong to the fill
  * ring (receive), the second half to a free list for sending. Every function returns without waiting;
