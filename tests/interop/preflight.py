@@ -75,6 +75,8 @@ TOOL_PACKAGES = {
     "iperf3": (("/usr/bin/iperf3",), "iperf3"),
     "prometheus": (("/usr/bin/prometheus",), "prometheus"),
     "ping": (("/usr/bin/ping", "/bin/ping"), "iputils-ping"),
+    "nft": (("/usr/sbin/nft",), "nftables"),
+    "conntrack": (("/usr/sbin/conntrack",), "conntrack"),
     "llvm-symbolizer": (("/usr/bin/llvm-symbolizer",), "llvm"),
     # not programs: the headers ikev2lib._xsk (AF_XDP) is built from
     "libxdp headers": (("/usr/include/xdp/xsk.h",), "libxdp-dev"),
