@@ -28,6 +28,7 @@ DEFAULT_RETRANSMIT_TRIES = 5
 # strongSwan's charon.fragment_size default: IP packet size incl. IP/UDP headers
 DEFAULT_FRAGMENT_SIZE = 1280
 MIN_FRAGMENT_SIZE = 256  # smaller leaves no room for a useful fragment
+DEFAULT_NATT_KEEPALIVE = 20.0  # seconds (RFC 3948 2.3; strongSwan's charon.keep_alive)
 # Upper bound on any configured retransmission tries, so a request can never be retried forever.
 MAX_RETRANSMIT_TRIES = 20
 # Largest packet/byte limit of a Child SA: the ESP data plane counts in unsigned 64 bits.
@@ -191,6 +192,9 @@ class IkeConfig:
     dpd_delay: float | None = None
     rekey_time: float | None = None  # IKE SA rekey interval in seconds; None = never
     encap: bool = False
+    # RFC 3948 2.3: seconds between NAT keepalives from the side behind a NAT (strongSwan's keep_alive,
+    # 20 s by default), so that the NAT keeps the mapping through quiet times; None = off
+    natt_keepalive: float | None = DEFAULT_NATT_KEEPALIVE
     remote_natt_port: int = 4500  # the peer's NAT-T port (not 4500 only in tests/demos)
     fragment_size: int = DEFAULT_FRAGMENT_SIZE  # RFC 7383: larger protected messages go out in SKF fragments
     local_auth: str = "psk"
@@ -229,7 +233,7 @@ class IkeConfig:
             raise LocalProtocolError("remote_natt_port out of range")
         if not MIN_FRAGMENT_SIZE <= self.fragment_size <= 65535:
             raise LocalProtocolError(f"fragment_size must be in {MIN_FRAGMENT_SIZE}..65535")
-        for name in ("dpd_delay", "rekey_time"):
+        for name in ("dpd_delay", "rekey_time", "natt_keepalive"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise LocalProtocolError(f"{name} must be > 0")

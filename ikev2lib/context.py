@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 from .child_sa import EspFactory, random_esp_spi
 from .connections import ConnectionTable
 from .events import Address, Event
-from .natt import NON_ESP_MARKER
+from .natt import NATT_KEEPALIVE, NON_ESP_MARKER
 
 SA = TypeVar("SA")  # the IKE SA type (ike_sa.IkeSa), a parameter so that this module stays below it
 
@@ -73,6 +73,14 @@ class EngineContext(Generic[SA]):
             self.count("datagrams_dropped")
             return
         self.outbox.append((NON_ESP_MARKER + datagram if natt else datagram, addr))
+
+    def send_keepalive(self, addr: Address) -> None:
+        """Queue one NAT keepalive (RFC 3948 2.3: a single 0xFF octet to the NAT-T port, no marker)."""
+        if len(self.outbox) >= MAX_QUEUED_DATAGRAMS:
+            self.count("datagrams_dropped")
+            return
+        self.outbox.append((NATT_KEEPALIVE, addr))
+        self.count("natt_keepalives_sent")
 
     def touch(self, sa: SA) -> None:
         """`sa` changed outside its own receive/timer call: the endpoint reschedules or forgets it."""

@@ -6,8 +6,8 @@
     endpoint.get_timer(); endpoint.handle_timer(now); endpoint.next_event()
 
 Datagrams for the NAT-T port carry the RFC 3948 non-ESP marker (4 zero octets) at the start: a driver
-sends those from its port-4500 socket (and may hand received port-4500 IKE datagrams in with the marker
-still on). Incoming IKE messages are demultiplexed by our SPI; IKE_SA_INIT requests by (SPIi, address).
+sends those, and NAT keepalives (the single octet 0xFF, `natt.NATT_KEEPALIVE`), from its port-4500
+socket (and may hand received port-4500 IKE datagrams in with the marker still on). Incoming IKE messages are demultiplexed by our SPI; IKE_SA_INIT requests by (SPIi, address).
 An IKE message on port 500 whose SPIi starts with four zero octets is read as marker-prefixed, so
 this engine never chooses such SPIs.
 """
@@ -257,6 +257,20 @@ class IkeEndpoint:
 
     def send_dpd(self, ike_sa_id: int) -> None:
         self._enqueue(self.connection(ike_sa_id), SendDpd())
+
+    def peer_address_seen(self, ike_sa_id: int, addr: Address, now: float) -> bool:
+        """Authenticated ESP of one of this IKE SA's Child SAs arrived (UDP-encapsulated) from `addr`:
+        the peer's NAT may have a new mapping. Followed as for an IKE message (RFC 7296 2.23, only when
+        the peer is behind a NAT and we are not), which emits PeerAddressChanged; strongSwan does the
+        same on the kernel's mapping reports. The caller must have authenticated the packet: an
+        unauthenticated source must never move an SA. True if the address changed."""
+        sa = self.connection(ike_sa_id)
+        if sa.state != IkeState.ESTABLISHED:
+            return False
+        moved = sa.follow_peer(addr)
+        self.ctx.touch(sa)
+        self._settle(now)
+        return moved
 
     def abandon_ike_sa(self, ike_sa_id: int, now: float) -> None:
         """Forget an IKE SA at once without telling the peer (strongSwan's `terminate --force`)."""

@@ -22,6 +22,7 @@ __all__ = [
     "ChildSaRekeyed",
     "ChildSaDeleted",
     "ChildSaExpired",
+    "PeerAddressChanged",
     "PeerDead",
     "ProtocolErrorEvent",
 ]
@@ -130,6 +131,16 @@ class ChildSaExpired(Event):
     spi_out: bytes
     limit: str
     hard: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerAddressChanged(Event):
+    """The peer is behind a NAT whose mapping changed (RFC 7296 2.23): its authenticated IKE message,
+    or authenticated ESP that the user reported (`IkeEndpoint.peer_address_seen`), came from
+    `remote_addr`, and IKE now goes there. A data path moves every Child SA of this IKE SA there too."""
+
+    old_addr: Address
+    remote_addr: Address
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,7 +20,7 @@ from .child_sa import ChildSa
 from .config import ChildConfig, IkeConfig
 from .context import EngineContext
 from .crypto import IkeKeys, SKCipher, sk_cipher
-from .events import Address, ChildSaDeleted, IkeSaDeleted, PeerDead, ProtocolErrorEvent
+from .events import Address, ChildSaDeleted, IkeSaDeleted, PeerAddressChanged, PeerDead, ProtocolErrorEvent
 from .exceptions import LocalProtocolError, PeerNotifyError, RemoteProtocolError
 from .natt import NON_ESP_MARKER
 from .negotiation import SelectedProposal
@@ -101,7 +101,7 @@ class IkeSa:
 
     __slots__ = (
         "ctx", "ike_sa_id", "config", "is_initiator", "remote_addr", "spi_i", "spi_r", "state", "finished", "natt",
-        "nat_detected", "created_at", "established_at", "last_heard", "remote_id_text", "hidden",
+        "nat_detected", "nat_here", "nat_there", "next_keepalive", "created_at", "established_at", "last_heard", "remote_id_text", "hidden",
         "selected", "proposal_text", "keys", "_in", "_out", "children", "init", "rekey_at", "init_key",
         "scheduled_at", "peer_fragmentation", "peer_deleted", "response_data", "_send_mid", "_recv_mid",
         "_outstanding", "_queue", "_cached_response", "_reassembly", "_last_invalid_mid_report",
@@ -133,6 +133,9 @@ class IkeSa:
         # a NAT between the peers (RFC 7296 2.23), or `config.encap` forcing one: the Child SAs' ESP is
         # UDP-encapsulated (RFC 3948); otherwise it is raw ESP (IP protocol 50)
         self.nat_detected = False
+        self.nat_here = False  # NAT_DETECTION: our address was translated (we send keepalives)
+        self.nat_there = False  # the peer's was (we follow its mapping, RFC 7296 2.23)
+        self.next_keepalive: float | None = None  # RFC 3948 2.3, behind a NAT on the NAT-T port
         self.created_at = now
         self.established_at: float | None = None
         self.last_heard = now
@@ -291,10 +294,42 @@ class IkeSa:
         return self._receive_request(data, message, addr, natt, now)
 
     def _learn_path(self, addr: Address, natt: bool) -> None:
-        # Only after a complete message authenticated: follow the peer to port 4500 (RFC 7296 2.23).
-        if natt:
+        """After a complete message authenticated: follow the peer to the NAT-T port, then its NAT."""
+        if not natt:
+            return
+        if not self.natt:  # the switch to port 4500 during IKE_AUTH (RFC 7296 2.23)
             self.natt = True
             self.remote_addr = addr
+            return
+        self.follow_peer(addr)
+
+    def follow_peer(self, addr: Address) -> bool:
+        """RFC 7296 2.23: a host not behind a NAT sends to where the last authenticated packet of a peer
+        behind one came from, so a NAT that lost its mapping (a reboot, a conntrack flush, an idle
+        timeout) and made a new one does not cut the SA off. Elsewhere, or without NAT-T, an
+        address change is ignored (MOBIKE moves those). True if the peer's address changed."""
+        if addr == self.remote_addr or not self.natt or self.nat_here or not self.nat_there:
+            return False
+        old, self.remote_addr = self.remote_addr, addr
+        self.ctx.count("peer_address_changes")
+        if not self.hidden:
+            self.ctx.emit(PeerAddressChanged(ike_sa_id=self.ike_sa_id, old_addr=old, remote_addr=addr))
+        return True
+
+    def keepalive_deadline(self) -> float | None:
+        return self.next_keepalive if self.natt and self.nat_here and not self.hidden else None
+
+    def send_keepalive_if_due(self, now: float) -> None:
+        """RFC 3948 2.3: behind a NAT, a keepalive every `natt_keepalive` seconds keeps the mapping."""
+        interval = self.config.natt_keepalive
+        if interval is None or not (self.natt and self.nat_here) or self.hidden:
+            self.next_keepalive = None
+            return
+        if self.next_keepalive is None:
+            self.next_keepalive = now + interval
+        elif now >= self.next_keepalive:
+            self.ctx.send_keepalive(self.remote_addr)
+            self.next_keepalive = now + interval
 
     def answer_retransmit(self, data: bytes) -> None:
         """Resend the cached response if `data` is the request it answered (used after closing)."""

@@ -14,7 +14,9 @@ That socket needs CAP_NET_RAW; if it cannot be opened, `send_esp` and `next_even
 `RawEspUnavailable` naming the cause (ESP is never silently encapsulated instead). An inbound packet is
 accepted only on the path of its SA (raw or UDP) and, when raw, only from the peer's address; every
 refused packet is counted in `esp_drops` by reason. On loopback with both peers on one address each
-raw socket also sees the other's ESP (counted as `unknown_spi`).
+raw socket also sees the other's ESP (counted as `unknown_spi`). Authentic UDP-encapsulated ESP from
+another address than the IKE SA's is reported to the engine (`peer_address_seen`), which follows a
+peer behind a NAT to its new mapping (RFC 7296 2.23). NAT keepalives go out from the NAT-T socket.
 
 Sockets are IPv4 or IPv6 as `host` is. With `esp_elsewhere=True` (the gateway's data path, which has
 sockets of its own in the NAT-T port's SO_REUSEPORT group) the driver moves IKE only: `event_hook`
@@ -34,7 +36,7 @@ from ..endpoint import IkeEndpoint
 from ..esp import EspError
 from ..events import Address, ChildSaCreated, ChildSaDeleted, ChildSaRekeyed, Event
 from ..exceptions import LocalProtocolError
-from ..natt import NON_ESP_MARKER, UdpKind, classify_udp4500
+from ..natt import NATT_KEEPALIVE, NON_ESP_MARKER, UdpKind, classify_udp4500
 from .raw_esp import RawEspSocket, RawEspUnavailable
 
 __all__ = ["AsyncioIkeDriver", "MAX_QUEUED_EVENTS", "RawEspUnavailable"]
@@ -174,8 +176,9 @@ class AsyncioIkeDriver:
     def _drop(self, reason: str) -> None:
         self.esp_drops[reason] = self.esp_drops.get(reason, 0) + 1
 
-    def _esp(self, data: bytes | memoryview, raw_source: str | None = None) -> None:
-        """One inbound ESP packet; `raw_source` is the IPv4 source if it came on the raw socket."""
+    def _esp(self, data: bytes | memoryview, raw_source: str | None = None, udp_source: Address | None = None) -> None:
+        """One inbound ESP packet; `raw_source` is the IPv4 source if it came on the raw socket,
+        `udp_source` the address and port if it came UDP-encapsulated."""
         entry = self._inbound.get(bytes(data[:4]))
         if entry is None:
             self._drop("unknown_spi")
@@ -193,12 +196,21 @@ class AsyncioIkeDriver:
             self._drop("decap")
             return
         self.esp_received += 1
+        peer = self._peer_addr(ike_sa_id) if udp_source is not None else None
+        if udp_source is not None and peer is not None and udp_source != peer:
+            # authentic, from elsewhere: the peer's NAT may have a new mapping (RFC 7296 2.23)
+            self.endpoint.peer_address_seen(ike_sa_id, udp_source, self.loop.time())
+            self.transmit()
         if self.esp_handler is not None:
             self.esp_handler(child_id, next_header, inner)
 
     def _peer_ip(self, ike_sa_id: int) -> str | None:
+        peer = self._peer_addr(ike_sa_id)
+        return None if peer is None else peer[0]
+
+    def _peer_addr(self, ike_sa_id: int) -> Address | None:
         try:
-            return self.endpoint.connection(ike_sa_id).remote_addr[0]
+            return self.endpoint.connection(ike_sa_id).remote_addr
         except LocalProtocolError:  # the IKE SA is gone
             return None
 
@@ -211,7 +223,7 @@ class AsyncioIkeDriver:
                 if self.esp_elsewhere:  # the data path's steering sends ESP past this socket
                     self._drop("esp_on_ike_socket")
                 else:
-                    self._esp(data)
+                    self._esp(data, udp_source=addr)
                 return
             if kind is not UdpKind.IKE:
                 return  # a NAT-keepalive, or too short to be anything
@@ -250,7 +262,8 @@ class AsyncioIkeDriver:
             if not self.esp_elsewhere:
                 self._track(event)
         for data, addr in self.endpoint.datagrams_to_send(now):
-            transport = self._natt if data[:4] == NON_ESP_MARKER else self._ike
+            # IKE behind the non-ESP marker and NAT keepalives go from the NAT-T port (RFC 3948)
+            transport = self._natt if data[:4] == NON_ESP_MARKER or data == NATT_KEEPALIVE else self._ike
             if transport is not None:
                 transport.sendto(data, addr)
         deadline = self.endpoint.get_timer()

@@ -147,7 +147,10 @@ def start_operation(sa: IkeSa, operation: Operation, now: float) -> None:
 
 
 def pump(sa: IkeSa, now: float) -> None:
-    """Start queued requests, then timed work, while the request window is free."""
+    """Start queued requests, then timed work, while the request window is free. NAT keepalives are
+    no requests: they go out whatever the window."""
+    if sa.state == IkeState.ESTABLISHED:
+        sa.send_keepalive_if_due(now)
     while sa.window_free and sa.state in (IkeState.ESTABLISHED, IkeState.REKEYED):
         operation = sa.next_operation()
         if operation is None:
@@ -162,10 +165,11 @@ def pump(sa: IkeSa, now: float) -> None:
 
 def next_deadline(sa: IkeSa) -> float | None:
     deadline = sa.message_deadline()
-    if sa.state == IkeState.ESTABLISHED and sa.window_free:
-        work = timed.next_deadline(sa)
-        if work is not None and (deadline is None or work < deadline):
-            deadline = work
+    if sa.state == IkeState.ESTABLISHED:
+        candidates = [sa.keepalive_deadline(), timed.next_deadline(sa) if sa.window_free else None]
+        for work in candidates:
+            if work is not None and (deadline is None or work < deadline):
+                deadline = work
     return deadline
 
 

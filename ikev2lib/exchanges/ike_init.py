@@ -60,7 +60,9 @@ def _natd(sa: IkeSa, spi_r: bytes) -> list[Payload]:
 
 
 def _nat_seen(sa: IkeSa, payloads: list[Payload], spi_r: bytes) -> bool | None:
-    """True if the peer's NAT_DETECTION notifies show a NAT, None if it sent none (no NAT-T)."""
+    """True if the peer's NAT_DETECTION notifies show a NAT, None if it sent none (no NAT-T). Also
+    records which side is behind it (sa.nat_here: our address was translated; sa.nat_there: the
+    peer's), which decides who sends keepalives and who follows a changed mapping."""
     sources: list[bytes] = []
     dests: list[bytes] = []
     for p in payloads:  # one pass; the hashes are public values, plain comparison is fine
@@ -73,6 +75,7 @@ def _nat_seen(sa: IkeSa, payloads: list[Payload], spi_r: bytes) -> bool | None:
         return None
     peer_natted = natd_hash(sa.spi_i, spi_r, sa.remote_addr) not in sources
     me_natted = natd_hash(sa.spi_i, spi_r, sa.ctx.local_addr) not in dests
+    sa.nat_here, sa.nat_there = me_natted, peer_natted
     return peer_natted or me_natted
 
 

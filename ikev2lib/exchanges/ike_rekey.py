@@ -63,6 +63,7 @@ def _new_ike_sa(
     )  # fmt: skip
     new.natt = old.natt
     new.nat_detected = old.nat_detected
+    new.nat_here, new.nat_there = old.nat_here, old.nat_there
     new.peer_fragmentation = old.peer_fragmentation
     new.remote_id_text = old.remote_id_text
     new.peer_certificate = old.peer_certificate

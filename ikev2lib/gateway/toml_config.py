@@ -18,6 +18,7 @@ that one policy (suites, lifetimes, rekeying, DPD, authentication) applies alike
     ike_proposals = ["aes256gcm16-prfsha384-ecp384"]   # a string, or an array joined with ","
     rekey_time = "4h"                     # seconds, or "30s" / "10m" / "4h" / "1d"
     dpd_delay = "30s"
+    natt_keepalive = "20s"                # behind a NAT: keepalives that hold its mapping (0: off)
     local_auth = "pubkey"
     remote_auth = "pubkey"
     cert = "x509/hub.pem"                 # with key, key_passphrase or passphrase_file, chain
@@ -50,7 +51,7 @@ Child keys: `esp_proposals`, `local_ts`, `remote_ts`, `mode`, `replay_window`, `
 `life_time`, `rekey_packets`, `rekey_bytes`, `life_packets`, `life_bytes`, `per_cpu_sas` (RFC 9611:
 true = one per CPU, or a number), `start_action`. They mean
 what the IkeConfig / ChildConfig fields of the same name mean; lists of addresses, selectors and
-files may be one string. A duration of 0 turns dpd_delay and rekey_time off and gives life_time its
+files may be one string. A duration of 0 turns dpd_delay, rekey_time and natt_keepalive off and gives life_time its
 default, so that a connection can undo a template's value. Relative paths are taken from the file's
 directory. Every connection needs `local_id` and a child (no implicit 0.0.0.0/0 child).
 
@@ -347,6 +348,7 @@ _IKE_FIELDS: dict[str, Converter] = {
     "remote_natt_port": _int,
     "dpd_delay": _optional_duration,
     "rekey_time": _optional_duration,
+    "natt_keepalive": _optional_duration,
 }
 # child keys that are one ChildConfig field each
 _CHILD_FIELDS: dict[str, Converter] = {

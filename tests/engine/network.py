@@ -14,11 +14,35 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ikev2lib.config import ChildConfig, IkeConfig
-from ikev2lib.natt import NON_ESP_MARKER
+from ikev2lib.natt import NATT_KEEPALIVE, NON_ESP_MARKER
 from ikev2lib.endpoint import IkeEndpoint
 from ikev2lib.events import Event
 
 MAX_STEPS = 20_000  # bound on deliveries + timer firings per `run`
+
+
+@dataclass
+class Nat:
+    """A NAPT in front of one node: what it sends leaves from `public_ip` and a port of the mapping; only
+    datagrams to a mapped port come back in. `rebind()` forgets every mapping (a NAT reboot or a
+    conntrack flush): the next datagram out gets a new port."""
+
+    inside_ip: str
+    public_ip: str
+    next_port: int = 40000
+    out: dict[int, int] = field(default_factory=dict)  # inside source port -> public port
+    back: dict[int, int] = field(default_factory=dict)
+
+    def outbound(self, port: int) -> int:
+        if port not in self.out:
+            self.out[port] = self.next_port
+            self.back[self.next_port] = port
+            self.next_port += 1
+        return self.out[port]
+
+    def rebind(self) -> None:
+        self.out.clear()
+        self.back.clear()
 
 
 @dataclass
@@ -54,13 +78,15 @@ class Network:
         self.max_delay = max_delay
         self.now = start
         self.nodes: dict[str, Node] = {}
-        self._queue: list[tuple[float, int, bytes, tuple[str, int], str]] = []
+        self._queue: list[tuple[float, int, bytes, tuple[str, int], tuple[str, int]]] = []
         self._seq = 0
         self.delivered = 0
         self.dropped = 0
         self.tap: list[tuple[bytes, tuple[str, int], str]] = []  # every datagram sent (for replay tests)
         # tests that need one particular datagram lost: return True to drop it
         self.drop: Callable[[bytes, tuple[str, int], str], bool] | None = None
+        self.nat: Nat | None = None  # one node behind a NAT
+        self.nat_dropped = 0  # datagrams to the NAT's public address that matched no mapping
 
     def add(self, endpoint: IkeEndpoint, *, natt_port: int = 4500) -> Node:
         ip, port = endpoint.ctx.local_addr
@@ -71,10 +97,13 @@ class Network:
     def _collect(self) -> bool:
         sent = False
         for node in self.nodes.values():
-            for data, (dst_ip, _dst_port) in node.endpoint.datagrams_to_send(self.now):
+            for data, (dst_ip, dst_port) in node.endpoint.datagrams_to_send(self.now):
                 sent = True
-                src_port = node.natt_port if data[:4] == NON_ESP_MARKER else node.ike_port
+                natt = data[:4] == NON_ESP_MARKER or data == NATT_KEEPALIVE
+                src_port = node.natt_port if natt else node.ike_port
                 src = (node.ip, src_port)
+                if self.nat is not None and node.ip == self.nat.inside_ip:
+                    src = (self.nat.public_ip, self.nat.outbound(src_port))
                 self.tap.append((data, src, dst_ip))
                 copies = 1
                 if self.drop is not None and self.drop(data, src, dst_ip):
@@ -88,12 +117,20 @@ class Network:
                 for _ in range(copies):
                     delay = self.rng.uniform(0.0, self.max_delay) if self.max_delay else 0.0
                     self._seq += 1
-                    heapq.heappush(self._queue, (self.now + delay, self._seq, data, src, dst_ip))
+                    heapq.heappush(self._queue, (self.now + delay, self._seq, data, src, (dst_ip, dst_port)))
         return sent
 
-    def inject(self, data: bytes, src: tuple[str, int], dst_ip: str) -> None:
+    def inject(self, data: bytes, src: tuple[str, int], dst_ip: str, dst_port: int = 0) -> None:
         self._seq += 1
-        heapq.heappush(self._queue, (self.now, self._seq, data, src, dst_ip))
+        heapq.heappush(self._queue, (self.now, self._seq, data, src, (dst_ip, dst_port)))
+
+    def _deliver_to(self, dst: tuple[str, int]) -> Node | None:
+        if self.nat is not None and dst[0] == self.nat.public_ip:
+            if dst[1] not in self.nat.back:
+                self.nat_dropped += 1
+                return None
+            return self.nodes.get(self.nat.inside_ip)
+        return self.nodes.get(dst[0])
 
     def _next_timer(self) -> float | None:
         timers = [t for t in (n.endpoint.get_timer() for n in self.nodes.values()) if t is not None]
@@ -120,8 +157,8 @@ class Network:
                     return
             self.now = max(self.now, step)
             if next_delivery is not None and next_delivery <= self.now:
-                _, _, data, src, dst_ip = heapq.heappop(self._queue)
-                node = self.nodes.get(dst_ip)
+                _, _, data, src, dst = heapq.heappop(self._queue)
+                node = self._deliver_to(dst)
                 if node is not None:
                     self.delivered += 1
                     node.endpoint.receive_datagram(data, src, self.now)
