@@ -11,6 +11,8 @@ other calls that take the mutex run entirely inside `with nogil`. No Python obje
 C pointers into buffers whose exports (or bytes objects) the call holds.
 """
 
+import ipaddress
+
 from cpython.ref cimport PyObject, Py_DECREF
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.errno cimport errno
@@ -750,6 +752,15 @@ cdef extern from "esp_fwd.h" nogil:
         int stop_fd
         int worker
         const esp_fwd_xsk_t *xsk
+    enum:
+        FWD_MAX_MAPPINGS
+    ctypedef struct esp_fwd_mapping_t:
+        uint32_t spi
+        uint8_t family
+        uint8_t addr[16]
+        uint16_t port
+    int esp_fwd_mapping_fd(const esp_fwd_t *dp)
+    size_t esp_fwd_take_mappings(esp_fwd_t *dp, esp_fwd_mapping_t *out, size_t max)
     esp_fwd_t *esp_fwd_new(uint32_t max_slots)
     void esp_fwd_free(esp_fwd_t *dp)
     int esp_fwd_set_tables(esp_fwd_t *dp, const esp_fwd_tunnel_t *tunnels, size_t n, const inner_selector_t *sels,
@@ -950,6 +961,22 @@ cdef class CoreForwarder:
         io.vnet_hdr, io.worker, io.xsk = vnet_hdr, worker, NULL
         with nogil:
             esp_fwd_poll_once(self.dp, &io)
+
+    def mapping_fd(self) -> int:
+        """A descriptor that is readable while `take_mappings` has something (the forwarder owns it)."""
+        return esp_fwd_mapping_fd(self.dp)
+
+    def take_mappings(self) -> list:
+        """Authentic UDP-encapsulated ESP that came from another address or port than its tunnel's peer
+        (a NAT's new mapping, RFC 7296 2.23), each (inbound SPI, address, port) once: the control plane
+        decides whether the SA follows."""
+        cdef esp_fwd_mapping_t m[FWD_MAX_MAPPINGS]
+        cdef size_t n = esp_fwd_take_mappings(self.dp, m, FWD_MAX_MAPPINGS)
+        found = []
+        for i in range(n):
+            packed = bytes(m[i].addr[:4] if m[i].family == 4 else m[i].addr[:16])
+            found.append((m[i].spi, str(ipaddress.ip_address(packed)), m[i].port))
+        return found
 
     def slot_counters(self, uint32_t slot) -> tuple:
         """(packets in, bytes in, packets out, bytes out, [drops by reason]) of one slot."""

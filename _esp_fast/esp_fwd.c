@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,6 +52,10 @@ struct esp_fwd {
     uint32_t max_slots;
     uint64_t *slots;                    /* max_slots * FWD_COUNTERS */
     uint64_t drops[FWD_DROP_COUNT];     /* packets no tunnel owns */
+    pthread_mutex_t mapping_lock;       /* the waiting mappings: written by workers, taken by the control plane */
+    esp_fwd_mapping_t mappings[FWD_MAX_MAPPINGS];
+    size_t n_mappings;
+    int mapping_fd;                     /* eventfd: readable while mappings wait */
 };
 
 #define IPV6_EXTRA_HDR 20               /* an IPv6 header is 20 bytes longer than IPv4's: MSS 20 lower */
@@ -84,7 +89,10 @@ esp_fwd_t *esp_fwd_new(uint32_t max_slots)
     pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     int rc = pthread_rwlock_init(&dp->lock, &attr);
     pthread_rwlockattr_destroy(&attr);
-    if (dp->slots == NULL || dp->tables == NULL || rc != 0) {
+    dp->mapping_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (dp->slots == NULL || dp->tables == NULL || rc != 0 || dp->mapping_fd < 0 ||
+        pthread_mutex_init(&dp->mapping_lock, NULL) != 0) {
+        if (dp->mapping_fd >= 0) close(dp->mapping_fd);
         free(dp->slots);
         free(dp->tables);
         free(dp);
@@ -98,6 +106,8 @@ void esp_fwd_free(esp_fwd_t *dp)
 {
     if (dp == NULL) return;
     pthread_rwlock_destroy(&dp->lock);
+    pthread_mutex_destroy(&dp->mapping_lock);
+    close(dp->mapping_fd);
     tables_free(dp->tables);
     free(dp->slots);
     free(dp);
@@ -240,6 +250,58 @@ static int from_peer(const peer_addr_t *from, const esp_fwd_tunnel_t *tn)
     if (from->sa.sa_family == AF_INET6)
         return tn->peer_family == 6 && memcmp(&from->v6.sin6_addr, tn->peer_addr, 16) == 0;
     return tn->peer_family == 4 && memcmp(&from->v4.sin_addr, tn->peer_addr, 4) == 0;
+}
+
+/* Did this datagram come from the tunnel's peer address and port? */
+static int from_peer_port(const peer_addr_t *from, const esp_fwd_tunnel_t *tn)
+{
+    uint16_t port = from->sa.sa_family == AF_INET6 ? from->v6.sin6_port : from->v4.sin_port;
+    return from_peer(from, tn) && ntohs(port) == tn->peer_port;
+}
+
+/* Authentic ESP of `tn` from `from`, not its peer: reported once until the control plane takes it. */
+static void note_mapping(esp_fwd_t *dp, const esp_fwd_tunnel_t *tn, const peer_addr_t *from)
+{
+    esp_fwd_mapping_t m;
+    memset(&m, 0, sizeof(m)); /* padding too: entries are compared whole */
+    m.spi = tn->spi_in;
+    if (from->sa.sa_family == AF_INET6) {
+        m.family = 6;
+        memcpy(m.addr, &from->v6.sin6_addr, 16);
+        m.port = ntohs(from->v6.sin6_port);
+    } else {
+        m.family = 4;
+        memcpy(m.addr, &from->v4.sin_addr, 4);
+        m.port = ntohs(from->v4.sin_port);
+    }
+    pthread_mutex_lock(&dp->mapping_lock);
+    int known = 0;
+    for (size_t k = 0; k < dp->n_mappings && !known; k++) known = memcmp(&dp->mappings[k], &m, sizeof(m)) == 0;
+    if (!known && dp->n_mappings < FWD_MAX_MAPPINGS) {
+        dp->mappings[dp->n_mappings++] = m;
+        uint64_t one = 1;
+        ssize_t rc = write(dp->mapping_fd, &one, sizeof(one)); /* the counter is far from full: cannot fail */
+        (void)rc;
+    }
+    pthread_mutex_unlock(&dp->mapping_lock);
+}
+
+int esp_fwd_mapping_fd(const esp_fwd_t *dp) { return dp->mapping_fd; }
+
+size_t esp_fwd_take_mappings(esp_fwd_t *dp, esp_fwd_mapping_t *out, size_t max)
+{
+    pthread_mutex_lock(&dp->mapping_lock);
+    size_t n = dp->n_mappings < max ? dp->n_mappings : max;
+    memcpy(out, dp->mappings, n * sizeof(*out));
+    memmove(dp->mappings, dp->mappings + n, (dp->n_mappings - n) * sizeof(*out));
+    dp->n_mappings -= n;
+    if (dp->n_mappings == 0) { /* readable again only when a new one comes */
+        uint64_t drained;
+        ssize_t rc = read(dp->mapping_fd, &drained, sizeof(drained)); /* EAGAIN if it was not signalled */
+        (void)rc;
+    }
+    pthread_mutex_unlock(&dp->mapping_lock);
+    return n;
 }
 
 /* Outbound ESP packets waiting for sendmmsg: packed in `arena`, one message each. */
@@ -660,6 +722,7 @@ static void deliver_inbound(esp_fwd_t *dp, worker_t *w, const esp_fwd_io_t *io, 
         inner_clamp_mss(pkt, &info, mss_for(tn, &info));
         w->out_lens[i] = info.length; /* without any TFC padding: what goes to the TUN */
         deliver[i] = 1;
+        if (!w->is_raw[i] && !from_peer_port(&w->from[i], tn)) note_mapping(dp, tn, &w->from[i]);
         count(slot_counter(dp, tn->slot, FWD_PACKETS_IN), 1);
         count(slot_counter(dp, tn->slot, FWD_BYTES_IN), info.length);
     }

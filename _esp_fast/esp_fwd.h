@@ -34,6 +34,7 @@
 #define FWD_MAX_SELECTORS 16    /* traffic selectors per side of one Child SA */
 #define FWD_ICMP_PER_SECOND 100 /* "too big" answers per worker and second (RFC 4443 2.4 f: rate-limit) */
 #define FWD_FLOW_CACHE 1024     /* outbound flow cache entries per worker (power of two) */
+#define FWD_MAX_MAPPINGS 64     /* peer address changes waiting for the control plane */
 
 /* Why a packet was dropped: the order of ikev2lib.gateway.counters.DROP_REASONS. */
 enum fwd_drop {
@@ -107,6 +108,17 @@ typedef struct {
 
 typedef struct esp_fwd esp_fwd_t;
 
+/* Authentic UDP-encapsulated ESP, inside its Child SA's selectors, from a source other than the
+ * tunnel's peer: the peer's NAT may have made a new mapping (RFC 7296 2.23). The forwarder only
+ * reports it (and delivers the packet); the control plane decides whether the SA follows and puts the
+ * new address in the next table. */
+typedef struct {
+    uint32_t spi;               /* the inbound SPI it came on */
+    uint8_t family;             /* 4 or 6 */
+    uint8_t addr[16];           /* network order, IPv4 in the first 4 bytes */
+    uint16_t port;
+} esp_fwd_mapping_t;
+
 esp_fwd_t *esp_fwd_new(uint32_t max_slots);
 void esp_fwd_free(esp_fwd_t *dp);
 
@@ -121,6 +133,13 @@ int esp_fwd_run(esp_fwd_t *dp, const esp_fwd_io_t *io);
 
 /* Process what is ready on the worker's descriptors once, without waiting (for tests). */
 int esp_fwd_poll_once(esp_fwd_t *dp, const esp_fwd_io_t *io);
+
+/* An eventfd that is readable while mappings wait (owned by the forwarder). */
+int esp_fwd_mapping_fd(const esp_fwd_t *dp);
+
+/* Take up to max waiting mappings, oldest first. Each (SPI, source) is reported once until taken; when
+ * FWD_MAX_MAPPINGS wait, new ones are left out (the peer's next packet reports them again). */
+size_t esp_fwd_take_mappings(esp_fwd_t *dp, esp_fwd_mapping_t *out, size_t max);
 
 void esp_fwd_slot_counters(esp_fwd_t *dp, uint32_t slot, uint64_t out[FWD_COUNTERS]);
 void esp_fwd_global_drops(esp_fwd_t *dp, uint64_t out[FWD_DROP_COUNT]);

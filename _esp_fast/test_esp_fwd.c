@@ -699,6 +699,47 @@ static void test_inbound_valid_reaches_the_tun(void)
     rig_close(&r);
 }
 
+static int readable(int fd)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    return poll(&p, 1, 0) == 1;
+}
+
+/* Authentic ESP from another port (the peer's NAT made a new mapping) is delivered and reported once;
+ * from the peer, or forged, nothing is reported. */
+static void test_authentic_esp_from_a_new_source_is_reported_once(void)
+{
+    rig_t r;
+    rig_open(&r);
+    static uint8_t p[PKT_MAX], esp[PKT_MAX], got[PKT_MAX];
+    size_t n = udp_packet(p, "10.2.0.7", "10.1.0.5", 0, 33, 'm');
+    send_esp(&r, p, n);
+    pump(&r);
+    int mfd = esp_fwd_mapping_fd(r.dp);
+    esp_fwd_mapping_t m[4];
+    CHECK(!readable(mfd) && esp_fwd_take_mappings(r.dp, m, 4) == 0);
+    struct sockaddr_in moved_addr;
+    int moved = udp_socket(&moved_addr);
+    for (int i = 0; i < 3; i++) {
+        size_t len = seal(&r, p, n, esp);
+        CHECK(sendto(moved, esp, len, 0, (const struct sockaddr *)&r.gw_addr, sizeof(r.gw_addr)) == (ssize_t)len);
+    }
+    size_t len = seal(&r, p, n, esp);
+    esp[len - 1] ^= 1; /* forged: fails the ICV, never reported */
+    CHECK(sendto(moved, esp, len, 0, (const struct sockaddr *)&r.gw_addr, sizeof(r.gw_addr)) == (ssize_t)len);
+    pump(&r);
+    for (int i = 0; i < 3; i++) CHECK(tun_read(&r, got) == (ssize_t)n); /* delivered all the same */
+    CHECK(readable(mfd) && esp_fwd_take_mappings(r.dp, m, 4) == 1);
+    uint8_t lo[16];
+    addr("127.0.0.1", lo);
+    CHECK(m[0].spi == SPI_IN && m[0].family == 4 && memcmp(m[0].addr, lo, 4) == 0);
+    CHECK(m[0].port == ntohs(moved_addr.sin_port) && m[0].port != r.peer_port);
+    CHECK(!readable(mfd) && esp_fwd_take_mappings(r.dp, m, 4) == 0); /* taken: drained */
+    CHECK(slot_drop(&r, FWD_DROP_ICV) == 1);
+    close(moved);
+    rig_close(&r);
+}
+
 static void test_inbound_drops_by_reason(void)
 {
     rig_t r;
@@ -1405,6 +1446,7 @@ int main(void)
     test_mss_clamp_both_ways_with_valid_checksums();
     test_inbound_valid_reaches_the_tun();
     test_inbound_drops_by_reason();
+    test_authentic_esp_from_a_new_source_is_reported_once();
     test_set_tables_refuses_bad_input_and_keeps_the_old();
     test_inner_parse_ipv6_chains_and_fragments();
     test_inner_parse_ipv4_and_lies();

@@ -134,7 +134,7 @@ class AsyncioIkeDriver:
         self.transmit()
         return ike_sa_id
 
-    def request(self, method: Callable[..., None], *args: Any) -> None:
+    def request(self, method: Callable[..., object], *args: Any) -> None:
         """Call an endpoint request method (e.g. `driver.request(endpoint.rekey_ike_sa, sa_id)`)."""
         method(*args)
         self.transmit()

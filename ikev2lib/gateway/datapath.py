@@ -42,6 +42,12 @@ range, then smallest local range, then protocol and port restrictions, newest Ch
 packet goes to the first entry whose selectors hold it, and a packet that none holds is dropped and
 counted (`no_policy`), never sent in clear.
 
+NAT (RFC 7296 2.23): when the peer is behind a NAT and its mapping changes, the engine follows it
+after an authenticated IKE message; authentic ESP from a new source, which the C workers report
+(`CoreForwarder.take_mappings`, an eventfd on the event loop), is handed to the engine through
+`on_peer_moved` (the gateway calls `IkeEndpoint.peer_address_seen`). Either way PeerAddressChanged
+moves every Child SA of that IKE SA to the new address in the next table.
+
 Counters belong to the connection (one forwarder slot per connection name), so they stay monotonic
 across rekeys. Outer IPv4 or IPv6 (the listen address's family), inner IPv4 and IPv6.
 
@@ -57,6 +63,7 @@ had (not built, no XDP on the device, no permission), a warning says why and the
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import os
@@ -68,7 +75,7 @@ from typing import Any
 
 from .. import _esp_fast, xdp
 from ..esp import BACKEND as ESP_BACKEND
-from ..events import ChildSaCreated, ChildSaDeleted, ChildSaRekeyed, Event
+from ..events import Address, ChildSaCreated, ChildSaDeleted, ChildSaRekeyed, Event, PeerAddressChanged
 from ..exceptions import LocalProtocolError
 from ..wire.enums import TSType
 from ..wire.ts import TrafficSelector
@@ -177,6 +184,9 @@ class _Tunnel:
     def set_next_hop(self, next_hop: NextHop | None) -> None:
         self.next_hop, self._entries = next_hop, None
 
+    def set_peer(self, peer: tuple[str, int]) -> None:
+        self.peer, self.next_hop, self._entries = peer, None, None  # the next hop is looked up again
+
     def entries(self, mss_clamp: bool) -> list[tuple[tuple[int, ...], Tunnel]]:
         """(sort key, forwarder entry): the inbound SA with every selector (for the RFC 4301 5.2 check)
         first, then one outbound entry per remote selector, ranked by specificity, newest first."""
@@ -201,11 +211,14 @@ class _Tunnel:
 class DataPath:
     """The data path of one listen address (`host`, NAT-T port `natt_port`)."""
 
-    def __init__(self, config: DataPathConfig, host: str, natt_port: int,
-                 call_later: Callable[[float, Callable[[], None]], Any]) -> None:
-        """`call_later(delay, fn)`: how the data path schedules work on the caller's event loop."""
+    def __init__(self, config: DataPathConfig, host: str, natt_port: int, loop: asyncio.AbstractEventLoop) -> None:
+        """`loop`: the IKE driver's event loop, where the data path schedules its work."""
         self.config = config
-        self._call_later = call_later
+        self._loop = loop
+        # (IKE SA id, address): authentic ESP of that IKE SA came from a new address (a NAT's new
+        # mapping); the gateway hands it to the engine, which decides (IkeEndpoint.peer_address_seen)
+        self.on_peer_moved: Callable[[int, Address], None] | None = None
+        self._mapping_fd = -1
         self.host = host
         self.natt_port = natt_port
         self.workers = config.workers or os.cpu_count() or 1
@@ -257,6 +270,8 @@ class DataPath:
             thread = threading.Thread(target=self._worker, args=args, name=f"esp-worker-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        self._mapping_fd = self._forwarder.mapping_fd()
+        self._loop.add_reader(self._mapping_fd, self._on_mappings)
         if self._xsks:
             self._next_hop_thread = threading.Thread(target=self._refresh_next_hops, args=(self.config.xdp,),
                                                      name="esp-next-hops", daemon=True)
@@ -376,6 +391,9 @@ class DataPath:
     def stop(self) -> None:
         """Stop the workers (they finish their batch), then close the sockets and the TUN device."""
         self._stopping = True
+        if self._mapping_fd >= 0:
+            self._loop.remove_reader(self._mapping_fd)
+            self._mapping_fd = -1
         self._next_hop_wake.set()
         if self._next_hop_thread is not None:
             self._next_hop_thread.join()
@@ -412,6 +430,32 @@ class DataPath:
             self._add(endpoint, event, event.child_id)
         elif isinstance(event, ChildSaDeleted):
             self._remove((event.ike_sa_id or 0, event.child_id))
+        elif isinstance(event, PeerAddressChanged):
+            self._move_peer(event.ike_sa_id or 0, event.remote_addr)
+
+    def _move_peer(self, ike_sa_id: int, addr: Address) -> None:
+        """Every Child SA of the IKE SA sends to `addr` from the next table on."""
+        with self._lock:
+            moved = [t for t in self._tunnels.values() if t.key[0] == ike_sa_id and t.peer != addr]
+            for tunnel in moved:
+                tunnel.set_peer(addr)
+            if moved:
+                self._publish()
+                self._next_hop_wake.set()
+        if moved:
+            log.info("%s: peer moved to %s:%d, %d Child SA%s follow", moved[0].connection, addr[0], addr[1],
+                     len(moved), "" if len(moved) == 1 else "s")
+
+    def _on_mappings(self) -> None:
+        """The workers saw authentic ESP from a new source: ask the engine (at most once per IKE SA)."""
+        by_spi = {t.spi_in: t for t in self._tunnels.values()}
+        asked: set[tuple[int, Address]] = set()
+        for spi, address, port in self._forwarder.take_mappings():
+            tunnel = by_spi.get(spi)
+            if tunnel is None or self.on_peer_moved is None or (tunnel.key[0], (address, port)) in asked:
+                continue
+            asked.add((tunnel.key[0], (address, port)))
+            self.on_peer_moved(tunnel.key[0], (address, port))
 
     def _slot(self, connection: str) -> int:
         slot = self._slots.get(connection)
@@ -469,7 +513,7 @@ class DataPath:
             tunnel.set_outbound(None)
             tunnel.draining = True
             self._publish()
-        self._call_later(DELETE_REKEYED_DELAY, lambda: self._drop_tunnel(key))
+        self._loop.call_later(DELETE_REKEYED_DELAY, lambda: self._drop_tunnel(key))
 
     def _drop_tunnel(self, key: tuple[int, int]) -> None:
         with self._lock:

@@ -29,6 +29,7 @@ from ..config import IkeConfig
 from ..drivers.asyncio_udp import AsyncioIkeDriver, RawEspUnavailable
 from ..endpoint import IkeEndpoint
 from ..events import (
+    Address,
     ChildSaCreated,
     ChildSaDeleted,
     ChildSaRekeyed,
@@ -36,6 +37,7 @@ from ..events import (
     IkeSaDeleted,
     IkeSaEstablished,
     IkeSaRekeyed,
+    PeerAddressChanged,
     PeerDead,
     ProtocolErrorEvent,
 )
@@ -120,7 +122,8 @@ class Gateway:
             listener = _Listener(address, driver)
             if datapath is not None:
                 try:
-                    listener.datapath = DataPath(datapath, address, driver.natt_port, driver.loop.call_later)
+                    listener.datapath = DataPath(datapath, address, driver.natt_port, driver.loop)
+                    listener.datapath.on_peer_moved = self._peer_moved_hook(driver)
                     listener.datapath.start()
                 except LocalProtocolError:
                     driver.close()
@@ -237,6 +240,17 @@ class Gateway:
                 log.error("data path: %s: %s", type(event).__name__, exc)
         return hook
 
+    @staticmethod
+    def _peer_moved_hook(driver: AsyncioIkeDriver) -> Callable[[int, Address], None]:
+        """What the data path calls on authentic ESP from a new source: the engine decides (RFC 7296
+        2.23) and, if the IKE SA follows, its PeerAddressChanged moves the Child SAs."""
+        def moved(ike_sa_id: int, addr: Address) -> None:
+            try:
+                driver.request(driver.endpoint.peer_address_seen, ike_sa_id, addr, driver.loop.time())
+            except LocalProtocolError:  # the IKE SA is gone meanwhile
+                pass
+        return moved
+
     def tunnel_counters(self) -> dict[str, TunnelCounters]:
         """Per connection: packets and bytes each way and drops by reason, monotonic across rekeys."""
         found: dict[str, TunnelCounters] = {}
@@ -309,6 +323,9 @@ class Gateway:
         elif isinstance(event, IkeSaDeleted):
             listener.established.pop(event.ike_sa_id or 0, None)
             log.info("%s: IKE SA %s deleted (%s)", name, event.ike_sa_id, event.reason, extra=extra)
+        elif isinstance(event, PeerAddressChanged):  # the peer's NAT made a new mapping (RFC 7296 2.23)
+            log.info("%s: IKE SA %s: peer moved from %s:%d to %s:%d", name, event.ike_sa_id, *event.old_addr,
+                     *event.remote_addr, extra=extra)
         elif isinstance(event, (ProtocolErrorEvent, PeerDead)):
             log.warning("%s: %s: %s", name, listener.address, event, extra=extra)
 

@@ -271,6 +271,27 @@ def test_inbound_packet_reaches_the_tun(rig: Rig) -> None:
     assert rig.counters()["packets_in"] == 1 and rig.counters()["bytes_in"] == len(packet)
 
 
+def test_authentic_esp_from_a_new_source_is_reported_once_forged_never(rig: Rig) -> None:
+    """A NAT's new mapping: the packet is delivered and (SPI, address, port) reported for the engine."""
+    peer = rig.peers[1].outbound
+    packet = udp4(src="10.2.0.7", dst="10.1.0.5", payload=b"moved")
+    rig.send_esp(peer.encap(packet))  # from the peer's own socket: nothing to report
+    assert rig.forwarder.take_mappings() == []
+    moved = _udp()
+    forged = bytearray(peer.encap(packet))
+    forged[-1] ^= 1
+    for datagram in (peer.encap(packet), peer.encap(packet), bytes(forged)):
+        moved.sendto(datagram, rig.gw.getsockname())
+    _wait_readable(rig.gw)
+    rig.poll()
+    assert rig.tun_packets() == [packet] * 3  # the first one, then both from the new port
+    assert select.select([rig.forwarder.mapping_fd()], [], [], 0)[0]
+    assert rig.forwarder.take_mappings() == [(0x1001, "127.0.0.1", moved.getsockname()[1])]
+    assert not select.select([rig.forwarder.mapping_fd()], [], [], 0)[0]
+    assert rig.forwarder.take_mappings() == [] and rig.counters()["drops"] == {"icv": 1}
+    moved.close()
+
+
 def test_forged_replayed_and_policy_violating_packets_are_dropped_by_reason(rig: Rig) -> None:
     peer = rig.peers[1].outbound
     good = peer.encap(udp4(src="10.2.0.7", dst="10.1.0.5"))
