@@ -12,9 +12,9 @@ Each path is a pair of fresh namespaces `tcmp-<tag>-l` / `tcmp-<tag>-r` joined b
 - `ikev2lib-percpu`: the same with `per_cpu_sas = true` on both (RFC 9611 per-resource Child SAs: a
   fallback plus one per CPU, each data-path worker sending on its own and decrypting its own); measured
   once the left gateway holds all of them (else `null` with the reason);
-- `ikev2lib-xdp`: the `ikev2lib` pair with the right gateway receiving ESP through AF_XDP (`xdp` in
-  its [datapath]: ikev2lib's XDP program in native mode on its veth, one XSK per queue); it sends on
-  its sockets as before;
+- `ikev2lib-xdp`: the `ikev2lib` pair with both gateways on AF_XDP (`xdp` in their [datapath]:
+  ikev2lib's XDP program in native mode on each veth, one XSK per queue), receiving ESP from the
+  XSK and sending it as frames from its UMEM once the peer's next hop is resolved;
 - `ikev2lib-strongswan`: the ikev2lib gateway on the left, charon on the right.
 
 Every path that comes up must first carry an ICMP echo through the tunnel within a bounded time; a
@@ -163,7 +163,7 @@ def ikev2lib_gateway_config(*, local_addr: str, remote_addr: str, local_id: str,
     `remote_net`; `initiate` gives it `start_action = "start"` (the left side), the other side answers.
     `per_cpu` (the `ikev2lib-percpu` path) gives the child `per_cpu_sas = true`: RFC 9611 per-resource
     Child SAs, a fallback plus one per CPU, so that each data-path worker sends on its own SA. `xdp`
-    (the `ikev2lib-xdp` path, right side) receives ESP on that interface through AF_XDP.
+    (the `ikev2lib-xdp` path) carries ESP both ways on that interface through AF_XDP.
 
     The measurement needs the gateway to run a TUN data path: a TUN device (`[datapath] tun`, named
     TUN_NAME in the gateway's namespace) to which the gateway routes `remote_net` (as kernel-libipsec
@@ -464,13 +464,14 @@ def setup_ikev2lib_pair(stack: contextlib.ExitStack, work: Path, name: str, desc
         local_net=RIGHT_NET, remote_net=LEFT_NET, initiate=False, per_cpu=per_cpu, xdp=pair.right_if if xdp else ""))
     left = start_gateway(stack, pair.left, work / name / "left", ikev2lib_gateway_config(
         local_addr=pair.left_addr, remote_addr=pair.right_addr, local_id=LEFT_ID, remote_id=RIGHT_ID,
-        local_net=LEFT_NET, remote_net=RIGHT_NET, initiate=True, per_cpu=per_cpu))
+        local_net=LEFT_NET, remote_net=RIGHT_NET, initiate=True, per_cpu=per_cpu, xdp=pair.left_if if xdp else ""))
     wait_gateway_established(left, "left")
     wait_gateway_established(right, "right")
     if per_cpu:
         wait_per_resource_children(left, "left")
-    if xdp and right.status()["datapath"]["xdp"] is None:
-        raise NotAvailable(f"the right gateway runs without AF_XDP: {first_error_line(right)}")
+    for side, gateway in (("right", right), ("left", left)):
+        if xdp and gateway.status()["datapath"]["xdp"] is None:
+            raise NotAvailable(f"the {side} gateway runs without AF_XDP: {first_error_line(gateway)}")
     tunnel = Tunnel(name, description, pair, LEFT_INNER, RIGHT_INNER)
     tunnel.processes = {"gateway left": left.proc.pid, "gateway right": right.proc.pid}
     tunnel.gateway, tunnel.esp_in_udp = left, child_udp_encap(left)
@@ -494,8 +495,8 @@ def setup_ikev2lib_percpu(stack: contextlib.ExitStack, work: Path) -> Tunnel:
 
 def setup_ikev2lib_xdp(stack: contextlib.ExitStack, work: Path) -> Tunnel:
     return setup_ikev2lib_pair(stack, work, "ikev2lib-xdp",
-                               "ikev2lib run <-> ikev2lib run (TUN data path), the right one receiving ESP "
-                               "through AF_XDP", per_cpu=False, xdp=True)
+                               "ikev2lib run <-> ikev2lib run (TUN data path), both on AF_XDP", per_cpu=False,
+                               xdp=True)
 
 
 def setup_ikev2lib_strongswan(stack: contextlib.ExitStack, work: Path) -> Tunnel:
@@ -920,7 +921,7 @@ def ratios(paths: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     for name in ("ikev2lib", "strongswan"):
         theirs = _figure(paths.get(name), "tcp4", "mbit_s")
         out[f"tcp4_ikev2lib_percpu_vs_{name}"] = percpu / theirs if percpu is not None and theirs else None
-    # the same pair with the receiving gateway on AF_XDP (no target: the target is xdp_compare's)
+    # the same pair with both gateways on AF_XDP (no target: the target is xdp_compare's)
     for kind in ("tcp", "udp64"):
         key = "mbit_s" if kind == "tcp" else "received_pps"
         mine, theirs = _figure(paths.get("ikev2lib-xdp"), kind, key), _figure(paths.get("ikev2lib"), kind, key)
