@@ -7,7 +7,8 @@
 
 Datagrams for the NAT-T port carry the RFC 3948 non-ESP marker (4 zero octets) at the start: a driver
 sends those, and NAT keepalives (the single octet 0xFF, `natt.NATT_KEEPALIVE`), from its port-4500
-socket (and may hand received port-4500 IKE datagrams in with the marker still on). Incoming IKE messages are demultiplexed by our SPI; IKE_SA_INIT requests by (SPIi, address).
+socket (and may hand received port-4500 IKE datagrams in with the marker still on). Incoming IKE
+messages are demultiplexed by our SPI; IKE_SA_INIT requests by (SPIi, address).
 An IKE message on port 500 whose SPIi starts with four zero octets is read as marker-prefixed, so
 this engine never chooses such SPIs.
 """

@@ -101,7 +101,8 @@ class IkeSa:
 
     __slots__ = (
         "ctx", "ike_sa_id", "config", "is_initiator", "remote_addr", "spi_i", "spi_r", "state", "finished", "natt",
-        "nat_detected", "nat_here", "nat_there", "next_keepalive", "created_at", "established_at", "last_heard", "remote_id_text", "hidden",
+        "nat_detected", "nat_here", "nat_there", "next_keepalive", "created_at", "established_at", "last_heard",
+        "remote_id_text", "hidden",
         "selected", "proposal_text", "keys", "_in", "_out", "children", "init", "rekey_at", "init_key",
         "scheduled_at", "peer_fragmentation", "peer_deleted", "response_data", "_send_mid", "_recv_mid",
         "_outstanding", "_queue", "_cached_response", "_reassembly", "_last_invalid_mid_report",

@@ -447,8 +447,9 @@ class DataPath:
                      len(moved), "" if len(moved) == 1 else "s")
 
     def _on_mappings(self) -> None:
-        """The workers saw authentic ESP from a new source: ask the engine (at most once per IKE SA)."""
-        by_spi = {t.spi_in: t for t in self._tunnels.values()}
+        """The workers saw authentic ESP from a new source: ask the engine, once per IKE SA and source."""
+        with self._lock:
+            by_spi = {t.spi_in: t for t in self._tunnels.values()}
         asked: set[tuple[int, Address]] = set()
         for spi, address, port in self._forwarder.take_mappings():
             tunnel = by_spi.get(spi)
