@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/if_link.h>
 #include <linux/if_xdp.h>
 #include <net/if.h>
@@ -37,6 +38,9 @@ struct esp_xsk {
     uint32_t n_free;
     uint32_t outstanding;               /* sent, not yet completed */
     uint64_t received, sent, send_full;
+    int xsks_fd;                        /* our own copy of the program's XSK map (or -1): the entry holds
+                                         * the socket, so close must remove it or the queue stays busy */
+    uint32_t queue;
 };
 
 #define KERNEL_TX_BATCH 32              /* frames one sendto transmits in copy mode (net/xdp/xsk.c) */
@@ -110,6 +114,10 @@ int esp_xdp_remove_spi(esp_xdp_t *x, uint32_t spi)
 
 static void close_parts(esp_xsk_t *k)
 {
+    if (k->xsks_fd >= 0) {
+        bpf_map_delete_elem(k->xsks_fd, &k->queue); /* ENOENT if it was never put there: fine */
+        close(k->xsks_fd);
+    }
     if (k->sock) xsk_socket__delete(k->sock);
     if (k->umem) xsk_umem__delete(k->umem);
     free(k->free_tx);
@@ -117,17 +125,21 @@ static void close_parts(esp_xsk_t *k)
 }
 
 esp_xsk_t *esp_xsk_open(esp_xdp_t *x, const char *ifname, uint32_t queue, uint8_t *area, size_t area_len,
-                        int zerocopy, int *err)
+                        int mode, int *err)
 {
     /* the rings are powers of two, half the frames each */
     size_t frames = area_len / ESP_XSK_FRAME_SIZE;
-    if (area == NULL || area_len % ESP_XSK_FRAME_SIZE || (uintptr_t)area % (uintptr_t)getpagesize() ||
+    static const uint16_t bind_mode[] = {[ESP_XSK_COPY] = XDP_COPY, [ESP_XSK_ZEROCOPY] = XDP_ZEROCOPY,
+                                         [ESP_XSK_AUTO] = 0};
+    if (mode < ESP_XSK_COPY || mode > ESP_XSK_AUTO || area == NULL || area_len % ESP_XSK_FRAME_SIZE || (uintptr_t)area % (uintptr_t)getpagesize() ||
         frames < ESP_XSK_MIN_FRAMES || frames > ESP_XSK_MAX_FRAMES || (frames & (frames - 1))) {
         *err = -EINVAL;
         return NULL;
     }
     esp_xsk_t *k = calloc(1, sizeof(*k));
     if (k == NULL) { *err = -ENOMEM; return NULL; }
+    k->xsks_fd = -1;
+    k->queue = queue;
     k->frames = (uint32_t)frames;
     k->ring = k->frames / 2;
     k->area = area;
@@ -144,15 +156,17 @@ esp_xsk_t *esp_xsk_open(esp_xdp_t *x, const char *ifname, uint32_t queue, uint8_
     if (rc) { *err = rc; k->umem = NULL; close_parts(k); return NULL; }
     struct xsk_socket_config scfg = {.rx_size = k->ring, .tx_size = k->ring,
                                      .libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD, .xdp_flags = 0,
-                                     .bind_flags = (uint16_t)((zerocopy ? XDP_ZEROCOPY : XDP_COPY) |
-                                                              XDP_USE_NEED_WAKEUP)};
+                                     .bind_flags = (uint16_t)(bind_mode[mode] | XDP_USE_NEED_WAKEUP)};
     rc = xsk_socket__create(&k->sock, ifname, queue, k->umem, &k->rx, &k->tx, &scfg);
     if (rc) { *err = rc; k->sock = NULL; close_parts(k); return NULL; }
     int fd = xsk_socket__fd(k->sock);
-    if (x != NULL && bpf_map_update_elem(x->xsks_fd, &queue, &fd, 0) != 0) {
-        *err = -errno;
-        close_parts(k);
-        return NULL;
+    if (x != NULL) {
+        k->xsks_fd = fcntl(x->xsks_fd, F_DUPFD_CLOEXEC, 0); /* the program may be detached before us */
+        if (k->xsks_fd < 0 || bpf_map_update_elem(k->xsks_fd, &queue, &fd, 0) != 0) {
+            *err = -errno;
+            close_parts(k);
+            return NULL;
+        }
     }
     uint32_t idx;
     if (xsk_ring_prod__reserve(&k->fill, k->ring, &idx) != k->ring) {
@@ -173,6 +187,14 @@ void esp_xsk_close(esp_xsk_t *k)
 }
 
 int esp_xsk_fd(const esp_xsk_t *k) { return xsk_socket__fd(k->sock); }
+
+int esp_xsk_zerocopy(const esp_xsk_t *k)
+{
+    struct xdp_options opts;
+    socklen_t len = sizeof(opts);
+    if (getsockopt(xsk_socket__fd(k->sock), SOL_XDP, XDP_OPTIONS, &opts, &len) != 0) return -errno;
+    return (opts.flags & XDP_OPTIONS_ZEROCOPY) != 0;
+}
 
 uint8_t *esp_xsk_area(const esp_xsk_t *k, size_t *size)
 {

@@ -42,9 +42,13 @@ int esp_xdp_remove_spi(esp_xdp_t *xdp, uint32_t spi);   /* 0, -ENOENT, or -errno
  * no program needed), with the caller's page-aligned memory as its UMEM: area_len / ESP_XSK_FRAME_SIZE
  * frames, a power of two. The caller owns the memory (the binding: an mmap that Python keeps alive
  * while any view of it exists) and must keep it until esp_xsk_close returns.
- * zerocopy: 1 ask for XDP_ZEROCOPY (fails where the driver lacks it), 0 copy mode. */
+ * mode: ESP_XSK_ZEROCOPY asks for XDP_ZEROCOPY (fails where the driver lacks it), ESP_XSK_COPY for copy
+ * mode, ESP_XSK_AUTO lets the kernel take zero-copy where the driver has it and copy mode elsewhere
+ * (esp_xsk_zerocopy says which it took). */
+enum esp_xsk_mode { ESP_XSK_COPY = 0, ESP_XSK_ZEROCOPY = 1, ESP_XSK_AUTO = 2 };
 esp_xsk_t *esp_xsk_open(esp_xdp_t *xdp, const char *ifname, uint32_t queue, uint8_t *area, size_t area_len,
-                        int zerocopy, int *err);
+                        int mode, int *err);
+int esp_xsk_zerocopy(const esp_xsk_t *xsk);   /* 1 zero-copy, 0 copy mode, or -errno */
 void esp_xsk_close(esp_xsk_t *xsk);      /* the socket and the UMEM registration; not the memory */
 int esp_xsk_fd(const esp_xsk_t *xsk);
 uint8_t *esp_xsk_area(const esp_xsk_t *xsk, size_t *size);

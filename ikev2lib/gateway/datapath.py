@@ -286,14 +286,17 @@ class DataPath:
         queues = min(self.workers, _rx_queues(ifname))
         try:
             self._xdp = xdp.XdpProgram.attach(ifname, mode=self.config.xdp_mode, natt_port=self.natt_port)
-            for queue in range(queues):
-                self._xsks.append(xdp.XskSocket.open(self._xdp, ifname, queue))
+            for queue in range(queues):  # zero-copy where the driver has it (the kernel chooses)
+                self._xsks.append(xdp.XskSocket.open(self._xdp, ifname, queue, zerocopy=None))
         except (xdp.XdpUnavailable, ValueError) as exc:
             self._close_xdp()
             log.warning("AF_XDP on %s unavailable, ESP stays on the sockets: %s", ifname, exc)
             return
-        log.info("AF_XDP on %s (%s mode): %d XSK%s, copy mode", ifname, self.config.xdp_mode, len(self._xsks),
-                 "" if len(self._xsks) == 1 else "s")
+        zerocopy = sum(x.zerocopy for x in self._xsks)
+        log.info("AF_XDP on %s (%s mode): %d XSK%s, %s", ifname, self.config.xdp_mode, len(self._xsks),
+                 "" if len(self._xsks) == 1 else "s",
+                 "zero-copy" if zerocopy == len(self._xsks) else f"{zerocopy} zero-copy, the rest copy mode"
+                 if zerocopy else "copy mode (the driver has no zero-copy)")
 
     def _refresh_next_hops(self, ifname: str) -> None:
         """The peers' next hops on the XDP device, every NEXT_HOP_REFRESH seconds or when a new peer
@@ -349,6 +352,7 @@ class DataPath:
         for xsk in self._xsks:
             for name, value in xsk.stats().items():
                 total[name] = total.get(name, 0) + value
+        total["zerocopy_xsks"] = sum(x.zerocopy for x in self._xsks)
         with self._lock:
             total["tunnels_sending_frames"] = sum(t.next_hop is not None for t in self._tunnels.values())
         return total

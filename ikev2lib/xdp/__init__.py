@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import time
 from array import array
 from importlib import resources
 from typing import Any
@@ -37,6 +38,8 @@ else:
     _IMPORT_ERROR = ""
 
 FRAME_SIZE = 4096  # esp_xsk.h ESP_XSK_FRAME_SIZE
+REBIND_WAIT = 1.0  # seconds an XSK open waits for the queue of one just closed to be free
+REBIND_POLL = 0.01
 DEFAULT_FRAMES = 4096  # UMEM frames per XSK: half for receiving, half for sending
 MIN_FRAMES, MAX_FRAMES = 64, 65536  # esp_xsk.h ESP_XSK_MIN_FRAMES, ESP_XSK_MAX_FRAMES
 MODES = {"native": 0, "skb": 1}
@@ -140,8 +143,10 @@ class XskSocket:
 
     @classmethod
     def open(cls, program: XdpProgram | None, ifname: str, queue: int = 0, *, frames: int = DEFAULT_FRAMES,
-             zerocopy: bool = False) -> XskSocket:
-        """program None: a socket that only sends (nothing is redirected to it)."""
+             zerocopy: bool | None = False) -> XskSocket:
+        """program None: a socket that only sends (nothing is redirected to it). zerocopy: True demands
+        XDP_ZEROCOPY (XdpUnavailable where the driver lacks it), False copy mode, None lets the kernel
+        choose: zero-copy where the driver has it, else copy mode. `self.zerocopy` is what it got."""
         lib = _lib()
         if not MIN_FRAMES <= frames <= MAX_FRAMES or frames & (frames - 1):
             raise ValueError(f"frames must be a power of two in {MIN_FRAMES}..{MAX_FRAMES}")
@@ -149,11 +154,22 @@ class XskSocket:
         owner = _xsk.ffi.NULL if program is None else program._live()
         memory = mmap.mmap(-1, frames * FRAME_SIZE)  # anonymous, page-aligned: the UMEM
         pinned = _xsk.ffi.from_buffer("uint8_t[]", memory)
-        handle = lib.esp_xsk_open(owner, ifname.encode(), queue, pinned, len(memory), int(zerocopy), err)
+        mode = lib.ESP_XSK_AUTO if zerocopy is None else lib.ESP_XSK_ZEROCOPY if zerocopy else lib.ESP_XSK_COPY
+        deadline = time.monotonic() + REBIND_WAIT
+        while True:
+            handle = lib.esp_xsk_open(owner, ifname.encode(), queue, pinned, len(memory), mode, err)
+            # the kernel frees a closed XSK's hold on the queue a moment later: a quick reopen sees EBUSY
+            if handle != _xsk.ffi.NULL or err[0] != -errno.EBUSY or time.monotonic() > deadline:
+                break
+            time.sleep(REBIND_POLL)
         if handle == _xsk.ffi.NULL:
-            mode = "zero-copy" if zerocopy else "copy"
-            raise _failure(f"XSK on {ifname} queue {queue} ({mode} mode, {frames} frames)", err[0])
-        return cls(handle, memory, pinned, ifname, queue, zerocopy)
+            asked = "zero-copy or copy" if zerocopy is None else "zero-copy" if zerocopy else "copy"
+            raise _failure(f"XSK on {ifname} queue {queue} ({asked} mode, {frames} frames)", err[0])
+        got = int(lib.esp_xsk_zerocopy(handle))
+        if got < 0:
+            lib.esp_xsk_close(handle)
+            raise _failure(f"XSK on {ifname} queue {queue}: XDP_OPTIONS", got)
+        return cls(handle, memory, pinned, ifname, queue, bool(got))
 
     def fileno(self) -> int:
         return int(_xsk.lib.esp_xsk_fd(self._live()))

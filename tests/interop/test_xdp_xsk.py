@@ -321,3 +321,28 @@ def _view_after_close(ifname: str) -> tuple[bytes, int]:
 def test_a_view_of_the_umem_outlives_the_socket(pair: NamespacePair) -> None:
     data, size = pair.right.call(_view_after_close, pair.right_if)
     assert data[:4] == b"kept" and size == 64 * 4096
+
+
+def _bind_modes(ifname: str) -> dict[str, Any]:
+    from ikev2lib.xdp import XdpProgram, XdpUnavailable, XskSocket
+
+    found: dict[str, Any] = {}
+    with XdpProgram.attach(ifname, mode="native") as program:
+        with XskSocket.open(program, ifname, 0, frames=64, zerocopy=None) as xsk:  # the kernel chooses
+            found["auto"] = xsk.zerocopy
+        with XskSocket.open(program, ifname, 0, frames=64) as xsk:
+            found["copy"] = xsk.zerocopy
+        try:
+            XskSocket.open(program, ifname, 0, frames=64, zerocopy=True)
+            found["zerocopy"] = "opened"
+        except XdpUnavailable as exc:
+            found["zerocopy"] = str(exc)
+    return found
+
+
+def test_zero_copy_is_taken_where_the_driver_has_it_and_refused_clearly_where_not(pair: NamespacePair) -> None:
+    """veth has no XDP_ZEROCOPY: left to the kernel the XSK falls back to copy mode; demanded, the
+    error says which mode failed and why."""
+    found = pair.right.call(_bind_modes, pair.right_if)
+    assert found["auto"] is False and found["copy"] is False
+    assert "zero-copy mode" in found["zerocopy"] and "not supported" in found["zerocopy"], found
