@@ -248,30 +248,35 @@ size_t esp_frame_parse_batch(const uint8_t *area, size_t area_len, const uint64_
     return esp;
 }
 
+int esp_frame_encap(struct esp_sa *sa, const esp_frame_tx_t *tx, const uint8_t *in, size_t len, uint8_t *frame,
+                    size_t frame_cap, size_t *frame_len)
+{
+    size_t hlen = esp_frame_header_len(tx), esp_len = 0;
+    *frame_len = 0;
+    if (hlen == 0 || frame_cap <= hlen) return ESP_ERR_BUFFER;
+    int st = esp_encap(sa, 0, in, len, 0, frame + hlen, frame_cap - hlen, &esp_len);
+    if (st != ESP_OK) return st;
+    *frame_len = esp_frame_build(tx, frame, frame_cap, esp_len);
+    return *frame_len ? ESP_OK : ESP_ERR_BUFFER;
+}
+
 size_t esp_frame_encap_batch(struct esp_sa *sa, const esp_frame_tx_t *tx, const uint8_t *in, size_t in_len,
                              const uint32_t *offs, const uint32_t *lens, size_t n, uint8_t *area, size_t area_len,
                              const uint64_t *frame_addrs, size_t frame_cap, uint32_t *frame_lens,
                              uint8_t *statuses, uint16_t *next_ip_id)
 {
     esp_frame_tx_t hdr = *tx;
-    size_t hlen = esp_frame_header_len(&hdr), ready = 0;
+    size_t ready = 0;
     for (size_t i = 0; i < n; i++) {
         frame_lens[i] = 0;
-        if (hlen == 0 || frame_addrs[i] > area_len || frame_cap > area_len - frame_addrs[i] || frame_cap <= hlen ||
-            offs[i] > in_len || lens[i] > in_len - offs[i]) {
+        if (frame_addrs[i] > area_len || frame_cap > area_len - frame_addrs[i] || offs[i] > in_len ||
+            lens[i] > in_len - offs[i]) {
             statuses[i] = ESP_ERR_BUFFER;
             continue;
         }
-        uint8_t *frame = area + frame_addrs[i];
-        size_t esp_len = 0;
-        int st = esp_encap(sa, 0, in + offs[i], lens[i], 0, frame + hlen, frame_cap - hlen, &esp_len);
-        statuses[i] = (uint8_t)st;
-        if (st != ESP_OK) continue;
-        size_t flen = esp_frame_build(&hdr, frame, frame_cap, esp_len);
-        if (flen == 0) {
-            statuses[i] = ESP_ERR_BUFFER;
-            continue;
-        }
+        size_t flen = 0;
+        statuses[i] = (uint8_t)esp_frame_encap(sa, &hdr, in + offs[i], lens[i], area + frame_addrs[i], frame_cap, &flen);
+        if (statuses[i] != ESP_OK) continue;
         frame_lens[i] = (uint32_t)flen;
         hdr.ip_id++;
         ready++;

@@ -137,6 +137,11 @@ size_t esp_frame_parse_batch(const uint8_t *area, size_t area_len, const uint64_
                              uint8_t *verdicts, uint8_t *reasons);
 
 struct esp_sa;
+/* Encapsulate one inner packet (len bytes at in) with the outbound SA straight into frame (frame_cap
+ * bytes), behind tx's headers, then write the headers. Returns esp_encap's status (ESP_ERR_BUFFER: the
+ * frame is too small, or tx is invalid) with *frame_len the frame length (0 on failure). */
+int esp_frame_encap(struct esp_sa *sa, const esp_frame_tx_t *tx, const uint8_t *in, size_t len, uint8_t *frame,
+                    size_t frame_cap, size_t *frame_len);
 /* Encapsulate n inner packets (in + offs[i], lens[i] bytes) with the outbound SA straight into the frames
  * at area + frame_addrs[i] (frame_cap bytes each), behind tx's headers, then write the headers; IPv4
  * identifications count up from tx->ip_id (*next_ip_id gets the next one). frame_lens[i] is the frame

@@ -480,16 +480,10 @@ static int xsk_packet(esp_fwd_t *dp, worker_t *w, const esp_fwd_xsk_t *x, const 
     if (q->n_spare == 0) return XSK_USE_SOCKETS; /* every TX frame is in flight */
     uint64_t addr = q->spare[q->n_spare - 1];
     if (addr > x->area_len || x->frame_size > x->area_len - addr) return XSK_USE_SOCKETS; /* cannot happen */
-    uint8_t *frame = x->area + addr;
-    size_t olen = 0;
-    int st = esp_encap(tn->out_sa, 0, pkt, len, 0, frame + hdr, x->frame_size - hdr, &olen);
-    if (st != ESP_OK) {
+    size_t flen = 0;
+    int st = esp_frame_encap(tn->out_sa, &tx, pkt, len, x->area + addr, x->frame_size, &flen);
+    if (st != ESP_OK) { /* ESP_ERR_BUFFER cannot happen: the sizes were checked above */
         drop(dp, tn, drop_reason(st));
-        return XSK_QUEUED;
-    }
-    size_t flen = esp_frame_build(&tx, frame, x->frame_size, olen);
-    if (flen == 0) { /* cannot happen: the sizes were checked above */
-        drop(dp, tn, FWD_DROP_ERROR);
         return XSK_QUEUED;
     }
     q->n_spare--;
