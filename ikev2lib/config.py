@@ -204,6 +204,11 @@ class IkeConfig:
     send_cert: str = "ifasked"
     send_certreq: bool = True  # ask for certificates from our trust anchors (remote_auth="pubkey")
     rsa_pss: bool = False  # RSA keys sign with RSASSA-PSS under RFC 7427 (PKCS#1 v1.5 otherwise)
+    # RFC 4555 MOBIKE (strongSwan's `mobike`, on by default): MOBIKE_SUPPORTED in IKE_AUTH (a responder
+    # answers with it only if the initiator sent it); the initiator floats IKE to port 4500 at IKE_AUTH
+    # even without a NAT, and as original initiator moves the IKE SA when its address goes away
+    # (`IkeEndpoint.local_addresses_changed`). ESP encapsulation still follows NAT detection.
+    mobike: bool = True
 
     def __post_init__(self) -> None:
         check_proposals(self.ike_proposals, ProtocolId.IKE, "ike_proposals")

@@ -44,7 +44,13 @@ class EngineContext(Generic[SA]):
     wall_clock: Callable[[], float] = time.time
     connections: ConnectionTable = field(default_factory=ConnectionTable)  # what a responder serves
     events: deque[Event] = field(default_factory=deque)
-    outbox: list[tuple[bytes, Address]] = field(default_factory=list)
+    # (datagram, destination, source IP): None as the source is the endpoint's address (the driver's choice)
+    outbox: list[tuple[bytes, Address, str | None]] = field(default_factory=list)
+    natt_port: int = 4500  # our own NAT-T port (NAT detection hashes of MOBIKE messages, sent on it)
+    local_addresses: tuple[str, ...] = ()  # the last `local_addresses_changed` list (empty: never told)
+    # the local IP the datagram being received was sent to, when the driver says (None: unknown); an
+    # answer leaves from it (RFC 7296 2.11), and MOBIKE learns the path from it
+    arrived_at: str | None = None
     esp_spis: set[bytes] = field(default_factory=set)  # our live (or offered) inbound ESP SPIs
     ike_spis: set[bytes] = field(default_factory=set)  # our IKE SPIs in use (or offered in a rekey)
     stats: dict[str, int] = field(default_factory=dict)
@@ -67,19 +73,20 @@ class EngineContext(Generic[SA]):
             return
         self.events.append(event)
 
-    def send(self, datagram: bytes, addr: Address, *, natt: bool = False) -> None:
-        """Queue one IKE message (with the non-ESP marker when it goes to a NAT-T port)."""
+    def send(self, datagram: bytes, addr: Address, *, natt: bool = False, source: str | None = None) -> None:
+        """Queue one IKE message (with the non-ESP marker when it goes to a NAT-T port), sent from
+        `source` (an IP address of ours; None: the endpoint's)."""
         if len(self.outbox) >= MAX_QUEUED_DATAGRAMS:  # the user is not calling datagrams_to_send()
             self.count("datagrams_dropped")
             return
-        self.outbox.append((NON_ESP_MARKER + datagram if natt else datagram, addr))
+        self.outbox.append((NON_ESP_MARKER + datagram if natt else datagram, addr, source))
 
-    def send_keepalive(self, addr: Address) -> None:
+    def send_keepalive(self, addr: Address, source: str | None = None) -> None:
         """Queue one NAT keepalive (RFC 3948 2.3: a single 0xFF octet to the NAT-T port, no marker)."""
         if len(self.outbox) >= MAX_QUEUED_DATAGRAMS:
             self.count("datagrams_dropped")
             return
-        self.outbox.append((NATT_KEEPALIVE, addr))
+        self.outbox.append((NATT_KEEPALIVE, addr, source))
         self.count("natt_keepalives_sent")
 
     def touch(self, sa: SA) -> None:

@@ -80,6 +80,7 @@ class IkeEndpoint:
         allow_key_export: bool = False,
         wall_clock: Callable[[], float] = time.time,
         max_sas_per_peer: int = MAX_SAS_PER_PEER,
+        natt_port: int = 4500,
     ) -> None:
         configs = () if config is None else (config,) if isinstance(config, IkeConfig) else tuple(config)
         names = [c.name for c in configs]
@@ -87,7 +88,7 @@ class IkeEndpoint:
             raise LocalProtocolError("connections need distinct names")
         self.ctx: EngineContext[IkeSa] = EngineContext(
             local_addr=local_addr, esp_factory=esp_factory, wall_clock=wall_clock,
-            connections=ConnectionTable(configs),
+            connections=ConnectionTable(configs), natt_port=natt_port,
         )
         self.cookie_threshold = cookie_threshold
         # IKE SAs one remote IP address may hold: raise it for a hub whose spokes share an address (a NAT)
@@ -99,6 +100,7 @@ class IkeEndpoint:
         self._by_init: dict[tuple[bytes, Address], IkeSa] = {}
         self._half_open: set[IkeSa] = set()
         self._per_peer: Counter[str] = Counter()
+        self._counted_as: dict[bytes, str] = {}  # our SPI -> the peer IP it counts for (MOBIKE may move it)
         self._cookies = CookieJar()
         self._lingering: dict[bytes, tuple[float, IkeSa]] = {}  # our SPI -> (expiry, closed SA)
         self._linger_heap: list[tuple[float, bytes]] = []
@@ -183,16 +185,27 @@ class IkeEndpoint:
         self._register(sa)
         return sa.ike_sa_id
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        """Feed one UDP payload from `addr`. Never raises on anything the peer can send."""
+    def receive_datagram(self, data: bytes, addr: Address, now: float, local_ip: str | None = None) -> None:
+        """Feed one UDP payload from `addr`. Never raises on anything the peer can send. `local_ip`:
+        the address of ours it was sent to, if the driver knows (answers then leave from it, and a
+        MOBIKE peer's update through another address of ours moves the IKE SA there)."""
+        self.ctx.arrived_at = local_ip if isinstance(local_ip, str) and local_ip else None
         try:
             self._receive(bytes(data), (str(addr[0]), int(addr[1])), now)
         except (RemoteProtocolError, LocalProtocolError):
             # Hostile, broken, replayed or unauthenticated input: dropped (RFC 7296 2.21.1).
             self.ctx.count("dropped")
+        finally:
+            self.ctx.arrived_at = None
         self._settle(now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return [(data, addr) for data, addr, _ in self.datagrams_with_source(now)]
+
+    def datagrams_with_source(self, now: float) -> list[tuple[bytes, Address, str | None]]:
+        """As `datagrams_to_send`, with the source IP each datagram must leave from (None: the
+        endpoint's address, or whichever the driver's socket has). It differs from the endpoint's
+        address once MOBIKE moved an IKE SA to another local address (`local_addresses_changed`)."""
         self._settle(now)  # pumps every touched IKE SA (queued user requests go out now)
         out, self.ctx.outbox = self.ctx.outbox, []
         return out
@@ -273,6 +286,20 @@ class IkeEndpoint:
         self._settle(now)
         return moved
 
+    def local_addresses_changed(self, addresses: Iterable[str], now: float) -> None:
+        """The complete list of our usable local IP addresses (RFC 4555 MOBIKE): an established IKE SA
+        with MOBIKE of which we are the original initiator moves when its own address is no longer
+        listed (to the first listed address of the same family: UPDATE_SA_ADDRESSES); any MOBIKE SA
+        sends the peer the new list when only the list changed. Without a usable address of the
+        family nothing is sent; a later call tries again. Entries that are no IP address are ignored."""
+        listed = exchanges.mobike.usable_addresses(addresses)
+        self.ctx.local_addresses = listed
+        for sa in list(self._by_spi.values()):
+            if sa.state == IkeState.ESTABLISHED and not sa.hidden and not sa.finished:
+                self._guarded(sa, now, lambda s, t: exchanges.mobike.local_addresses_changed(s, listed, t))
+                self.ctx.touch(sa)
+        self._settle(now)
+
     def abandon_ike_sa(self, ike_sa_id: int, now: float) -> None:
         """Forget an IKE SA at once without telling the peer (strongSwan's `terminate --force`)."""
         sa = self.connection(ike_sa_id)
@@ -286,7 +313,7 @@ class IkeEndpoint:
         """Keys of every live SA, for keyexport.py. Refused unless built with allow_key_export=True."""
         if not self.allow_key_export:
             raise LocalProtocolError("key export is off (IkeEndpoint(allow_key_export=True))")
-        return key_records(self._by_spi.values(), self.ctx.local_addr[0])
+        return key_records(self._by_spi.values())
 
     # ---- internals ---------------------------------------------------------------------------------
 
@@ -304,6 +331,7 @@ class IkeEndpoint:
         if self._by_spi.get(sa.local_spi) is not sa:
             self._by_spi[sa.local_spi] = sa
             self._per_peer[sa.remote_addr[0]] += 1
+            self._counted_as[sa.local_spi] = sa.remote_addr[0]
         if not sa.hidden:
             self._by_id[sa.ike_sa_id] = sa
         self.ctx.touch(sa)
@@ -360,9 +388,10 @@ class IkeEndpoint:
         if self._by_spi.get(sa.local_spi) is sa:
             del self._by_spi[sa.local_spi]
             self.ctx.release_ike_spi(sa.local_spi)
-            self._per_peer[sa.remote_addr[0]] -= 1
-            if self._per_peer[sa.remote_addr[0]] <= 0:
-                del self._per_peer[sa.remote_addr[0]]
+            peer_ip = self._counted_as.pop(sa.local_spi, sa.remote_addr[0])
+            self._per_peer[peer_ip] -= 1
+            if self._per_peer[peer_ip] <= 0:
+                del self._per_peer[peer_ip]
         if self._by_id.get(sa.ike_sa_id) is sa:
             del self._by_id[sa.ike_sa_id]
         self._half_open.discard(sa)
@@ -418,7 +447,7 @@ class IkeEndpoint:
             spi_i=spi_i, spi_r=_ZERO_SPI, exchange_type=ExchangeType.IKE_SA_INIT, message_id=0, payloads=[notify],
             is_initiator=False, is_response=True,
         ).serialize()  # fmt: skip
-        self.ctx.send(datagram, addr, natt=natt)
+        self.ctx.send(datagram, addr, natt=natt, source=self.ctx.arrived_at)
 
     def _reply_invalid_spi(self, header: Header, addr: Address, natt: bool, now: float) -> None:
         """RFC 7296 2.21.4: an unprotected INVALID_IKE_SPI answer to a request for an unknown IKE SA
@@ -495,6 +524,8 @@ class IkeEndpoint:
             spi_i=spi_i, spi_r=spi_r, now=now,
         )  # fmt: skip
         sa.natt = natt
+        if self.ctx.arrived_at is not None:  # the driver says which of our addresses the peer chose
+            sa.local_addr = (self.ctx.arrived_at, self.ctx.local_addr[1])
         try:
             exchanges.accept_sa_init(sa, message, data, now)
         except (RemoteProtocolError, LocalProtocolError) as exc:
@@ -511,7 +542,7 @@ class IkeEndpoint:
     def _connection_for(self, message: Message, addr: Address) -> IkeConfig | None:
         """The best connection by addresses whose IKE proposals accept the offer; if none accepts it,
         the best by addresses (which refuses it with the right notify)."""
-        candidates = self.ctx.connections.for_addresses(self.ctx.local_addr[0], addr[0])
+        candidates = self.ctx.connections.for_addresses(self.ctx.arrived_at or self.ctx.local_addr[0], addr[0])
         first = next(candidates, None)
         offer = message.find(SA)
         if first is None or offer is None or exchanges.accepts_ike_offer(first, offer):

@@ -23,6 +23,7 @@ __all__ = [
     "ChildSaDeleted",
     "ChildSaExpired",
     "PeerAddressChanged",
+    "IkeSaAddressesUpdated",
     "PeerDead",
     "ProtocolErrorEvent",
 ]
@@ -141,6 +142,21 @@ class PeerAddressChanged(Event):
 
     old_addr: Address
     remote_addr: Address
+
+
+@dataclass(frozen=True, kw_only=True)
+class IkeSaAddressesUpdated(Event):
+    """MOBIKE (RFC 4555) moved the IKE SA and its Child SAs to a new address pair: as original
+    initiator after the peer's authentic answer to our UPDATE_SA_ADDRESSES, as responder after the
+    return routability check of the peer's new address. `udp_encap`: the Child SAs' ESP
+    encapsulation after the NAT re-check (as ChildSaCreated.udp_encap). A data path moves every Child
+    SA of this IKE SA to `remote_addr` (sent from `local_addr`) with that encapsulation."""
+
+    old_local_addr: Address
+    local_addr: Address
+    old_remote_addr: Address
+    remote_addr: Address
+    udp_encap: bool
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -65,6 +65,24 @@ class Request:
     def abandon(self, sa: IkeSa) -> None:
         """The IKE SA ends or gives up on this request before an answer came."""
 
+    def destination(self, sa: IkeSa, attempt: int) -> Address | None:
+        """Where transmission number `attempt` (0: the first) goes; None: the peer's address. MOBIKE
+        probes other paths this way (RFC 4555 3.5, 3.7)."""
+        return None
+
+    def source(self, sa: IkeSa) -> str | None:
+        """The local IP the transmissions leave from (after `destination`); None: the SA's."""
+        return None
+
+    def tries(self, sa: IkeSa) -> int:
+        """Retransmissions before the request gives up."""
+        return sa.config.retransmit.tries
+
+    def on_timeout(self, sa: IkeSa, now: float) -> bool:
+        """The retransmissions ran out (after `abandon`). True: the IKE SA lives on (a failed path
+        check); False: the peer is dead and the IKE SA fails."""
+        return False
+
 
 @dataclass(eq=False, slots=True)
 class _InFlight:
@@ -83,6 +101,9 @@ class IncomingRequest:
     message_id: int
     payloads: list[Payload]
     data: bytes  # the datagram as received: the response cache recognizes retransmissions by it
+    addr: Address  # where it came from: the answer goes there (RFC 7296 2.11)
+    natt: bool  # it came on the NAT-T port (with the non-ESP marker)
+    local_ip: str | None = None  # the address of ours it was sent to, if the driver said; the answer leaves from it
 
 
 @dataclass(eq=False, slots=True)
@@ -107,6 +128,8 @@ class IkeSa:
         "scheduled_at", "peer_fragmentation", "peer_deleted", "response_data", "_send_mid", "_recv_mid",
         "_outstanding", "_queue", "_cached_response", "_reassembly", "_last_invalid_mid_report",
         "peer_signature_hashes", "peer_certreq", "peer_certificate", "resource_limited",
+        "local_addr", "original_initiator", "peer_mobike", "peer_additional_addresses", "local_addresses",
+        "mobike_target", "mobike_old_local", "mobike_update_mid", "request_source", "response_source",
     )  # fmt: skip
 
     def __init__(
@@ -168,6 +191,19 @@ class IkeSa:
         # the CA key hashes of the peer's CERTREQ payloads; None: it sent no CERTREQ
         self.peer_certreq: tuple[bytes, ...] | None = None
         self.peer_certificate: x509.Certificate | None = None  # validated, when the peer used one
+        # ---- MOBIKE (RFC 4555, exchanges/mobike.py) ----
+        self.local_addr: Address = ctx.local_addr  # this SA's own address (IKE port); MOBIKE moves it
+        self.original_initiator = is_initiator  # kept across IKE SA rekeys (the I flag may change)
+        self.peer_mobike = False  # both sides sent MOBIKE_SUPPORTED in IKE_AUTH
+        self.peer_additional_addresses: tuple[str, ...] = ()  # the peer's ADDITIONAL_*_ADDRESS list
+        self.local_addresses: tuple[str, ...] = ctx.local_addresses  # our usable addresses (empty: never told)
+        # responder: (the peer's new address, our IP its update came to) being checked
+        self.mobike_target: tuple[Address, str] | None = None
+        self.mobike_old_local: Address | None = None  # initiator: our address before a move not yet answered
+        self.mobike_update_mid: int | None = None  # the message ID of the last UPDATE_SA_ADDRESSES answered
+        # (address, natt, our IP it was sent to or None) of the request being answered
+        self.request_source: tuple[Address, bool, str | None] | None = None
+        self.response_source: Address | None = None  # where the response being handled came from
 
     # ---- identity and state ------------------------------------------------------------------------
 
@@ -206,9 +242,20 @@ class IkeSa:
 
     # ---- sending -----------------------------------------------------------------------------------
 
-    def transmit(self, datagrams: list[bytes]) -> None:
+    @property
+    def source_ip(self) -> str | None:
+        """The source IP of what this SA sends; None for an unspecified address (the driver chooses)."""
+        ip = self.local_addr[0]
+        return None if ip in ("0.0.0.0", "::") else ip
+
+    def transmit(
+        self, datagrams: list[bytes], dest: Address | None = None, natt: bool | None = None, source: str | None = None
+    ) -> None:
+        addr = self.remote_addr if dest is None else dest
+        marker = self.natt if natt is None else natt
+        source = self.source_ip if source is None else source
         for datagram in datagrams:
-            self.ctx.send(datagram, self.remote_addr, natt=self.natt)
+            self.ctx.send(datagram, addr, natt=marker, source=source)
 
     def _max_message(self) -> int:
         # strongSwan's fragment_size counts the IP and UDP headers (and the non-ESP marker)
@@ -254,7 +301,7 @@ class IkeSa:
         self._send_mid += 1
         datagrams = self._build(request.exchange_type, mid, False, payloads)
         self._outstanding = _InFlight(request, mid, datagrams, now + self.config.retransmit.delay(0))
-        self.transmit(datagrams)
+        self.transmit(datagrams, request.destination(self, 0), source=request.source(self))
         return datagrams[0]
 
     def send_final_notice(self, payloads: list[Payload]) -> None:
@@ -270,10 +317,23 @@ class IkeSa:
         self._outstanding = None
         return self.send_request(request, payloads, now)
 
-    def send_response(self, exchange_type: int, message_id: int, payloads: list[Payload], request: bytes) -> None:
+    def send_response(
+        self, exchange_type: int, message_id: int, payloads: list[Payload], request: bytes,
+        to: tuple[Address, bool] | None = None, source: str | None = None,
+    ) -> None:
+        """Answer a request; `to` is (address, natt) of the request: the answer goes where the request
+        came from (RFC 7296 2.11; a MOBIKE peer may ask from a new address). None: the peer's address."""
         datagrams = self._build(exchange_type, message_id, True, payloads)
         self._cached_response = (message_id, hashlib.sha256(request).digest(), datagrams)
-        self.transmit(datagrams)
+        if to is None:
+            self.transmit(datagrams, source=source)
+        else:
+            self.transmit(datagrams, to[0], to[1], source)
+
+    @property
+    def answering_message_id(self) -> int:
+        """The message ID of the peer's request being answered (the last one accepted)."""
+        return self._recv_mid - 1
 
     def expect_request(self, message_id: int) -> None:
         self._recv_mid = message_id
@@ -300,7 +360,9 @@ class IkeSa:
             return
         if not self.natt:  # the switch to port 4500 during IKE_AUTH (RFC 7296 2.23)
             self.natt = True
-            self.remote_addr = addr
+            # with MOBIKE only UPDATE_SA_ADDRESSES moves the SA to another IP (RFC 4555 3.5)
+            same_ip = not self.peer_mobike or addr[0] == self.remote_addr[0]
+            self.remote_addr = addr if same_ip else (self.remote_addr[0], addr[1])
             return
         self.follow_peer(addr)
 
@@ -308,8 +370,13 @@ class IkeSa:
         """RFC 7296 2.23: a host not behind a NAT sends to where the last authenticated packet of a peer
         behind one came from, so a NAT that lost its mapping (a reboot, a conntrack flush, an idle
         timeout) and made a new one does not cut the SA off. Elsewhere, or without NAT-T, an
-        address change is ignored (MOBIKE moves those). True if the peer's address changed."""
+        address change is ignored (MOBIKE moves those). With MOBIKE only the port is followed (a NAT's
+        new mapping on the same public IP): a new IP waits for the peer's UPDATE_SA_ADDRESSES and our
+        return routability check (RFC 4555 3.5). True if the peer's address changed."""
         if addr == self.remote_addr or not self.natt or self.nat_here or not self.nat_there:
+            return False
+        if self.peer_mobike and addr[0] != self.remote_addr[0]:
+            self.ctx.count("mobike_address_change_ignored")
             return False
         old, self.remote_addr = self.remote_addr, addr
         self.ctx.count("peer_address_changes")
@@ -329,7 +396,7 @@ class IkeSa:
         if self.next_keepalive is None:
             self.next_keepalive = now + interval
         elif now >= self.next_keepalive:
-            self.ctx.send_keepalive(self.remote_addr)
+            self.ctx.send_keepalive(self.remote_addr, self.source_ip)
             self.next_keepalive = now + interval
 
     def answer_retransmit(self, data: bytes) -> None:
@@ -358,11 +425,11 @@ class IkeSa:
             if isinstance(last, EncryptedFragment):
                 if last.fragment_number == 1:  # RFC 7383 2.6.1: answer the first fragment only
                     self.ctx.count("retransmitted_requests")
-                    self.transmit(cached[2])
+                    self.transmit(cached[2], addr, natt, self.ctx.arrived_at)
                 return None
             if hashlib.sha256(data).digest() == cached[1]:
                 self.ctx.count("retransmitted_requests")
-                self.transmit(cached[2])
+                self.transmit(cached[2], addr, natt, self.ctx.arrived_at)  # back the way it came (RFC 7296 2.11)
                 return None
             raise RemoteProtocolError("different request with an already answered message ID")
         if mid != self._recv_mid:
@@ -377,7 +444,7 @@ class IkeSa:
         # replayed fragment of a message still being reassembled must not
         self._learn_path(addr, natt)
         self._recv_mid += 1
-        return IncomingRequest(int(message.exchange_type), mid, payloads, data)
+        return IncomingRequest(int(message.exchange_type), mid, payloads, data, addr, natt, self.ctx.arrived_at)
 
     def _report_invalid_message_id(self, data: bytes, message: Message, now: float) -> None:
         """RFC 7296 3.10.1: never answer the request, but tell the peer in an INFORMATIONAL of
@@ -412,6 +479,7 @@ class IkeSa:
         if payloads is None:
             return
         self.response_data = data
+        self.response_source = addr
         self._outstanding = None
         try:
             flight.request.on_response(self, payloads, now)
@@ -427,6 +495,7 @@ class IkeSa:
             self.fail(now, reason=str(exc))
         finally:
             self.response_data = b""
+            self.response_source = None
 
     # ---- queued local requests ---------------------------------------------------------------------
 
@@ -440,6 +509,9 @@ class IkeSa:
     def enqueue_front(self, operation: Operation) -> None:
         # follow-up work of a finished exchange (delete the replaced SA) goes before user requests
         self._queue.insert(0, operation)
+
+    def has_queued(self, kind: type) -> bool:
+        return any(isinstance(operation, kind) for operation in self._queue)
 
     def next_operation(self) -> Operation | None:
         return self._queue.pop(0) if self._queue else None
@@ -466,9 +538,11 @@ class IkeSa:
         """Retransmit or time out. False if the IKE SA ended."""
         flight = self._outstanding
         if flight is not None and now >= flight.next_at:
-            if flight.attempts >= self.config.retransmit.tries:
+            if flight.attempts >= flight.request.tries(self):
                 self._outstanding = None
                 flight.request.abandon(self)
+                if flight.request.on_timeout(self, now):
+                    return True
                 if self.state in (IkeState.DELETING, IkeState.REKEYED):
                     self.close(now, reason="delete not answered", by_peer=False, terminal=IkeInput.TIMEOUT)
                 else:
@@ -478,7 +552,8 @@ class IkeSa:
             flight.attempts += 1
             flight.next_at = now + self.config.retransmit.delay(flight.attempts)
             self.ctx.count("retransmissions")
-            self.transmit(flight.datagrams)
+            request = flight.request
+            self.transmit(flight.datagrams, request.destination(self, flight.attempts), source=request.source(self))
         if self.state == IkeState.SA_INIT_RECEIVED and now >= self.created_at + HALF_OPEN_TIMEOUT:
             self.ctx.count("half_open_expired")
             self.apply(IkeInput.TIMEOUT)  # silently: it never became visible to the user

@@ -41,7 +41,7 @@ class EspKeyRecord:
     integ_key: bytes = field(repr=False)
 
 
-def key_records(sas: Iterable[IkeSa], local_ip: str) -> tuple[list[IkeKeyRecord], list[EspKeyRecord]]:
+def key_records(sas: Iterable[IkeSa]) -> tuple[list[IkeKeyRecord], list[EspKeyRecord]]:
     """Records for every live IKE SA in `sas` and both directions of each of its Child SAs."""
     ike: list[IkeKeyRecord] = []
     esp: list[EspKeyRecord] = []
@@ -56,7 +56,7 @@ def key_records(sas: Iterable[IkeSa], local_ip: str) -> tuple[list[IkeKeyRecord]
                 sk_ar=sa.keys.sk_ar,
             )
         )  # fmt: skip
-        remote_ip = sa.remote_addr[0]
+        remote_ip, local_ip = sa.remote_addr[0], sa.local_addr[0]
         for child in sa.children.values():
             encr_id, bits = child.selected.encr_id, child.selected.encr_key_bits
             esp.append(

@@ -20,6 +20,9 @@ __all__ = [
     "DeleteIke",
     "SendDpd",
     "ReportInvalidMessageId",
+    "UpdateSaAddresses",
+    "SendAddressList",
+    "CheckPeerAddress",
 ]
 
 
@@ -61,4 +64,28 @@ class ReportInvalidMessageId:
     message_id: int
 
 
-Operation = CreateChild | RekeyChild | DeleteChild | RekeyIke | DeleteIke | SendDpd | ReportInvalidMessageId
+@dataclass(frozen=True, slots=True)
+class UpdateSaAddresses:
+    """RFC 4555 3.5, original initiator: tell the peer the IKE SA moved to our new address (the SA's
+    `local_addr`). `tried`: local addresses the peer refused with UNACCEPTABLE_ADDRESSES."""
+
+    tried: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SendAddressList:
+    """RFC 4555 3.6: our address list changed, the SA's own address did not."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckPeerAddress:
+    """RFC 4555 3.7, responder: a return routability check of the peer's new address before the
+    IKE SA and its Child SAs move there."""
+
+    addr: tuple[str, int]
+
+
+Operation = (
+    CreateChild | RekeyChild | DeleteChild | RekeyIke | DeleteIke | SendDpd | ReportInvalidMessageId
+    | UpdateSaAddresses | SendAddressList | CheckPeerAddress
+)

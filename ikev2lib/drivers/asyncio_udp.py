@@ -18,6 +18,16 @@ raw socket also sees the other's ESP (counted as `unknown_spi`). Authentic UDP-e
 another address than the IKE SA's is reported to the engine (`peer_address_seen`), which follows a
 peer behind a NAT to its new mapping (RFC 7296 2.23). NAT keepalives go out from the NAT-T socket.
 
+MOBIKE (RFC 4555): bound to a wildcard `host` ("0.0.0.0" or "::"), the driver sends each datagram
+from the source address the engine chose (`IkeEndpoint.datagrams_with_source`: the IKE SA's
+`local_addr`) with `sendmsg` and IP_PKTINFO / IPV6_PKTINFO, and UDP-encapsulated ESP from its IKE
+SA's address the same way; bound to one address it sends from that one (the source is ignored). ESP
+goes to the IKE SA's current peer address (read at every packet) with the encapsulation of the last
+IkeSaAddressesUpdated. The endpoint's factory gets the bound (wildcard) address: give the endpoint the
+real address of the host (it is hashed into NAT detection). Raw ESP leaves from whatever the kernel
+picks, and received datagrams reach the engine without their destination address (no IP_PKTINFO on
+receive yet).
+
 Sockets are IPv4 or IPv6 as `host` is. With `esp_elsewhere=True` (the gateway's data path, which has
 sockets of its own in the NAT-T port's SO_REUSEPORT group) the driver moves IKE only: `event_hook`
 sees each event before the datagrams of the same call leave, so a Child SA is installed in the data
@@ -27,14 +37,17 @@ path before the peer can use it, and ESP that still reaches this socket is count
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import os
 import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 
 from ..config import IkeConfig
 from ..endpoint import IkeEndpoint
 from ..esp import EspError
-from ..events import Address, ChildSaCreated, ChildSaDeleted, ChildSaRekeyed, Event
+from ..events import Address, ChildSaCreated, ChildSaDeleted, ChildSaRekeyed, Event, IkeSaAddressesUpdated
 from ..exceptions import LocalProtocolError
 from ..natt import NATT_KEEPALIVE, NON_ESP_MARKER, UdpKind, classify_udp4500
 from .raw_esp import RawEspSocket, RawEspUnavailable
@@ -42,6 +55,7 @@ from .raw_esp import RawEspSocket, RawEspUnavailable
 __all__ = ["AsyncioIkeDriver", "MAX_QUEUED_EVENTS", "RawEspUnavailable"]
 
 MAX_QUEUED_EVENTS = 10_000  # events kept for `next_event` callers; beyond that the oldest are dropped
+IP_PKTINFO = int(getattr(socket, "IP_PKTINFO", 8))  # <linux/in.h>; typeshed lacks it
 
 EspHandler = Callable[[int, int, bytes], None]  # (child_id, next_header, inner packet)
 EventHook = Callable[[IkeEndpoint, Event], None]  # called for every event before the datagrams go out
@@ -71,6 +85,8 @@ class AsyncioIkeDriver:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._host = "127.0.0.1"
+        self._wildcard = False  # bound to 0.0.0.0 / ::: each datagram leaves from the source the engine chose
+        self._senders: dict[int, socket.socket] = {}  # id(transport) -> a dup of its socket, for sendmsg
         self._raw: RawEspSocket | None = None  # raw ESP, opened for the first Child SA without UDP encap
         self._events: asyncio.Queue[Event | RawEspUnavailable] = asyncio.Queue()
         # SPI -> (ike_sa_id, child_id, EspSA, udp_encap); child_id -> (ike_sa_id, EspSA, udp_encap)
@@ -111,8 +127,10 @@ class AsyncioIkeDriver:
             lambda: _Socket(driver, True), local_addr=(host, natt_port), family=family, reuse_port=esp_elsewhere,
         )
         driver._ike, driver._natt = ike, natt
+        driver._wildcard = ipaddress.ip_address(host).is_unspecified
         bound = ike.get_extra_info("sockname")
         driver.endpoint = endpoint_factory((str(bound[0]), int(bound[1])))
+        driver.endpoint.ctx.natt_port = driver.natt_port  # what MOBIKE's NAT detection hashes as ours
         return driver
 
     @property
@@ -160,9 +178,10 @@ class AsyncioIkeDriver:
         if entry is None or self._natt is None:
             raise KeyError(f"no outbound ESP SA for child {child_id}")
         ike_sa_id, sa, udp_encap = entry
-        peer = self.endpoint.connection(ike_sa_id).remote_addr
+        ike_sa = self.endpoint.connection(ike_sa_id)
+        peer = ike_sa.remote_addr  # live: MOBIKE and NAT mapping changes move it
         if udp_encap:
-            self._natt.sendto(sa.encap(inner), peer)
+            self._send(self._natt, sa.encap(inner), peer, ike_sa.source_ip)
         elif not self._raw_socket().sendto(sa.encap(inner), peer[0]):
             self.socket_errors += 1
             return
@@ -248,6 +267,19 @@ class AsyncioIkeDriver:
         elif isinstance(event, ChildSaDeleted):
             self._inbound.pop(event.spi_in, None)
             self._outbound.pop(event.child_id, None)
+        elif isinstance(event, IkeSaAddressesUpdated):  # MOBIKE: the Child SAs' encapsulation may change
+            encap = event.udp_encap
+            for spi, (ike_sa_id, child_id, esp_sa, _) in list(self._inbound.items()):
+                if ike_sa_id == event.ike_sa_id:
+                    self._inbound[spi] = (ike_sa_id, child_id, esp_sa, encap)
+            for child_id, (ike_sa_id, esp_sa, _) in list(self._outbound.items()):
+                if ike_sa_id == event.ike_sa_id:
+                    self._outbound[child_id] = (ike_sa_id, esp_sa, encap)
+            if not encap and self._outbound:
+                try:
+                    self._raw_socket()
+                except RawEspUnavailable as exc:
+                    self._events.put_nowait(exc)
 
     def transmit(self) -> None:
         now = self.loop.time()
@@ -261,11 +293,11 @@ class AsyncioIkeDriver:
                 self.event_hook(self.endpoint, event)
             if not self.esp_elsewhere:
                 self._track(event)
-        for data, addr in self.endpoint.datagrams_to_send(now):
+        for data, addr, source in self.endpoint.datagrams_with_source(now):
             # IKE behind the non-ESP marker and NAT keepalives go from the NAT-T port (RFC 3948)
             transport = self._natt if data[:4] == NON_ESP_MARKER or data == NATT_KEEPALIVE else self._ike
             if transport is not None:
-                transport.sendto(data, addr)
+                self._send(transport, data, addr, source)
         deadline = self.endpoint.get_timer()
         if deadline != self._timer_at:
             if self._timer is not None:
@@ -275,7 +307,30 @@ class AsyncioIkeDriver:
             if deadline is not None:
                 self._timer = self.loop.call_at(deadline, self._on_timer)
 
+    def _send(self, transport: asyncio.DatagramTransport, data: bytes, addr: Address, source: str | None) -> None:
+        """sendto, or on a wildcard socket sendmsg from `source` (IP_PKTINFO / IPV6_PKTINFO)."""
+        if not self._wildcard or source is None:
+            transport.sendto(data, addr)
+            return
+        sender = self._senders.get(id(transport))
+        if sender is None:
+            raw = transport.get_extra_info("socket")
+            sender = socket.socket(raw.family, raw.type, raw.proto, fileno=os.dup(raw.fileno()))
+            self._senders[id(transport)] = sender
+        try:
+            packed = ipaddress.ip_address(source).packed
+            if len(packed) == 4:
+                ancillary = (socket.IPPROTO_IP, IP_PKTINFO, struct.pack("=I4s4s", 0, packed, bytes(4)))
+            else:
+                ancillary = (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, struct.pack("=16sI", packed, 0))
+            sender.sendmsg([data], [ancillary], 0, addr)
+        except (OSError, ValueError):  # a full buffer, an address the host no longer has: IKE retransmits
+            self.socket_errors += 1
+
     def close(self) -> None:
+        for sender in self._senders.values():
+            sender.close()
+        self._senders.clear()
         if self._timer is not None:
             self._timer.cancel()
         for transport in (self._ike, self._natt):

@@ -5,6 +5,7 @@
     child_create    Child SAs: create and rekey, both roles, in IKE_AUTH and CREATE_CHILD_SA
     ike_rekey       IKE SA rekey, both roles, with simultaneous-rekey resolution
     informational   Delete, DPD, INVALID_MESSAGE_ID reports, both roles
+    mobike          RFC 4555: address updates, address lists, return routability checks, both roles
     timed           rekeys on time, Child SA lifetimes, DPD scheduling
 
 The endpoint calls only the functions below. A request from the peer goes to the responder of its
@@ -21,6 +22,7 @@ from ..events import Address, ProtocolErrorEvent
 from ..exceptions import LocalProtocolError, RemoteProtocolError
 from ..ike_sa import IkeSa, IncomingRequest
 from ..operations import (
+    CheckPeerAddress,
     CreateChild,
     DeleteChild,
     DeleteIke,
@@ -28,11 +30,13 @@ from ..operations import (
     RekeyChild,
     RekeyIke,
     ReportInvalidMessageId,
+    SendAddressList,
     SendDpd,
+    UpdateSaAddresses,
 )
 from ..state import ChildState, IkeInput, IkeState
-from ..wire import SA, ExchangeType, Message, Nonce, NotifyType, Payload, ProtocolId
-from . import child_create, ike_auth, ike_init, ike_rekey, informational, timed
+from ..wire import SA, EncryptedFragment, ExchangeType, Message, Nonce, NotifyType, Payload, ProtocolId
+from . import child_create, ike_auth, ike_init, ike_rekey, informational, mobike, timed
 from .common import error_answer, need
 
 __all__ = [
@@ -89,6 +93,10 @@ def receive(sa: IkeSa, data: bytes, message: Message, addr: Address, natt: bool,
     incoming = sa.receive(data, message, addr, natt, now)
     if incoming is not None:
         _answer(sa, incoming, now)
+    elif not message.is_response and message.message_id == sa.mobike_update_mid:
+        last = message.payloads[-1] if message.payloads else None
+        if not isinstance(last, EncryptedFragment):  # a whole message: answered from the cache, so authentic
+            mobike.update_retransmitted(sa, addr, sa.ctx.arrived_at, now)
 
 
 def _answer(sa: IkeSa, request: IncomingRequest, now: float) -> None:
@@ -98,6 +106,7 @@ def _answer(sa: IkeSa, request: IncomingRequest, now: float) -> None:
         responder = _RESPONDERS.get(exchange)
         if responder is None:
             raise RemoteProtocolError(f"unsupported exchange type {exchange}")
+        sa.request_source = (request.addr, request.natt, request.local_ip)
         response = responder(sa, request.payloads, now)
     except (RemoteProtocolError, LocalProtocolError) as exc:
         notify = error_answer(exc)
@@ -111,7 +120,11 @@ def _answer(sa: IkeSa, request: IncomingRequest, now: float) -> None:
         # it); a stray IKE_AUTH on an SA that was already established only gets the error answer
         if exchange == ExchangeType.IKE_AUTH and not was_established:
             sa.fail(now, reason=str(exc))
-    sa.send_response(exchange, request.message_id, response, request.data)
+    finally:
+        sa.request_source = None
+    sa.send_response(
+        exchange, request.message_id, response, request.data, to=(request.addr, request.natt), source=request.local_ip
+    )
     if sa.peer_deleted:
         sa.close(now, reason="deleted by peer", by_peer=True, terminal=IkeInput.RECV_DELETE)
 
@@ -142,6 +155,12 @@ def start_operation(sa: IkeSa, operation: Operation, now: float) -> None:
             informational.start_dpd(sa, now)
         case ReportInvalidMessageId(message_id=message_id):
             informational.start_invalid_mid_report(sa, message_id, now)
+        case UpdateSaAddresses():
+            mobike.start_update(sa, operation, now)
+        case SendAddressList():
+            mobike.start_address_list(sa, now)
+        case CheckPeerAddress():
+            mobike.start_check(sa, operation, now)
         case _:
             assert_never(operation)
 

@@ -11,9 +11,10 @@ import functools
 import os
 from typing import TypeVar
 
-from ..events import ProtocolErrorEvent
+from ..events import Address, ProtocolErrorEvent
 from ..exceptions import LocalProtocolError, PeerNotifyError, RemoteProtocolError
 from ..ike_sa import IkeSa
+from ..natt import natd_hash
 from ..negotiation import SelectedProposal, transforms_cacheable
 from ..proposals import parse_proposals, proposal_to_keywords
 from ..wire import (
@@ -47,6 +48,8 @@ __all__ = [
     "describe",
     "error_answer",
     "report_error",
+    "natd_notifies",
+    "nat_seen",
 ]
 
 NONCE_SIZE = 32  # our nonces: at least half the PRF key size (RFC 7296 2.10), 256 bits covers SHA-512
@@ -161,6 +164,51 @@ def _describe_cached(number: int, protocol: int, selected: tuple[Transform, ...]
         return proposal_to_keywords(proposal)
     except (LocalProtocolError, KeyError, ValueError):
         return "/".join(f"{t}:{i}" for t, i, _ in transforms)
+
+
+# ---- NAT detection (RFC 7296 2.23; MOBIKE repeats it on a new path, RFC 4555 3.5) ---------------
+
+_NATD_SOURCE = int(NotifyType.NAT_DETECTION_SOURCE_IP)
+_NATD_DESTINATION = int(NotifyType.NAT_DETECTION_DESTINATION_IP)
+
+
+def natd_notifies(
+    sa: IkeSa, spi_r: bytes, local: Address | None = None, remote: Address | None = None
+) -> list[Payload]:
+    """Our NAT_DETECTION_SOURCE/DESTINATION_IP for a message from `local` (default: the SA's
+    address) to `remote` (default: the peer's); MOBIKE passes the addresses of a new path."""
+    if sa.config.encap:
+        source = os.urandom(20)  # pretend to be behind a NAT: forces UDP encapsulation (strongSwan encap=yes)
+    else:
+        source = natd_hash(sa.spi_i, spi_r, sa.local_addr if local is None else local)
+    destination = natd_hash(sa.spi_i, spi_r, sa.remote_addr if remote is None else remote)
+    return [
+        Notify(NotifyType.NAT_DETECTION_SOURCE_IP, data=source),
+        Notify(NotifyType.NAT_DETECTION_DESTINATION_IP, data=destination),
+    ]
+
+
+def nat_seen(
+    sa: IkeSa, payloads: list[Payload], spi_r: bytes, local: Address | None = None, remote: Address | None = None
+) -> bool | None:
+    """True if the peer's NAT_DETECTION notifies show a NAT, None if it sent none (no NAT-T). Also
+    records which side is behind it (sa.nat_here: our address was translated; sa.nat_there: the
+    peer's), which decides who sends keepalives and who follows a changed mapping. `local`/`remote`:
+    the message's destination and source (default: the SA's addresses)."""
+    sources: list[bytes] = []
+    dests: list[bytes] = []
+    for p in payloads:  # one pass; the hashes are public values, plain comparison is fine
+        if isinstance(p, Notify):
+            if p.notify_type == _NATD_SOURCE:
+                sources.append(bytes(p.data))
+            elif p.notify_type == _NATD_DESTINATION:
+                dests.append(bytes(p.data))
+    if not sources or not dests:
+        return None
+    peer_natted = natd_hash(sa.spi_i, spi_r, sa.remote_addr if remote is None else remote) not in sources
+    me_natted = natd_hash(sa.spi_i, spi_r, sa.local_addr if local is None else local) not in dests
+    sa.nat_here, sa.nat_there = me_natted, peer_natted
+    return peer_natted or me_natted
 
 
 # ---- errors ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from ..identities import id_body, id_matches, id_text, own_id
 from ..ike_sa import IkeSa, InitExchange, Request
 from ..state import IkeInput
 from ..wire import SA, Auth, Cert, ExchangeType, IDi, IDr, Notify, NotifyType, Payload
-from . import child_create
+from . import child_create, mobike
 from .child_create import ChildOffer
 from .common import error_answer, find, find_notify, need, refusal, report_error
 from .ike_init import SIGNATURE_HASHES, accepts_ike_offer, our_certreq, record_certreq
@@ -130,6 +130,7 @@ class AuthRequest(Request):
             child_create.release(sa, offer)
             raise  # the IKE SA fails
         _peer_authenticated(sa, idr, verified)
+        mobike.auth_response_seen(sa, payloads)
         ni, nr = init.ni, init.nr
         sa.apply(IkeInput.RECV_AUTH_RESPONSE)
         _mark_established(sa, now)
@@ -155,7 +156,8 @@ def start(sa: IkeSa, now: float, *, natt: bool) -> None:
         raise LocalProtocolError("IKE_SA_INIT state is gone")
     config = sa.config
     if natt:
-        # RFC 7296 2.23: switch to port 4500 as soon as a NAT is seen (libipsec peers always fake one)
+        # RFC 7296 2.23: switch to port 4500 as soon as a NAT is seen (libipsec peers always fake one);
+        # with MOBIKE offered also without one (RFC 4555 3.3)
         sa.natt = True
         sa.remote_addr = (sa.remote_addr[0], config.remote_natt_port)
     authenticator = _authenticator(sa)
@@ -167,6 +169,7 @@ def start(sa: IkeSa, now: float, *, natt: bool) -> None:
     payloads.append(_own_auth(sa, init, authenticator, idi, config.remote_id))
     offer = child_create.make_offer(sa, config.children[0], for_auth=True, rekey_of=None)
     payloads += offer.payloads
+    payloads += mobike.auth_request_payloads(sa)  # RFC 4555 3.2
     sa.send_request(AuthRequest(offer), payloads, now)
 
 
@@ -180,7 +183,7 @@ def _connection_for(sa: IkeSa, idi: IDi, idr: IDr | None, method: int) -> IkeCon
     if selected is None:
         raise LocalProtocolError("no IKE proposal selected")
     chosen = SA([selected.to_wire(b"")])
-    found = sa.ctx.connections.for_identity(sa.ctx.local_addr[0], sa.remote_addr[0], idi, idr, method)
+    found = sa.ctx.connections.for_identity(sa.local_addr[0], sa.remote_addr[0], idi, idr, method)
     return next((c for c in found if c is sa.config or accepts_ike_offer(c, chosen)), None)
 
 
@@ -222,6 +225,7 @@ def respond(sa: IkeSa, payloads: list[Payload], now: float) -> list[Payload]:
     idr = own_id(IDr, sa.config.local_id, authenticator.certificate)
     # RFC 7296 1.2: IDr, [CERT,] AUTH, SAr2, TSi, TSr
     response: list[Payload] = [idr, *authenticator.cert_payloads(), _own_auth(sa, init, authenticator, idr, idi)]
+    response += mobike.auth_request_seen(sa, payloads)
     ni, nr = init.ni, init.nr
     _mark_established(sa, now)
     if find(payloads, SA) is None:

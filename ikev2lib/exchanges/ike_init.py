@@ -8,13 +8,11 @@ can refuse a request without keeping state.
 
 from __future__ import annotations
 
-import os
 
 from ..config import IkeConfig
 from ..crypto import KeyExchange, decode_signature_hashes, derive_ike_keys
 from ..exceptions import LocalProtocolError, ParseError, PeerNotifyError, RemoteProtocolError
 from ..ike_sa import IkeSa, InitExchange, Request
-from ..natt import natd_hash
 from ..negotiation import SelectedProposal, ke_groups, select_proposal, validate_chosen_proposal
 from ..pki import certreq_data, certreq_hashes
 from ..state import IkeInput
@@ -23,6 +21,8 @@ from ..wire import (
 )  # fmt: skip
 from . import ike_auth
 from .common import (
+    nat_seen,
+    natd_notifies,
     new_nonce,
     ZERO_IKE_SPI,
     describe,
@@ -34,49 +34,18 @@ from .common import (
     requested_group,
 )
 
-__all__ = ["start", "accept_request", "accepts_ike_offer", "SaInitRequest", "MAX_SA_INIT_RETRIES", "MAX_COOKIE_SIZE"]
+__all__ = [
+    "start", "accept_request", "accepts_ike_offer", "SaInitRequest", "MAX_SA_INIT_RETRIES", "MAX_COOKIE_SIZE",
+]
 
 MAX_SA_INIT_RETRIES = 3  # COOKIE / INVALID_KE_PAYLOAD round trips an initiator follows
 MAX_COOKIE_SIZE = 64  # RFC 7296 2.6: a cookie is 1..64 octets
 # RFC 7427 hashes we verify: SHA2-256/384/512 (as strongSwan) and Identity (8420: Ed25519/Ed448)
 SIGNATURE_HASHES = (2, 3, 4, 5)
 _SIGNATURE_HASHES_DATA = Notify.signature_hash_algorithms(list(SIGNATURE_HASHES)).data  # built once
-_NATD_SOURCE = int(NotifyType.NAT_DETECTION_SOURCE_IP)
-_NATD_DESTINATION = int(NotifyType.NAT_DETECTION_DESTINATION_IP)
 
 
 # ---- shared by both roles ----------------------------------------------------------------------
-
-
-def _natd(sa: IkeSa, spi_r: bytes) -> list[Payload]:
-    if sa.config.encap:
-        source = os.urandom(20)  # pretend to be behind a NAT: forces UDP encapsulation (strongSwan encap=yes)
-    else:
-        source = natd_hash(sa.spi_i, spi_r, sa.ctx.local_addr)
-    return [
-        Notify(NotifyType.NAT_DETECTION_SOURCE_IP, data=source),
-        Notify(NotifyType.NAT_DETECTION_DESTINATION_IP, data=natd_hash(sa.spi_i, spi_r, sa.remote_addr)),
-    ]
-
-
-def _nat_seen(sa: IkeSa, payloads: list[Payload], spi_r: bytes) -> bool | None:
-    """True if the peer's NAT_DETECTION notifies show a NAT, None if it sent none (no NAT-T). Also
-    records which side is behind it (sa.nat_here: our address was translated; sa.nat_there: the
-    peer's), which decides who sends keepalives and who follows a changed mapping."""
-    sources: list[bytes] = []
-    dests: list[bytes] = []
-    for p in payloads:  # one pass; the hashes are public values, plain comparison is fine
-        if isinstance(p, Notify):
-            if p.notify_type == _NATD_SOURCE:
-                sources.append(bytes(p.data))
-            elif p.notify_type == _NATD_DESTINATION:
-                dests.append(bytes(p.data))
-    if not sources or not dests:
-        return None
-    peer_natted = natd_hash(sa.spi_i, spi_r, sa.remote_addr) not in sources
-    me_natted = natd_hash(sa.spi_i, spi_r, sa.ctx.local_addr) not in dests
-    sa.nat_here, sa.nat_there = me_natted, peer_natted
-    return peer_natted or me_natted
 
 
 def _capabilities(*, fragmentation: bool = True) -> list[Payload]:
@@ -160,7 +129,7 @@ class SaInitRequest(Request):
         if self.cookie is not None:
             payloads.append(Notify(NotifyType.COOKIE, data=self.cookie))  # must come first (RFC 7296 2.6)
         payloads += [
-            SA(self.offer), KE(self.ke.group, self.ke.public_bytes()), Nonce(ni), *_natd(sa, ZERO_IKE_SPI),
+            SA(self.offer), KE(self.ke.group, self.ke.public_bytes()), Nonce(ni), *natd_notifies(sa, ZERO_IKE_SPI),
             *_capabilities(),
         ]  # fmt: skip
         return payloads
@@ -206,13 +175,14 @@ class SaInitRequest(Request):
             raise RemoteProtocolError("KE group does not match", notify=NotifyType.INVALID_KE_PAYLOAD)
         init.nr = bytes(need(payloads, Nonce, "Nonce").data)
         _derive_keys(sa, init, selected, self.ke.shared_secret(bytes(ke.data)))
-        nat = _nat_seen(sa, payloads, sa.spi_r)
+        nat = nat_seen(sa, payloads, sa.spi_r)
         # a peer that sent no NAT_DETECTION notifies (nat is None) does no NAT-T: nothing to force
         sa.nat_detected = bool(nat) or (nat is not None and sa.config.encap)
         peer_capabilities(sa, payloads)
         sa.apply(IkeInput.RECV_SA_INIT_RESPONSE)
         init.response = sa.response_data
-        ike_auth.start(sa, now, natt=nat is not None and sa.nat_detected)
+        # RFC 4555 3.3: with MOBIKE offered, IKE floats to port 4500 also without a NAT (strongSwan too)
+        ike_auth.start(sa, now, natt=nat is not None and (sa.nat_detected or sa.config.mobike))
 
 
 def start(sa: IkeSa, now: float) -> None:
@@ -254,7 +224,7 @@ def accept_request(sa: IkeSa, message: Message, data: bytes, now: float) -> None
     ours, shared = KeyExchange.respond(group, bytes(ke.data))  # ML-KEM: encapsulates to the initiator's key
     init = InitExchange(ni=bytes(nonce.data), nr=new_nonce(), request=data)
     _derive_keys(sa, init, selected, shared)
-    nat = _nat_seen(sa, payloads, ZERO_IKE_SPI)
+    nat = nat_seen(sa, payloads, ZERO_IKE_SPI)
     sa.nat_detected = bool(nat) or (nat is not None and sa.config.encap)
     sa.apply(IkeInput.RECV_SA_INIT_REQUEST)
     sa.init = init
@@ -262,7 +232,7 @@ def accept_request(sa: IkeSa, message: Message, data: bytes, now: float) -> None
     response: list[Payload] = [SA([selected.to_wire(b"")]), KE(group, ours.public_bytes()), Nonce(init.nr)]
     response += our_certreq(sa)
     if nat is not None:
-        response += _natd(sa, sa.spi_r)
+        response += natd_notifies(sa, sa.spi_r)
     response += _capabilities(fragmentation=sa.peer_fragmentation)
     sa.send_response(ExchangeType.IKE_SA_INIT, 0, response, data)
     sa.expect_request(1)

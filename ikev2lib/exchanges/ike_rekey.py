@@ -18,7 +18,7 @@ from ..events import IkeSaRekeyed
 from ..exceptions import LocalProtocolError, RemoteProtocolError
 from ..ike_sa import IkeSa, Request
 from ..negotiation import SelectedProposal, ke_groups, select_proposal, validate_chosen_proposal
-from ..operations import DeleteIke
+from ..operations import CheckPeerAddress, DeleteIke, UpdateSaAddresses
 from ..state import ChildState, IkeInput, IkeState
 from ..wire import KE, SA, ExchangeType, Nonce, NotifyType, Payload, Proposal, ProtocolId
 from .child_create import ChildRequest
@@ -65,6 +65,9 @@ def _new_ike_sa(
     new.nat_detected = old.nat_detected
     new.nat_here, new.nat_there = old.nat_here, old.nat_there
     new.peer_fragmentation = old.peer_fragmentation
+    # MOBIKE state is the IKE SA's, whatever its keys (RFC 4555: the original initiator stays the one)
+    new.local_addr, new.original_initiator, new.peer_mobike = old.local_addr, old.original_initiator, old.peer_mobike
+    new.peer_additional_addresses, new.local_addresses = old.peer_additional_addresses, old.local_addresses
     new.remote_id_text = old.remote_id_text
     new.peer_certificate = old.peer_certificate
     new.hidden = True
@@ -83,6 +86,14 @@ def _succeed(old: IkeSa, new: IkeSa, now: float) -> None:
         new.rekey_at = now + new.config.rekey_time
     new.children, old.children = old.children, {}
     new.take_queue(old)
+    # a MOBIKE move (or a NAT's new mapping) may have changed the old SA's path during the rekey
+    new.local_addr, new.remote_addr, new.mobike_old_local = old.local_addr, old.remote_addr, old.mobike_old_local
+    new.nat_detected, new.nat_here, new.nat_there = old.nat_detected, old.nat_here, old.nat_there
+    new.local_addresses, new.peer_additional_addresses = old.local_addresses, old.peer_additional_addresses
+    if new.has_queued(CheckPeerAddress):  # a return routability check the old SA had not started yet
+        new.mobike_target = old.mobike_target
+    if new.mobike_old_local is not None and not new.has_queued(UpdateSaAddresses):
+        new.enqueue_front(UpdateSaAddresses())  # a move not yet confirmed: the successor confirms it
     old.hidden = True
     old.apply(IkeInput.REPLACED)
     old.ctx.touch(new)  # the endpoint now resolves the ike_sa_id to `new`

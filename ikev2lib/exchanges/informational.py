@@ -1,5 +1,5 @@
 """INFORMATIONAL (RFC 7296 1.4), both roles: deleting Child SAs and IKE SAs, liveness checks (DPD),
-and reports of refused message IDs (3.10.1).
+and reports of refused message IDs (3.10.1). MOBIKE's notifies (RFC 4555) go to `mobike.respond`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from ..exceptions import PeerNotifyError
 from ..ike_sa import IkeSa, Request
 from ..state import ChildInput, ChildState, IkeInput, IkeState
 from ..wire import Delete, ExchangeType, Notify, NotifyType, Payload, ProtocolId
-from . import ike_rekey
+from . import ike_rekey, mobike
 from .common import find_notify, report_error
 
 __all__ = ["start_child_delete", "start_ike_delete", "start_dpd", "start_invalid_mid_report", "respond"]
@@ -75,6 +75,8 @@ def start_invalid_mid_report(sa: IkeSa, message_id: int, now: float) -> None:
 def respond(sa: IkeSa, payloads: list[Payload], now: float) -> list[Payload]:
     """Our answer to the peer's INFORMATIONAL request."""
     sa.check(IkeInput.RECV_INFORMATIONAL_REQUEST)
+    moved = mobike.respond(sa, payloads, now) if sa.state == IkeState.ESTABLISHED else None
+    extra: list[Payload] = moved or []
     deletes = [p for p in payloads if isinstance(p, Delete)]
     if find_notify(payloads, NotifyType.AUTHENTICATION_FAILED) is not None:
         # RFC 7296 2.21.2: the initiator could not authenticate us; the IKE SA is dead on its side
@@ -97,4 +99,4 @@ def respond(sa: IkeSa, payloads: list[Payload], now: float) -> list[Payload]:
                 continue
             ours.append(child.spi_in)
             sa.drop_child(child, by_peer=True, event=ChildInput.RECV_DELETE)
-    return [Delete(ProtocolId.ESP, ours)] if ours else []
+    return ([Delete(ProtocolId.ESP, ours)] if ours else []) + extra

@@ -48,6 +48,12 @@ after an authenticated IKE message; authentic ESP from a new source, which the C
 `on_peer_moved` (the gateway calls `IkeEndpoint.peer_address_seen`). Either way PeerAddressChanged
 moves every Child SA of that IKE SA to the new address in the next table.
 
+MOBIKE (RFC 4555): IkeSaAddressesUpdated moves every Child SA of the IKE SA to the peer's new
+address with the encapsulation the NAT re-check chose (UDP or raw ESP; the MTU follows). Our own
+address cannot change here: the worker sockets are bound to the listen address, so a move of ours
+(the gateway as original initiator on another local address) is logged as a warning and ESP keeps
+leaving from the listen address.
+
 Counters belong to the connection (one forwarder slot per connection name), so they stay monotonic
 across rekeys. Outer IPv4 or IPv6 (the listen address's family), inner IPv4 and IPv6.
 
@@ -75,7 +81,9 @@ from typing import Any
 
 from .. import _esp_fast, xdp
 from ..esp import BACKEND as ESP_BACKEND
-from ..events import Address, ChildSaCreated, ChildSaDeleted, ChildSaRekeyed, Event, PeerAddressChanged
+from ..events import (
+    Address, ChildSaCreated, ChildSaDeleted, ChildSaRekeyed, Event, IkeSaAddressesUpdated, PeerAddressChanged,
+)  # fmt: skip
 from ..exceptions import LocalProtocolError
 from ..wire.enums import TSType
 from ..wire.ts import TrafficSelector
@@ -436,6 +444,28 @@ class DataPath:
             self._remove((event.ike_sa_id or 0, event.child_id))
         elif isinstance(event, PeerAddressChanged):
             self._move_peer(event.ike_sa_id or 0, event.remote_addr)
+        elif isinstance(event, IkeSaAddressesUpdated):
+            self._move_path(event)
+
+    def _move_path(self, event: IkeSaAddressesUpdated) -> None:
+        """MOBIKE moved the IKE SA: the peer's new address and the (maybe new) encapsulation."""
+        ike_sa_id = event.ike_sa_id or 0
+        if event.local_addr[0] != event.old_local_addr[0] and event.local_addr[0] != self.host:
+            log.warning("IKE SA %d moved to local address %s, but the data path sends from %s", ike_sa_id,
+                        event.local_addr[0], self.host)
+        if not event.udp_encap and not self._raw:
+            log.warning("IKE SA %d: raw ESP after a MOBIKE move, but no raw ESP socket is open", ike_sa_id)
+        with self._lock:
+            changed = [t for t in self._tunnels.values() if t.key[0] == ike_sa_id and t.udp_encap != event.udp_encap]
+            for tunnel in changed:
+                sa = tunnel.outbound or tunnel.pending_outbound or tunnel.inbound
+                tunnel.udp_encap = event.udp_encap
+                tunnel.mtu = min(self.tun_mtu, tunnel_mtu(self.path_mtu, _algorithm(sa), udp_encap=event.udp_encap,
+                                                          outer_ipv6=self.outer_ipv6))
+                tunnel.set_peer(tunnel.peer)  # drops the cached entries
+            if changed:
+                self._publish()
+        self._move_peer(ike_sa_id, event.remote_addr)
 
     def _move_peer(self, ike_sa_id: int, addr: Address) -> None:
         """Every Child SA of the IKE SA sends to `addr` from the next table on."""

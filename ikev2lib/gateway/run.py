@@ -34,6 +34,7 @@ from ..events import (
     ChildSaDeleted,
     ChildSaRekeyed,
     Event,
+    IkeSaAddressesUpdated,
     IkeSaDeleted,
     IkeSaEstablished,
     IkeSaRekeyed,
@@ -326,6 +327,10 @@ class Gateway:
         elif isinstance(event, PeerAddressChanged):  # the peer's NAT made a new mapping (RFC 7296 2.23)
             log.info("%s: IKE SA %s: peer moved from %s:%d to %s:%d", name, event.ike_sa_id, *event.old_addr,
                      *event.remote_addr, extra=extra)
+        elif isinstance(event, IkeSaAddressesUpdated):  # MOBIKE (RFC 4555)
+            log.info("%s: IKE SA %s: MOBIKE moved %s:%d - %s:%d to %s:%d - %s:%d (%s)", name, event.ike_sa_id,
+                     *event.old_local_addr, *event.old_remote_addr, *event.local_addr, *event.remote_addr,
+                     "UDP-encapsulated" if event.udp_encap else "raw ESP", extra=extra)
         elif isinstance(event, (ProtocolErrorEvent, PeerDead)):
             log.warning("%s: %s: %s", name, listener.address, event, extra=extra)
 
@@ -386,7 +391,7 @@ def _ike_sa_status(sa: IkeSa, local: str, now: float) -> dict[str, Any]:
         "ike_sa_id": sa.ike_sa_id,
         "state": sa.state.value,
         "initiator": sa.is_initiator,
-        "local": f"{local}",
+        "local": f"{sa.local_addr[0] if sa.local_addr[0] not in ('0.0.0.0', '::') else local}",
         "remote": f"{sa.remote_addr[0]}[{sa.remote_addr[1]}]",
         "local_id": config.local_id,
         "remote_id": sa.remote_id_text,

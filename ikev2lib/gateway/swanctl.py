@@ -13,7 +13,7 @@ connections.<name>:
   names are refused: the engine does not resolve), local_port (500), remote_port, proposals
   (`default` = ikev2lib's default), rekey_time, reauth_time (0 only), dpd_delay, encap, send_cert,
   send_certreq, keyingtries (accepted, as strongSwan's retransmission count is), unique (no/never),
-  fragmentation (yes/accept: always supported), mobike (no, or yes = not offered yet)
+  fragmentation (yes/accept: always supported), mobike (yes, the default, or no: RFC 4555)
   local: auth (psk, pubkey, rsa, ecdsa, ed25519, ed448), id, certs (files in x509/)
   remote: auth (psk, pubkey, ...), id (%any or absent: anyone), cacerts (files in x509ca/: only
     these CAs vouch for this peer), revocation (strict, ifuri, relaxed)
@@ -326,6 +326,8 @@ class _Directory:
                 options[field_name] = _duration(setting, f"{where}.{key}") or None  # 0 = off, as in strongSwan
         if get("encap") is not None:
             options["encap"] = _boolean(get("encap"), f"{where}.encap")  # type: ignore[arg-type]
+        if get("mobike") is not None:
+            options["mobike"] = _boolean(get("mobike"), f"{where}.mobike")  # type: ignore[arg-type]
         if get("send_certreq") is not None:
             options["send_certreq"] = _boolean(get("send_certreq"), f"{where}.send_certreq")  # type: ignore[arg-type]
         if get("send_cert") is not None:

@@ -46,7 +46,8 @@ the UTF-8 text, as strongSwan), `psk_file` (its bytes without trailing line brea
 way), `peer_psks` (a table identity -> secret), `credentials` (an array of tables, each `cert` +
 `key` [+ `chain`] or `pkcs12`, with `passphrase` or `passphrase_file` if encrypted; they follow
 the one of the connection's own cert/key/pkcs12), `send_cert`, `send_certreq`, `rsa_pss`, `encap`,
-`fragment_size`, `remote_natt_port`, `retransmit = {timeout, base, tries}`, `child`, `children`.
+`fragment_size`, `remote_natt_port`, `mobike` (RFC 4555, default true), `retransmit = {timeout, base,
+tries}`, `child`, `children`.
 Child keys: `esp_proposals`, `local_ts`, `remote_ts`, `mode`, `replay_window`, `rekey_time`,
 `life_time`, `rekey_packets`, `rekey_bytes`, `life_packets`, `life_bytes`, `per_cpu_sas` (RFC 9611:
 true = one per CPU, or a number), `start_action`. They mean
@@ -344,6 +345,7 @@ _IKE_FIELDS: dict[str, Converter] = {
     "send_certreq": _bool,
     "rsa_pss": _bool,
     "encap": _bool,
+    "mobike": _bool,
     "fragment_size": _int,
     "remote_natt_port": _int,
     "dpd_delay": _optional_duration,

@@ -52,6 +52,7 @@ class Node:
     ike_port: int
     natt_port: int
     events: list[Event] = field(default_factory=list)
+    addresses: set[str] = field(default_factory=set)  # every IP it owns (MOBIKE tests add and remove some)
 
     def drain(self) -> None:
         while (event := self.endpoint.next_event()) is not None:
@@ -85,24 +86,40 @@ class Network:
         self.tap: list[tuple[bytes, tuple[str, int], str]] = []  # every datagram sent (for replay tests)
         # tests that need one particular datagram lost: return True to drop it
         self.drop: Callable[[bytes, tuple[str, int], str], bool] | None = None
-        self.nat: Nat | None = None  # one node behind a NAT
+        self.nat: Nat | None = None  # one inside address behind a NAT
         self.nat_dropped = 0  # datagrams to the NAT's public address that matched no mapping
+        self.owners: dict[str, Node] = {}  # IP -> the node that has it
+        self.unroutable = 0  # datagrams from an address the node no longer has, or to one nobody has
 
     def add(self, endpoint: IkeEndpoint, *, natt_port: int = 4500) -> Node:
         ip, port = endpoint.ctx.local_addr
-        node = Node(endpoint, ip, port, natt_port)
+        node = Node(endpoint, ip, port, natt_port, addresses={ip})
         self.nodes[ip] = node
+        self.owners[ip] = node
         return node
+
+    def add_address(self, node: Node, ip: str) -> None:
+        node.addresses.add(ip)
+        self.owners[ip] = node
+
+    def remove_address(self, node: Node, ip: str) -> None:
+        node.addresses.discard(ip)
+        if self.owners.get(ip) is node:
+            del self.owners[ip]
 
     def _collect(self) -> bool:
         sent = False
         for node in self.nodes.values():
-            for data, (dst_ip, dst_port) in node.endpoint.datagrams_to_send(self.now):
+            for data, (dst_ip, dst_port), source in node.endpoint.datagrams_with_source(self.now):
                 sent = True
                 natt = data[:4] == NON_ESP_MARKER or data == NATT_KEEPALIVE
                 src_port = node.natt_port if natt else node.ike_port
-                src = (node.ip, src_port)
-                if self.nat is not None and node.ip == self.nat.inside_ip:
+                src_ip = node.ip if source is None else source
+                if src_ip not in node.addresses:  # a kernel cannot send from an address it lacks
+                    self.unroutable += 1
+                    continue
+                src = (src_ip, src_port)
+                if self.nat is not None and src_ip == self.nat.inside_ip:
                     src = (self.nat.public_ip, self.nat.outbound(src_port))
                 self.tap.append((data, src, dst_ip))
                 copies = 1
@@ -129,8 +146,11 @@ class Network:
             if dst[1] not in self.nat.back:
                 self.nat_dropped += 1
                 return None
-            return self.nodes.get(self.nat.inside_ip)
-        return self.nodes.get(dst[0])
+            return self.owners.get(self.nat.inside_ip)
+        node = self.owners.get(dst[0])
+        if node is None:
+            self.unroutable += 1
+        return node
 
     def _next_timer(self) -> float | None:
         timers = [t for t in (n.endpoint.get_timer() for n in self.nodes.values()) if t is not None]
@@ -161,7 +181,9 @@ class Network:
                 node = self._deliver_to(dst)
                 if node is not None:
                     self.delivered += 1
-                    node.endpoint.receive_datagram(data, src, self.now)
+                    natted = self.nat is not None and dst[0] == self.nat.public_ip
+                    local_ip = self.nat.inside_ip if natted and self.nat is not None else dst[0]
+                    node.endpoint.receive_datagram(data, src, self.now, local_ip=local_ip)
             else:
                 for node in self.nodes.values():
                     node.endpoint.handle_timer(self.now)

@@ -162,7 +162,7 @@ def test_traffic_selectors_are_narrowed_to_the_intersection() -> None:
 
 
 def test_create_child_with_pfs_rekey_child_rekey_ike_dpd_and_delete() -> None:
-    icfg = ike_config(local_id="alice@example.org", esp="aes256gcm16-x25519")
+    icfg = ike_config(local_id="alice@example.org", esp="aes256gcm16-x25519", mobike=False)  # port 500: tap is IKE
     rcfg = ike_config(
         local_id="gw.example.org", esp="aes256gcm16-x25519", local_ts=("10.2.0.0/16",), remote_ts=("10.1.0.0/16",)
     )
@@ -285,7 +285,7 @@ def test_duplicate_request_is_answered_from_cache() -> None:
 
 
 def test_dpd_on_idle_sa_and_peer_dead_when_silent() -> None:
-    icfg = ike_config(local_id="alice@example.org", dpd_delay=30.0)
+    icfg = ike_config(local_id="alice@example.org", dpd_delay=30.0, mobike=False)  # port 500: tap is IKE
     net, a, b, icfg = pair(initiator=icfg)
     sid = _established(net, a, b, icfg)
     established_at = net.now
@@ -386,8 +386,11 @@ def _udp_encap_flags(net, a, b, icfg):  # type: ignore[no-untyped-def]
 
 
 def test_no_nat_means_raw_esp_on_created_and_rekeyed_child_sas() -> None:
-    # RFC 3948 / RFC 7296 2.23: without a NAT, ESP is not UDP-encapsulated (IP protocol 50)
-    assert _udp_encap_flags(*pair()) == ({False}, False)
+    # RFC 3948 / RFC 7296 2.23: without a NAT, ESP is not UDP-encapsulated (IP protocol 50); IKE floats
+    # to port 4500 all the same with MOBIKE (RFC 4555 3.3, strongSwan's default), and stays without it
+    assert _udp_encap_flags(*pair()) == ({False}, True)
+    no_mobike = ike_config(local_id="alice@example.org", remote_id="gw.example.org", mobike=False)
+    assert _udp_encap_flags(*pair(initiator=no_mobike)) == ({False}, False)
 
 
 @pytest.mark.parametrize("side", ["initiator", "responder"])
@@ -400,8 +403,8 @@ def test_encap_config_forces_udp_encapsulation_from_either_side(side: str) -> No
 
 def test_encap_is_not_forced_on_a_peer_without_nat_traversal(monkeypatch: pytest.MonkeyPatch) -> None:
     # a responder that sends no NAT_DETECTION notifies does no NAT-T: ESP stays raw even with encap=True
-    real = ike_init._natd
-    monkeypatch.setattr(ike_init, "_natd", lambda sa, spi_r: real(sa, spi_r) if sa.is_initiator else [])
+    real = ike_init.natd_notifies
+    monkeypatch.setattr(ike_init, "natd_notifies", lambda sa, *args: real(sa, *args) if sa.is_initiator else [])
     icfg = ike_config(local_id="alice@example.org", remote_id="gw.example.org", encap=True)
     net, a, b, icfg = pair(initiator=icfg)
     _established(net, a, b, icfg)

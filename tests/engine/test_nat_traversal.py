@@ -116,7 +116,7 @@ def test_authenticated_esp_from_a_new_address_is_followed_only_towards_a_natted_
 
 
 def test_without_a_nat_an_address_change_is_left_to_mobike() -> None:
-    icfg = ike_config(local_id="alice@example.org", remote_id="gw.example.org")
+    icfg = ike_config(local_id="alice@example.org", remote_id="gw.example.org", mobike=False)
     rcfg = replace(icfg, local_id="gw.example.org", remote_id="alice@example.org")
     net = Network()
     a = net.add(IkeEndpoint(local_addr=("192.0.2.1", 500)))

@@ -25,6 +25,7 @@ connections {
         rekey_time = 4h
         dpd_delay = 30s
         encap = yes
+        mobike = no
         local {
             auth = ecdsa-sha256
             certs = gw.pem
@@ -117,6 +118,7 @@ def test_site_configuration(tmp_path: Path, pki) -> None:  # type: ignore[no-unt
     assert (c.name, c.local_addrs, c.remote_addrs) == ("hub", ("192.0.2.1",), ("198.51.100.0/24", "203.0.113.7"))
     assert c.ike_proposals == "aes256gcm16-prfsha384-ecp384,aes128-sha256-modp2048"
     assert (c.rekey_time, c.dpd_delay, c.encap) == (4 * 3600, 30, True)
+    assert not c.mobike and not road.config.mobike  # mobike = no (road references hub); the default is yes
     assert (c.local_auth, c.remote_auth, c.remote_id) == ("pubkey", "pubkey", "spoke.example.org")
     assert c.local_id == "O=ikev2lib tests, CN=gw.example.org"  # strongSwan's default: the subject DN
     (credential,) = c.credentials

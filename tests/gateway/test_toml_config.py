@@ -725,3 +725,10 @@ def test_any_document_is_a_config_or_a_config_error(
 def test_per_cpu_sas_is_one_per_cpu_or_a_number(value: str, expected: int) -> None:
     config = load_toml_text(_with(f"per_cpu_sas = {value}", CHILD), base_dir=None)
     assert config.connections[0].config.children[0].per_cpu_sas == expected
+
+
+def test_mobike_is_on_by_default_and_can_be_turned_off() -> None:
+    assert one(PSK_CONN).config.mobike is True
+    assert one(_with("mobike = false")).config.mobike is False
+    assert "expected true or false" in str(error_of(_with('mobike = "no"')))
+
