@@ -204,6 +204,9 @@ class IkeConfig:
     send_cert: str = "ifasked"
     send_certreq: bool = True  # ask for certificates from our trust anchors (remote_auth="pubkey")
     rsa_pss: bool = False  # RSA keys sign with RSASSA-PSS under RFC 7427 (PKCS#1 v1.5 otherwise)
+    # RFC 5685 as a client: announce REDIRECT_SUPPORTED and go where a gateway redirects us (strongSwan's
+    # charon.follow_redirects, on by default); at most MAX_REDIRECTS in REDIRECT_LOOP_PERIOD
+    follow_redirects: bool = True
 
     def __post_init__(self) -> None:
         check_proposals(self.ike_proposals, ProtocolId.IKE, "ike_proposals")

@@ -15,8 +15,9 @@ from typing import Generic, TypeVar
 
 from .child_sa import EspFactory, random_esp_spi
 from .connections import ConnectionTable
-from .events import Address, Event
+from .events import Address, Event, Redirection
 from .natt import NATT_KEEPALIVE, NON_ESP_MARKER
+from .wire.redirect import Gateway
 
 SA = TypeVar("SA")  # the IKE SA type (ike_sa.IkeSa), a parameter so that this module stays below it
 
@@ -50,6 +51,8 @@ class EngineContext(Generic[SA]):
     stats: dict[str, int] = field(default_factory=dict)
     spawned: list[SA] = field(default_factory=list)  # IKE SAs born from rekeys, for the endpoint to register
     touched: set[SA] = field(default_factory=set)  # IKE SAs changed since the endpoint last settled them
+    # established IKE SAs a gateway redirected (RFC 5685): the endpoint starts their successors
+    redirects: list[tuple[SA, Gateway, Redirection]] = field(default_factory=list)
     _next_child_id: int = 1
 
     # ---- output ------------------------------------------------------------------------------------

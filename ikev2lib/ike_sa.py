@@ -20,7 +20,9 @@ from .child_sa import ChildSa
 from .config import ChildConfig, IkeConfig
 from .context import EngineContext
 from .crypto import IkeKeys, SKCipher, sk_cipher
-from .events import Address, ChildSaDeleted, IkeSaDeleted, PeerAddressChanged, PeerDead, ProtocolErrorEvent
+from .events import (
+    Address, ChildSaDeleted, IkeSaDeleted, PeerAddressChanged, PeerDead, ProtocolErrorEvent, Redirection,
+)  # fmt: skip
 from .exceptions import LocalProtocolError, PeerNotifyError, RemoteProtocolError
 from .natt import NON_ESP_MARKER
 from .negotiation import SelectedProposal
@@ -61,6 +63,11 @@ class Request:
 
     def on_response(self, sa: IkeSa, payloads: list[Payload], now: float) -> None:
         raise NotImplementedError
+
+    def answers(self, sa: IkeSa, payloads: list[Payload], addr: Address) -> bool:
+        """False for an unprotected IKE_SA_INIT response that cannot be the answer to this request
+        (anyone can send one): it is dropped and the request stays in flight."""
+        return True
 
     def abandon(self, sa: IkeSa) -> None:
         """The IKE SA ends or gives up on this request before an answer came."""
@@ -106,7 +113,8 @@ class IkeSa:
         "selected", "proposal_text", "keys", "_in", "_out", "children", "init", "rekey_at", "init_key",
         "scheduled_at", "peer_fragmentation", "peer_deleted", "response_data", "_send_mid", "_recv_mid",
         "_outstanding", "_queue", "_cached_response", "_reassembly", "_last_invalid_mid_report",
-        "peer_signature_hashes", "peer_certreq", "peer_certificate", "resource_limited",
+        "peer_signature_hashes", "peer_certreq", "peer_certificate", "resource_limited", "ike_port",
+        "accepts_redirect", "peer_accepts_redirect", "redirection", "delete_at",
     )  # fmt: skip
 
     def __init__(
@@ -168,6 +176,12 @@ class IkeSa:
         # the CA key hashes of the peer's CERTREQ payloads; None: it sent no CERTREQ
         self.peer_certreq: tuple[bytes, ...] | None = None
         self.peer_certificate: x509.Certificate | None = None  # validated, when the peer used one
+        self.ike_port = remote_addr[1]  # the peer's IKE port before any float to NAT-T (redirects go there)
+        # RFC 5685: we announced that we follow redirects (client); the peer did (gateway)
+        self.accepts_redirect = False
+        self.peer_accepts_redirect = False
+        self.redirection: Redirection | None = None  # how a gateway sent us here, if one did
+        self.delete_at: float | None = None  # the SA deletes itself then (a redirected client that stays)
 
     # ---- identity and state ------------------------------------------------------------------------
 
@@ -402,6 +416,8 @@ class IkeSa:
         payloads: list[Payload] | None
         if flight.request.exchange_type == ExchangeType.IKE_SA_INIT:
             payloads = list(message.payloads)
+            if not flight.request.answers(self, payloads, addr):
+                raise RemoteProtocolError("IKE_SA_INIT response that does not answer our request")
             if message.spi_r != bytes(8):
                 self.spi_r = bytes(message.spi_r)
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import ChildConfig
+from .wire.redirect import Gateway
 
 __all__ = [
     "Operation",
@@ -20,6 +21,7 @@ __all__ = [
     "DeleteIke",
     "SendDpd",
     "ReportInvalidMessageId",
+    "Redirect",
 ]
 
 
@@ -61,4 +63,11 @@ class ReportInvalidMessageId:
     message_id: int
 
 
-Operation = CreateChild | RekeyChild | DeleteChild | RekeyIke | DeleteIke | SendDpd | ReportInvalidMessageId
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """RFC 5685 6: send the established client to another gateway."""
+
+    gateway: Gateway
+
+
+Operation = CreateChild | RekeyChild | DeleteChild | RekeyIke | DeleteIke | SendDpd | ReportInvalidMessageId | Redirect

@@ -5,6 +5,7 @@
     child_create    Child SAs: create and rekey, both roles, in IKE_AUTH and CREATE_CHILD_SA
     ike_rekey       IKE SA rekey, both roles, with simultaneous-rekey resolution
     informational   Delete, DPD, INVALID_MESSAGE_ID reports, both roles
+    redirect        RFC 5685 redirects, gateway and client
     timed           rekeys on time, Child SA lifetimes, DPD scheduling
 
 The endpoint calls only the functions below. A request from the peer goes to the responder of its
@@ -26,13 +27,14 @@ from ..operations import (
     DeleteIke,
     Operation,
     RekeyChild,
+    Redirect,
     RekeyIke,
     ReportInvalidMessageId,
     SendDpd,
 )
 from ..state import ChildState, IkeInput, IkeState
 from ..wire import SA, ExchangeType, Message, Nonce, NotifyType, Payload, ProtocolId
-from . import child_create, ike_auth, ike_init, ike_rekey, informational, timed
+from . import child_create, ike_auth, ike_init, ike_rekey, informational, redirect, timed
 from .common import error_answer, need
 
 __all__ = [
@@ -142,6 +144,8 @@ def start_operation(sa: IkeSa, operation: Operation, now: float) -> None:
             informational.start_dpd(sa, now)
         case ReportInvalidMessageId(message_id=message_id):
             informational.start_invalid_mid_report(sa, message_id, now)
+        case Redirect(gateway=gateway):
+            redirect.start(sa, gateway, now)
         case _:
             assert_never(operation)
 
