@@ -99,6 +99,10 @@ class EngineContext(Generic[SA]):
         self._next_child_id += 1
         return value
 
+    def reserve_child_id(self, child_id: int) -> None:
+        """A Child SA id taken over from another process: ours continue above it."""
+        self._next_child_id = max(self._next_child_id, child_id + 1)
+
     def new_esp_spi(self, residue: tuple[int, int] | None = None) -> bytes:
         """A fresh inbound ESP SPI, reserved until `release_esp_spi` (`residue`: see random_esp_spi)."""
         while True:

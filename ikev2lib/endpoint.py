@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
 from . import exchanges
-from .child_sa import EspFactory, default_esp_factory
+from .child_sa import ChildSa, EspFactory, default_esp_factory
 from .config import ChildConfig, IkeConfig
 from .connections import ConnectionTable
 from .context import EngineContext
@@ -299,6 +299,24 @@ class IkeEndpoint:
         self.ctx.touch(sa)
         self._settle(now)
         return moved
+
+    def adopt(self, sa: IkeSa, children: Iterable[ChildSa]) -> None:
+        """Take in an established IKE SA built outside a handshake (`ikev2lib.ha.snapshot.restore`),
+        with its Child SAs: their SPIs and ids are reserved here. LocalProtocolError if one is taken."""
+        if sa.ctx is not self.ctx:
+            raise LocalProtocolError("the IKE SA was built for another endpoint")
+        children = list(children)
+        if sa.local_spi in self.ctx.ike_spis or sa.ike_sa_id in self._by_id:
+            raise LocalProtocolError(f"IKE SA {sa.ike_sa_id} (SPI {sa.local_spi.hex()}) is already here")
+        if any(c.spi_in in self.ctx.esp_spis for c in children):
+            raise LocalProtocolError("an inbound ESP SPI of the IKE SA is already in use here")
+        self.ctx.ike_spis.add(sa.local_spi)
+        for child in children:
+            self.ctx.esp_spis.add(child.spi_in)
+            self.ctx.reserve_child_id(child.child_id)
+            sa.children[child.child_id] = child
+        self._next_id = max(self._next_id, sa.ike_sa_id + 1)
+        self._register(sa)
 
     def abandon_ike_sa(self, ike_sa_id: int, now: float) -> None:
         """Forget an IKE SA at once without telling the peer (strongSwan's `terminate --force`)."""

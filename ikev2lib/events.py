@@ -17,6 +17,7 @@ __all__ = [
     "Event",
     "IkeSaEstablished",
     "IkeSaRekeyed",
+    "IkeSaRestored",
     "IkeSaDeleted",
     "ChildSaCreated",
     "ChildSaRekeyed",
@@ -58,6 +59,20 @@ class IkeSaRekeyed(Event):
     spi_i: bytes
     spi_r: bytes
     proposal: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class IkeSaRestored(Event):
+    """An IKE SA another process established was taken over from its snapshot (`ikev2lib.ha`); one
+    ChildSaCreated per Child SA follows, with fresh ESP SA objects."""
+
+    spi_i: bytes
+    spi_r: bytes
+    is_initiator: bool
+    remote_addr: Address
+    remote_id: str
+    connection: str
+    children: int
 
 
 @dataclass(frozen=True, kw_only=True)
