@@ -209,6 +209,9 @@ class IkeConfig:
     # even without a NAT, and as original initiator moves the IKE SA when its address goes away
     # (`IkeEndpoint.local_addresses_changed`). ESP encapsulation still follows NAT detection.
     mobike: bool = True
+    # RFC 5685 as a client: announce REDIRECT_SUPPORTED and go where a gateway redirects us (strongSwan's
+    # charon.follow_redirects, on by default); at most MAX_REDIRECTS in REDIRECT_LOOP_PERIOD
+    follow_redirects: bool = True
 
     def __post_init__(self) -> None:
         check_proposals(self.ike_proposals, ProtocolId.IKE, "ike_proposals")

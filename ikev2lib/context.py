@@ -15,8 +15,9 @@ from typing import Generic, TypeVar
 
 from .child_sa import EspFactory, random_esp_spi
 from .connections import ConnectionTable
-from .events import Address, Event
+from .events import Address, Event, Redirection
 from .natt import NATT_KEEPALIVE, NON_ESP_MARKER
+from .wire.redirect import Gateway
 
 SA = TypeVar("SA")  # the IKE SA type (ike_sa.IkeSa), a parameter so that this module stays below it
 
@@ -56,6 +57,8 @@ class EngineContext(Generic[SA]):
     stats: dict[str, int] = field(default_factory=dict)
     spawned: list[SA] = field(default_factory=list)  # IKE SAs born from rekeys, for the endpoint to register
     touched: set[SA] = field(default_factory=set)  # IKE SAs changed since the endpoint last settled them
+    # established IKE SAs a gateway redirected (RFC 5685): the endpoint starts their successors
+    redirects: list[tuple[SA, Gateway, Redirection]] = field(default_factory=list)
     _next_child_id: int = 1
 
     # ---- output ------------------------------------------------------------------------------------
@@ -102,6 +105,10 @@ class EngineContext(Generic[SA]):
         value = self._next_child_id
         self._next_child_id += 1
         return value
+
+    def reserve_child_id(self, child_id: int) -> None:
+        """A Child SA id taken over from another process: ours continue above it."""
+        self._next_child_id = max(self._next_child_id, child_id + 1)
 
     def new_esp_spi(self, residue: tuple[int, int] | None = None) -> bytes:
         """A fresh inbound ESP SPI, reserved until `release_esp_spi` (`residue`: see random_esp_spi)."""

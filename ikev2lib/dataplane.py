@@ -3,14 +3,15 @@
 The engine builds ESP SAs through an `EspFactory` (child_sa.py) and hands them to the user in events;
 `ikev2lib.esp.EspSA` (either back end) is the default. The engine itself only reads counters and
 lifetimes (lifetimes.py, and it tolerates objects without them, since a factory may be user code);
-drivers move packets with `encap`/`decap`.
+drivers move packets with `encap`/`decap`. High availability (`ikev2lib.ha`) also needs the
+sequence state of `HandOverSA`, which `ikev2lib.esp.EspSA` has.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-__all__ = ["EspCounters", "EspLimits", "DataPlaneSA"]
+__all__ = ["EspCounters", "EspLimits", "DataPlaneSA", "HandOverSA"]
 
 
 class EspCounters(Protocol):
@@ -50,3 +51,19 @@ class DataPlaneSA(Protocol):
 
     @property
     def soft_expired(self) -> bool: ...
+
+
+@runtime_checkable
+class HandOverSA(DataPlaneSA, Protocol):
+    """An ESP SA whose sequence state can move to another process (never backwards)."""
+
+    @property
+    def replay_window(self) -> int: ...
+
+    @property
+    def next_sequence(self) -> int: ...
+
+    @property
+    def highest_sequence(self) -> int: ...
+
+    def advance_sequence(self, next_seq: int) -> None: ...

@@ -22,20 +22,21 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
 from . import exchanges
-from .child_sa import EspFactory, default_esp_factory
+from .child_sa import ChildSa, EspFactory, default_esp_factory
 from .config import ChildConfig, IkeConfig
 from .connections import ConnectionTable
 from .context import EngineContext
 from .cookies import CookieJar
-from .events import Address, Event, ProtocolErrorEvent
+from .events import Address, Event, IkeSaRedirected, ProtocolErrorEvent, Redirection
 from .exceptions import LocalProtocolError, RemoteProtocolError
 from .ike_sa import IkeSa
 from .keyrecords import EspKeyRecord, IkeKeyRecord, key_records
 from .natt import NON_ESP_MARKER, UdpKind, classify_udp4500
-from .operations import CreateChild, DeleteChild, DeleteIke, Operation, RekeyChild, RekeyIke, SendDpd
+from .operations import CreateChild, DeleteChild, DeleteIke, Operation, Redirect, RekeyChild, RekeyIke, SendDpd
 from .ratelimit import PerSecondBudget
 from .state import IkeState
 from .wire import SA, ExchangeType, Header, Message, Nonce, Notify, NotifyType
+from .wire.redirect import Gateway, decode as decode_redirect, encode as redirect_answer
 
 __all__ = [
     "IkeEndpoint",
@@ -46,7 +47,12 @@ __all__ = [
     "COOKIE_THRESHOLD",
     "MAX_SAS_PER_PEER",
     "MAX_DATAGRAM",
+    "RedirectHook",
 ]
+
+# RFC 5685, gateway side: (the client's address, the connection it would get, the gateway that
+# redirected it here if any) -> the gateway (IP address or DNS name) to send it to, or None to serve it
+RedirectHook = Callable[[Address, IkeConfig, "str | None"], "str | None"]
 
 MAX_IKE_SAS = 10_000  # IKE SAs in any state; beyond it new IKE_SA_INIT requests are dropped
 MAX_HALF_OPEN = 1_000  # responder SAs still waiting for IKE_AUTH (RFC 7296 2.6: the DoS target)
@@ -81,6 +87,7 @@ class IkeEndpoint:
         wall_clock: Callable[[], float] = time.time,
         max_sas_per_peer: int = MAX_SAS_PER_PEER,
         natt_port: int = 4500,
+        redirect: RedirectHook | None = None,
     ) -> None:
         configs = () if config is None else (config,) if isinstance(config, IkeConfig) else tuple(config)
         names = [c.name for c in configs]
@@ -94,6 +101,9 @@ class IkeEndpoint:
         # IKE SAs one remote IP address may hold: raise it for a hub whose spokes share an address (a NAT)
         self.max_sas_per_peer = max_sas_per_peer
         self.allow_key_export = allow_key_export
+        # asked for every IKE_SA_INIT of a client that follows redirects (RFC 5685); user code: an
+        # exception in it is counted (`redirect_hook_errors`) and the client is served
+        self.redirect_hook = redirect
         self._by_spi: dict[bytes, IkeSa] = {}  # our SPI -> IKE SA (old and new during a rekey)
         self._by_id: dict[int, IkeSa] = {}  # stable handle -> the IKE SA users see
         # responder SAs by (SPIi, address) of their IKE_SA_INIT: retransmits and replays find them
@@ -168,8 +178,10 @@ class IkeEndpoint:
 
     # ---- the sans-IO surface -----------------------------------------------------------------------
 
-    def initiate(self, config: IkeConfig, remote_addr: Address, now: float) -> int:
-        """Start IKE_SA_INIT towards `remote_addr`; returns the IKE SA's handle (`ike_sa_id`)."""
+    def initiate(self, config: IkeConfig, remote_addr: Address, now: float, *,
+                 redirection: Redirection | None = None) -> int:
+        """Start IKE_SA_INIT towards `remote_addr`; returns the IKE SA's handle (`ike_sa_id`).
+        `redirection`: we go there because a gateway redirected us (from `IkeSaRedirected`)."""
         if len(self._by_spi) >= MAX_IKE_SAS:
             raise LocalProtocolError("too many IKE SAs")
         spi_i = self.ctx.new_ike_spi()
@@ -177,6 +189,7 @@ class IkeEndpoint:
             ctx=self.ctx, ike_sa_id=self._take_id(), config=config, is_initiator=True, remote_addr=remote_addr,
             spi_i=spi_i, spi_r=_ZERO_SPI, now=now,
         )  # fmt: skip
+        sa.redirection = redirection
         try:
             exchanges.initiate(sa, now)
         except BaseException:
@@ -272,6 +285,19 @@ class IkeEndpoint:
     def send_dpd(self, ike_sa_id: int) -> None:
         self._enqueue(self.connection(ike_sa_id), SendDpd())
 
+    def redirect_ike_sa(self, ike_sa_id: int, gateway: str) -> None:
+        """Send an established client to another gateway (RFC 5685 6: IP address or DNS name). Only
+        a client that announced REDIRECT_SUPPORTED can be redirected; if it does not delete its IKE SA
+        within REDIRECT_DELETE_DELAY seconds, we do."""
+        sa = self.connection(ike_sa_id)
+        if not sa.peer_accepts_redirect:
+            raise LocalProtocolError(f"IKE SA {ike_sa_id}: the peer did not announce REDIRECT_SUPPORTED")
+        try:
+            target = Gateway.parse(gateway)
+        except ValueError as exc:
+            raise LocalProtocolError(str(exc)) from None
+        self._enqueue(sa, Redirect(target))
+
     def peer_address_seen(self, ike_sa_id: int, addr: Address, now: float) -> bool:
         """Authenticated ESP of one of this IKE SA's Child SAs arrived (UDP-encapsulated) from `addr`:
         the peer's NAT may have a new mapping. Followed as for an IKE message (RFC 7296 2.23, only when
@@ -299,6 +325,23 @@ class IkeEndpoint:
                 self._guarded(sa, now, lambda s, t: exchanges.mobike.local_addresses_changed(s, listed, t))
                 self.ctx.touch(sa)
         self._settle(now)
+    def adopt(self, sa: IkeSa, children: Iterable[ChildSa]) -> None:
+        """Take in an established IKE SA built outside a handshake (`ikev2lib.ha.snapshot.restore`),
+        with its Child SAs: their SPIs and ids are reserved here. LocalProtocolError if one is taken."""
+        if sa.ctx is not self.ctx:
+            raise LocalProtocolError("the IKE SA was built for another endpoint")
+        children = list(children)
+        if sa.local_spi in self.ctx.ike_spis or sa.ike_sa_id in self._by_id:
+            raise LocalProtocolError(f"IKE SA {sa.ike_sa_id} (SPI {sa.local_spi.hex()}) is already here")
+        if any(c.spi_in in self.ctx.esp_spis for c in children):
+            raise LocalProtocolError("an inbound ESP SPI of the IKE SA is already in use here")
+        self.ctx.ike_spis.add(sa.local_spi)
+        for child in children:
+            self.ctx.esp_spis.add(child.spi_in)
+            self.ctx.reserve_child_id(child.child_id)
+            sa.children[child.child_id] = child
+        self._next_id = max(self._next_id, sa.ike_sa_id + 1)
+        self._register(sa)
 
     def abandon_ike_sa(self, ike_sa_id: int, now: float) -> None:
         """Forget an IKE SA at once without telling the peer (strongSwan's `terminate --force`)."""
@@ -358,6 +401,8 @@ class IkeEndpoint:
                 self._guarded(sa, now, exchanges.pump)
         while ctx.spawned:  # pumps may finish rekeys too
             self._register(ctx.spawned.pop())
+        while ctx.redirects:
+            self._follow_redirect(*ctx.redirects.pop(0), now)
         touched, ctx.touched = ctx.touched, set()
         for sa in touched:
             if sa.state != IkeState.SA_INIT_RECEIVED:
@@ -371,6 +416,25 @@ class IkeEndpoint:
         if len(self._timers) > 2 * len(self._by_spi) + 64:  # too many stale entries: rebuild
             self._timers = [e for e in self._timers if e[2].scheduled_at == e[0]]
             heapq.heapify(self._timers)
+
+    def _follow_redirect(self, old: IkeSa, gateway: Gateway, redirection: Redirection, now: float) -> None:
+        """An established IKE SA was redirected (it deletes itself): the same connection starts over
+        at the new gateway; a DNS name is left to the user (IkeSaRedirected says where)."""
+        target = (gateway.value, old.ike_port) if gateway.is_address else None
+        new_id: int | None = None
+        if target is not None:
+            try:
+                new_id = self.initiate(old.config, target, now, redirection=redirection)
+            except LocalProtocolError as exc:
+                self.ctx.emit(ProtocolErrorEvent(ike_sa_id=old.ike_sa_id, remote_addr=old.remote_addr,
+                                                 description=f"cannot follow the redirect to {gateway}: {exc}"))
+                target = None
+        self.ctx.emit(
+            IkeSaRedirected(
+                ike_sa_id=old.ike_sa_id, gateway=gateway.value, old_addr=old.remote_addr, remote_addr=target,
+                new_ike_sa_id=new_id, redirection=redirection,
+            )
+        )  # fmt: skip
 
     def _reschedule(self, sa: IkeSa) -> None:
         deadline = exchanges.next_deadline(sa)
@@ -518,6 +582,8 @@ class IkeEndpoint:
             refusal = RemoteProtocolError(f"no connection for a peer at {addr[0]}", notify=NotifyType.NO_PROPOSAL_CHOSEN)
             self._refuse_sa_init(refusal, spi_i, addr, natt, now)
             return
+        if self.redirect_hook is not None and self._redirect_sa_init(message, config, spi_i, addr, natt, now):
+            return
         spi_r = self.ctx.new_ike_spi()
         sa = IkeSa(
             ctx=self.ctx, ike_sa_id=self._take_id(), config=config, is_initiator=False, remote_addr=addr,
@@ -538,6 +604,38 @@ class IkeEndpoint:
         sa.init_key = (spi_i, addr)
         self._by_init[sa.init_key] = sa
         self._half_open.add(sa)
+
+    def _redirect_sa_init(self, message: Message, config: IkeConfig, spi_i: bytes, addr: Address, natt: bool,
+                          now: float) -> bool:
+        """RFC 5685 4.2: answer a client that follows redirects with a REDIRECT (carrying its nonce,
+        so that nobody else can forge one) if the hook says so; no state is kept. True if redirected."""
+        came_from: str | None = None
+        supported = message.notify(NotifyType.REDIRECT_SUPPORTED) is not None
+        redirected_from = message.notify(NotifyType.REDIRECTED_FROM)
+        if redirected_from is not None:
+            supported = True
+            try:
+                came_from = decode_redirect(bytes(redirected_from.data))[0].value
+            except RemoteProtocolError:
+                self.ctx.count("malformed_redirects")
+        nonce = message.find(Nonce)
+        if not supported or nonce is None or self.redirect_hook is None:
+            return False
+        try:
+            answer = self.redirect_hook(addr, config, came_from)
+            target = None if answer is None else Gateway.parse(answer)
+        except Exception:  # user code must not break the endpoint's promise never to raise on input
+            self.ctx.count("redirect_hook_errors")
+            return False
+        if target is None:
+            return False
+        self.ctx.count("sa_init_redirected")
+        if self._refusal_replies.take(now):
+            notify = Notify(NotifyType.REDIRECT, data=redirect_answer(target, bytes(nonce.data)))
+            self._reply_stateless(spi_i, notify, addr, natt)
+        else:
+            self.ctx.count("sa_init_refusals_unanswered")
+        return True
 
     def _connection_for(self, message: Message, addr: Address) -> IkeConfig | None:
         """The best connection by addresses whose IKE proposals accept the offer; if none accepts it,

@@ -17,6 +17,7 @@ __all__ = [
     "Event",
     "IkeSaEstablished",
     "IkeSaRekeyed",
+    "IkeSaRestored",
     "IkeSaDeleted",
     "ChildSaCreated",
     "ChildSaRekeyed",
@@ -24,6 +25,8 @@ __all__ = [
     "ChildSaExpired",
     "PeerAddressChanged",
     "IkeSaAddressesUpdated",
+    "IkeSaRedirected",
+    "Redirection",
     "PeerDead",
     "ProtocolErrorEvent",
 ]
@@ -57,6 +60,20 @@ class IkeSaRekeyed(Event):
     spi_i: bytes
     spi_r: bytes
     proposal: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class IkeSaRestored(Event):
+    """An IKE SA another process established was taken over from its snapshot (`ikev2lib.ha`); one
+    ChildSaCreated per Child SA follows, with fresh ESP SA objects."""
+
+    spi_i: bytes
+    spi_r: bytes
+    is_initiator: bool
+    remote_addr: Address
+    remote_id: str
+    connection: str
+    children: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,6 +159,31 @@ class PeerAddressChanged(Event):
 
     old_addr: Address
     remote_addr: Address
+
+
+@dataclass(frozen=True, slots=True)
+class Redirection:
+    """How a client came to its gateway (RFC 5685): the address of the gateway that sent it there
+    (its REDIRECTED_FROM) and when each redirect of the chain came, on the engine's clock (loop
+    detection). Pass it to `IkeEndpoint.initiate(..., redirection=)` to follow a redirect yourself."""
+
+    from_gateway: str
+    times: tuple[float, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class IkeSaRedirected(Event):
+    """The gateway sent us elsewhere (RFC 5685). `remote_addr` is where the engine went on: the same
+    IKE SA handle (`new_ike_sa_id == ike_sa_id`) when the redirect answered IKE_SA_INIT, a new IKE SA
+    of the same connection when it came on an established one (which is deleted). `gateway` is an
+    address or a DNS name; for a name `remote_addr` and `new_ike_sa_id` are None: resolve it and call
+    `IkeEndpoint.initiate(config, address, now, redirection=redirection)` (the asyncio driver does)."""
+
+    gateway: str
+    old_addr: Address
+    remote_addr: Address | None
+    new_ike_sa_id: int | None
+    redirection: Redirection
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,7 +20,9 @@ from .child_sa import ChildSa
 from .config import ChildConfig, IkeConfig
 from .context import EngineContext
 from .crypto import IkeKeys, SKCipher, sk_cipher
-from .events import Address, ChildSaDeleted, IkeSaDeleted, PeerAddressChanged, PeerDead, ProtocolErrorEvent
+from .events import (
+    Address, ChildSaDeleted, IkeSaDeleted, PeerAddressChanged, PeerDead, ProtocolErrorEvent, Redirection,
+)  # fmt: skip
 from .exceptions import LocalProtocolError, PeerNotifyError, RemoteProtocolError
 from .natt import NON_ESP_MARKER
 from .negotiation import SelectedProposal
@@ -34,6 +36,7 @@ __all__ = [
     "Request",
     "IncomingRequest",
     "InitExchange",
+    "MessageState",
     "MAX_PENDING_REQUESTS",
     "MAX_CHILD_SAS",
     "HALF_OPEN_TIMEOUT",
@@ -61,6 +64,11 @@ class Request:
 
     def on_response(self, sa: IkeSa, payloads: list[Payload], now: float) -> None:
         raise NotImplementedError
+
+    def answers(self, sa: IkeSa, payloads: list[Payload], addr: Address) -> bool:
+        """False for an unprotected IKE_SA_INIT response that cannot be the answer to this request
+        (anyone can send one): it is dropped and the request stays in flight."""
+        return True
 
     def abandon(self, sa: IkeSa) -> None:
         """The IKE SA ends or gives up on this request before an answer came."""
@@ -91,6 +99,34 @@ class _InFlight:
     datagrams: list[bytes]  # one message, possibly in SKF fragments
     next_at: float
     attempts: int = 0  # retransmissions done so far
+
+
+@dataclass(frozen=True, slots=True)
+class MessageState:
+    """An IKE SA's message layer as another process needs it to carry on (`ikev2lib.ha`): message
+    IDs, the cached response to the peer's last request, our request in flight exactly as sent, and
+    the IV counter of our SK cipher (None: random IVs)."""
+
+    send_mid: int
+    recv_mid: int
+    cached_response: tuple[int, bytes, tuple[bytes, ...]] | None  # (mid, request digest, datagrams)
+    in_flight: tuple[int, int, tuple[bytes, ...]] | None  # (mid, exchange type, datagrams)
+    next_iv: int | None
+
+
+class _HandedOver(Request):
+    """A request the previous owner of the SA had in flight: retransmitted exactly as it was sent,
+    so that the peer sees one request per message ID. Its answer is only acknowledged: the work that
+    request carried (a rekey's key share) stayed with the process that is gone."""
+
+    __slots__ = ("exchange",)
+    exchange_type = ExchangeType.INFORMATIONAL  # replaced per instance
+
+    def __init__(self, exchange: int) -> None:
+        self.exchange = exchange
+
+    def on_response(self, sa: IkeSa, payloads: list[Payload], now: float) -> None:
+        sa.ctx.count("handed_over_answers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +163,8 @@ class IkeSa:
         "selected", "proposal_text", "keys", "_in", "_out", "children", "init", "rekey_at", "init_key",
         "scheduled_at", "peer_fragmentation", "peer_deleted", "response_data", "_send_mid", "_recv_mid",
         "_outstanding", "_queue", "_cached_response", "_reassembly", "_last_invalid_mid_report",
-        "peer_signature_hashes", "peer_certreq", "peer_certificate", "resource_limited",
+        "peer_signature_hashes", "peer_certreq", "peer_certificate", "resource_limited", "ike_port",
+        "accepts_redirect", "peer_accepts_redirect", "redirection", "delete_at",
         "local_addr", "original_initiator", "peer_mobike", "peer_additional_addresses", "local_addresses",
         "mobike_target", "mobike_old_local", "mobike_update_mid", "request_source", "response_source",
     )  # fmt: skip
@@ -191,6 +228,12 @@ class IkeSa:
         # the CA key hashes of the peer's CERTREQ payloads; None: it sent no CERTREQ
         self.peer_certreq: tuple[bytes, ...] | None = None
         self.peer_certificate: x509.Certificate | None = None  # validated, when the peer used one
+        self.ike_port = remote_addr[1]  # the peer's IKE port before any float to NAT-T (redirects go there)
+        # RFC 5685: we announced that we follow redirects (client); the peer did (gateway)
+        self.accepts_redirect = False
+        self.peer_accepts_redirect = False
+        self.redirection: Redirection | None = None  # how a gateway sent us here, if one did
+        self.delete_at: float | None = None  # the SA deletes itself then (a redirected client that stays)
         # ---- MOBIKE (RFC 4555, exchanges/mobike.py) ----
         self.local_addr: Address = ctx.local_addr  # this SA's own address (IKE port); MOBIKE moves it
         self.original_initiator = is_initiator  # kept across IKE SA rekeys (the I flag may change)
@@ -341,6 +384,36 @@ class IkeSa:
     def response_bytes(self) -> bytes | None:
         return None if self._cached_response is None else self._cached_response[2][0]
 
+    # ---- hand-over to another process (ikev2lib.ha) --------------------------------------------------
+
+    def message_state(self) -> MessageState:
+        flight, cached = self._outstanding, self._cached_response
+        return MessageState(
+            send_mid=self._send_mid, recv_mid=self._recv_mid,
+            cached_response=None if cached is None else (cached[0], cached[1], tuple(cached[2])),
+            in_flight=None if flight is None else (flight.message_id, int(flight.request.exchange_type),
+                                                   tuple(flight.datagrams)),
+            next_iv=None if self._out is None else self._out.next_iv,
+        )  # fmt: skip
+
+    def resume_message_state(self, state: MessageState, *, iv_margin: int, now: float) -> None:
+        """Carry on where another process left off (the keys are installed). Our SK cipher's IV
+        counter jumps `iv_margin` past what the other process had replicated: messages it sent after
+        that must never share an IV with ours."""
+        if self._out is None:
+            raise LocalProtocolError("install the keys before the message state")
+        self._send_mid, self._recv_mid = state.send_mid, state.recv_mid
+        if state.cached_response is not None:
+            mid, digest, datagrams = state.cached_response
+            self._cached_response = (mid, digest, list(datagrams))
+        if state.next_iv is not None:
+            self._out.skip_ivs(state.next_iv + iv_margin)
+        if state.in_flight is not None:
+            mid, exchange, datagrams = state.in_flight
+            request = _HandedOver(exchange)
+            self._outstanding = _InFlight(request, mid, list(datagrams), now)  # resent at once
+            self._send_mid = max(self._send_mid, mid + 1)
+
     # ---- receiving ---------------------------------------------------------------------------------
 
     def receive(self, data: bytes, message: Message, addr: Address, natt: bool, now: float) -> IncomingRequest | None:
@@ -464,11 +537,14 @@ class IkeSa:
         flight = self._outstanding
         if flight is None or message.message_id != flight.message_id:
             raise RemoteProtocolError("unexpected response (no matching request)")
-        if int(message.exchange_type) != flight.request.exchange_type:
+        expected = flight.request.exchange if isinstance(flight.request, _HandedOver) else flight.request.exchange_type
+        if int(message.exchange_type) != expected:
             raise RemoteProtocolError("response exchange type does not match the request")
         payloads: list[Payload] | None
         if flight.request.exchange_type == ExchangeType.IKE_SA_INIT:
             payloads = list(message.payloads)
+            if not flight.request.answers(self, payloads, addr):
+                raise RemoteProtocolError("IKE_SA_INIT response that does not answer our request")
             if message.spi_r != bytes(8):
                 self.spi_r = bytes(message.spi_r)
         else:

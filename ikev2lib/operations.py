@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import ChildConfig
+from .wire.redirect import Gateway
 
 __all__ = [
     "Operation",
@@ -23,6 +24,7 @@ __all__ = [
     "UpdateSaAddresses",
     "SendAddressList",
     "CheckPeerAddress",
+    "Redirect",
 ]
 
 
@@ -85,7 +87,14 @@ class CheckPeerAddress:
     addr: tuple[str, int]
 
 
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """RFC 5685 6: send the established client to another gateway."""
+
+    gateway: Gateway
+
+
 Operation = (
     CreateChild | RekeyChild | DeleteChild | RekeyIke | DeleteIke | SendDpd | ReportInvalidMessageId
-    | UpdateSaAddresses | SendAddressList | CheckPeerAddress
+    | UpdateSaAddresses | SendAddressList | CheckPeerAddress | Redirect
 )

@@ -49,6 +49,7 @@ class IkeInput(_StateEnum):
     # local (the API caller or the engine's own timers)
     SEND_SA_INIT = "send-sa-init"
     CREATED_BY_REKEY = "created-by-rekey"  # the new IKE SA of a CREATE_CHILD_SA rekey
+    RESTORED = "restored"  # rebuilt from another process's snapshot (ikev2lib.ha)
     SEND_REQUEST = "send-request"  # CREATE_CHILD_SA or INFORMATIONAL on an established SA
     SEND_DELETE = "send-delete"
     REPLACED = "replaced"  # an IKE SA rekey completed; this SA is now the old one
@@ -75,6 +76,7 @@ IKE_TRANSITIONS: dict[tuple[IkeState, IkeInput], IkeState] = {
     (_S.INITIAL, _I.SEND_SA_INIT): _S.SA_INIT_SENT,
     (_S.INITIAL, _I.RECV_SA_INIT_REQUEST): _S.SA_INIT_RECEIVED,
     (_S.INITIAL, _I.CREATED_BY_REKEY): _S.ESTABLISHED,
+    (_S.INITIAL, _I.RESTORED): _S.ESTABLISHED,
     (_S.SA_INIT_SENT, _I.RECV_SA_INIT_RETRY): _S.SA_INIT_SENT,
     (_S.SA_INIT_SENT, _I.RECV_SA_INIT_RESPONSE): _S.AUTH_SENT,
     (_S.SA_INIT_RECEIVED, _I.RECV_AUTH_REQUEST): _S.ESTABLISHED,

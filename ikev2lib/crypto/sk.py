@@ -134,6 +134,15 @@ class SKCipher:
         """The inner payload chain, padding removed, after verifying the ICV/tag."""
         raise NotImplementedError
 
+    @property
+    def next_iv(self) -> int | None:
+        """The IV counter the next message takes (AEAD), None where IVs are random (CBC)."""
+        return None
+
+    def skip_ivs(self, next_iv: int) -> None:
+        """Move the IV counter forward to `next_iv` (never back): a process that takes over this key
+        from another must not repeat any IV the other may have used. A no-op for random IVs."""
+
     def __repr__(self) -> str:
         return f"SKCipher(encr_id={self.encr_id}, icv_size={self.icv_size})"
 
@@ -174,6 +183,19 @@ class _AeadSKCipher(SKCipher):
                 raise LocalProtocolError("AEAD IV space exhausted: rekey the IKE SA")
             self._next_iv = counter + 1
         return counter.to_bytes(_AEAD_IV, "big")
+
+    @property
+    def next_iv(self) -> int | None:
+        with self._iv_lock:
+            return self._next_iv
+
+    def skip_ivs(self, next_iv: int) -> None:
+        if not 0 <= next_iv <= AEAD_IV_LIMIT:
+            raise LocalProtocolError("IV counter out of range")
+        with self._iv_lock:
+            if next_iv < self._next_iv:
+                raise LocalProtocolError("the IV counter only moves forward")
+            self._next_iv = next_iv
 
     def _seal(self, iv: bytes, aad: bytes, data: bytes) -> bytes:
         nonce = self._salt + iv

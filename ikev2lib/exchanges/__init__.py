@@ -6,6 +6,7 @@
     ike_rekey       IKE SA rekey, both roles, with simultaneous-rekey resolution
     informational   Delete, DPD, INVALID_MESSAGE_ID reports, both roles
     mobike          RFC 4555: address updates, address lists, return routability checks, both roles
+    redirect        RFC 5685 redirects, gateway and client
     timed           rekeys on time, Child SA lifetimes, DPD scheduling
 
 The endpoint calls only the functions below. A request from the peer goes to the responder of its
@@ -28,6 +29,7 @@ from ..operations import (
     DeleteIke,
     Operation,
     RekeyChild,
+    Redirect,
     RekeyIke,
     ReportInvalidMessageId,
     SendAddressList,
@@ -36,7 +38,7 @@ from ..operations import (
 )
 from ..state import ChildState, IkeInput, IkeState
 from ..wire import SA, EncryptedFragment, ExchangeType, Message, Nonce, NotifyType, Payload, ProtocolId
-from . import child_create, ike_auth, ike_init, ike_rekey, informational, mobike, timed
+from . import child_create, ike_auth, ike_init, ike_rekey, informational, mobike, redirect, timed
 from .common import error_answer, need
 
 __all__ = [
@@ -161,6 +163,8 @@ def start_operation(sa: IkeSa, operation: Operation, now: float) -> None:
             mobike.start_address_list(sa, now)
         case CheckPeerAddress():
             mobike.start_check(sa, operation, now)
+        case Redirect(gateway=gateway):
+            redirect.start(sa, gateway, now)
         case _:
             assert_never(operation)
 

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 
 from ..config import IkeConfig
+from ..events import Address
 from ..crypto import KeyExchange, decode_signature_hashes, derive_ike_keys
 from ..exceptions import LocalProtocolError, ParseError, PeerNotifyError, RemoteProtocolError
 from ..ike_sa import IkeSa, InitExchange, Request
+from ..wire.redirect import Gateway
 from ..negotiation import SelectedProposal, ke_groups, select_proposal, validate_chosen_proposal
 from ..pki import certreq_data, certreq_hashes
 from ..state import IkeInput
 from ..wire import (
     KE, SA, CertEncoding, CertReq, ExchangeType, Message, Nonce, Notify, NotifyType, Payload, Proposal, ProtocolId,
 )  # fmt: skip
-from . import ike_auth
+from . import ike_auth, redirect
 from .common import (
     nat_seen,
     natd_notifies,
@@ -130,9 +132,34 @@ class SaInitRequest(Request):
             payloads.append(Notify(NotifyType.COOKIE, data=self.cookie))  # must come first (RFC 7296 2.6)
         payloads += [
             SA(self.offer), KE(self.ke.group, self.ke.public_bytes()), Nonce(ni), *natd_notifies(sa, ZERO_IKE_SPI),
-            *_capabilities(),
+            *_capabilities(), *redirect.sa_init_notifies(sa),
         ]  # fmt: skip
         return payloads
+
+    def answers(self, sa: IkeSa, payloads: list[Payload], addr: Address) -> bool:
+        # a REDIRECT must carry our nonce and come from the gateway we asked (RFC 5685 8.1); a forged
+        # or stale one (the previous gateway's retransmission after we moved on) is dropped
+        if sa.init is None:
+            return True
+        try:
+            redirect.sa_init_redirect(sa, sa.init, payloads, addr)
+        except RemoteProtocolError:
+            sa.ctx.count("redirects_dropped")
+            return False
+        return True
+
+    def _redirected(self, sa: IkeSa, gateway: Gateway, now: float) -> None:
+        """Start over at the new gateway: same SPIi and handle, fresh nonce and key share."""
+        if redirect.follow_in_sa_init(sa, gateway, now) is None:
+            return  # the attempt ended (a loop, or a name for the user to resolve)
+        init = sa.init
+        if init is None:
+            raise LocalProtocolError("IKE_SA_INIT state is gone")
+        self.cookie, self.retries = None, 0
+        self.ke = KeyExchange.generate(self.ke.group)
+        sa.spi_r = ZERO_IKE_SPI
+        sa.apply(IkeInput.RECV_SA_INIT_RETRY)
+        init.request = sa.restart_sa_init(self, self.payloads(sa, init.ni), now)
 
     def _retry(self, sa: IkeSa, init: InitExchange, now: float) -> None:
         self.retries += 1
@@ -144,6 +171,10 @@ class SaInitRequest(Request):
         init = sa.init
         if init is None:
             raise LocalProtocolError("IKE_SA_INIT state is gone")
+        gateway = redirect.sa_init_redirect(sa, init, payloads, sa.remote_addr)  # checked by `answers`
+        if gateway is not None:
+            self._redirected(sa, gateway, now)
+            return
         cookie = find_notify(payloads, NotifyType.COOKIE)
         if cookie is not None:
             if self.retries >= MAX_SA_INIT_RETRIES or not 1 <= len(cookie.data) <= MAX_COOKIE_SIZE:
@@ -229,6 +260,9 @@ def accept_request(sa: IkeSa, message: Message, data: bytes, now: float) -> None
     sa.apply(IkeInput.RECV_SA_INIT_REQUEST)
     sa.init = init
     peer_capabilities(sa, payloads)
+    sa.peer_accepts_redirect = any(
+        find_notify(payloads, kind) is not None for kind in (NotifyType.REDIRECT_SUPPORTED, NotifyType.REDIRECTED_FROM)
+    )
     response: list[Payload] = [SA([selected.to_wire(b"")]), KE(group, ours.public_bytes()), Nonce(init.nr)]
     response += our_certreq(sa)
     if nat is not None:

@@ -70,6 +70,8 @@ def _new_ike_sa(
     new.peer_additional_addresses, new.local_addresses = old.peer_additional_addresses, old.local_addresses
     new.remote_id_text = old.remote_id_text
     new.peer_certificate = old.peer_certificate
+    new.ike_port, new.redirection, new.delete_at = old.ike_port, old.redirection, old.delete_at
+    new.accepts_redirect, new.peer_accepts_redirect = old.accepts_redirect, old.peer_accepts_redirect
     new.hidden = True
     new.install_keys(selected, new_keys, describe(selected))
     new.apply(IkeInput.CREATED_BY_REKEY)

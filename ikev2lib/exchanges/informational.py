@@ -1,5 +1,6 @@
 """INFORMATIONAL (RFC 7296 1.4), both roles: deleting Child SAs and IKE SAs, liveness checks (DPD),
-and reports of refused message IDs (3.10.1). MOBIKE's notifies (RFC 4555) go to `mobike.respond`.
+and reports of refused message IDs (3.10.1). MOBIKE's notifies (RFC 4555) go to `mobike.respond`, a
+gateway's REDIRECT (RFC 5685) to `redirect`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from ..exceptions import PeerNotifyError
 from ..ike_sa import IkeSa, Request
 from ..state import ChildInput, ChildState, IkeInput, IkeState
 from ..wire import Delete, ExchangeType, Notify, NotifyType, Payload, ProtocolId
-from . import ike_rekey, mobike
+from . import ike_rekey, mobike, redirect
 from .common import find_notify, report_error
 
 __all__ = ["start_child_delete", "start_ike_delete", "start_dpd", "start_invalid_mid_report", "respond"]
@@ -84,6 +85,7 @@ def respond(sa: IkeSa, payloads: list[Payload], now: float) -> list[Payload]:
         report_error(sa, str(refused), refused)
         sa.peer_deleted = True
         return []
+    redirect.receive_informational(sa, payloads, now)
     if any(int(d.protocol_id) == ProtocolId.IKE for d in deletes):
         # closed once the (empty) answer is out, so that the answer goes under this SA's keys
         ike_rekey.conclude_before_delete(sa, now)

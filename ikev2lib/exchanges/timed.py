@@ -1,5 +1,6 @@
 """Work an established IKE SA starts on its own when a deadline passes: IKE and Child SA rekeys on
-time, Child SA lifetimes (soft: rekey; hard: delete; see `ikev2lib.lifetimes`), and DPD (RFC 7296 2.4).
+time, Child SA lifetimes (soft: rekey; hard: delete; see `ikev2lib.lifetimes`), DPD (RFC 7296 2.4), and
+the deletion of a redirected client that stayed (`IkeSa.delete_at`, RFC 5685).
 
 Runs only while the request window is free; at most one request is started per call.
 """
@@ -23,6 +24,8 @@ _LIFETIME_STATES = (ChildState.INSTALLED, ChildState.REKEYED)
 
 def next_deadline(sa: IkeSa) -> float | None:
     times: list[float] = []
+    if sa.delete_at is not None:
+        times.append(sa.delete_at)
     if sa.rekey_at is not None:
         times.append(sa.rekey_at)
     for child in sa.children.values():
@@ -39,6 +42,10 @@ def next_deadline(sa: IkeSa) -> float | None:
 
 
 def start_due_work(sa: IkeSa, now: float) -> None:
+    if sa.delete_at is not None and now >= sa.delete_at:
+        sa.delete_at = None
+        informational.start_ike_delete(sa, now)
+        return
     if sa.rekey_at is not None and now >= sa.rekey_at:
         sa.rekey_at = None
         ike_rekey.start(sa, now)

@@ -1,5 +1,5 @@
 """The gateway commands of `ikev2lib`: `run` (the gateway in the foreground) and the control
-commands `status`, `initiate`, `terminate`, `reload` that talk to it over its control socket.
+commands `status`, `initiate`, `terminate`, `reload`, `redirect` that talk to it over its control socket.
 
 `run --metrics ADDR:PORT` serves Prometheus metrics (metrics.py); `run --log-format json` writes one
 JSON object per log line (logs.py)."""
@@ -139,7 +139,8 @@ def _print_status(status: dict[str, Any]) -> None:
 
 
 def control(args: argparse.Namespace) -> int:
-    answer = request(args.control, args.command, getattr(args, "name", None))
+    extra = {"to": args.to} if args.command == "redirect" else {}
+    answer = request(args.control, args.command, getattr(args, "name", None), **extra)
     if not answer.get("ok"):
         print(f"error: {answer.get('error', 'no answer')}", file=sys.stderr)
         return 1
@@ -151,7 +152,7 @@ def control(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: Any) -> None:
-    """Add `run`, `status`, `initiate`, `terminate` and `reload` to an argparse subparsers object."""
+    """Add `run`, `status`, `initiate`, `terminate`, `reload` and `redirect` to an argparse subparsers object."""
     p_run = commands.add_parser("run", help="run a gateway in the foreground (SIGHUP reloads, SIGTERM stops)")
     source = p_run.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="the native TOML configuration file")
@@ -177,11 +178,15 @@ def add_commands(commands: Any) -> None:
                        help="native (the driver's XDP) or skb (generic XDP, any device)")
     p_run.set_defaults(func=run)
     for name, text in (("status", "IKE and Child SAs of a running gateway"), ("reload", "reload the configuration"),
-                       ("initiate", "initiate a connection"), ("terminate", "delete a connection's IKE SAs")):
+                       ("initiate", "initiate a connection"), ("terminate", "delete a connection's IKE SAs"),
+                       ("redirect", "send established clients to another gateway (RFC 5685)")):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--control", default=DEFAULT_CONTROL_PATH, help="control socket path")
         if name in ("initiate", "terminate"):
             sub.add_argument("name")
+        if name == "redirect":
+            sub.add_argument("--to", required=True, help="the gateway: an IP address or a DNS name")
+            sub.add_argument("name", nargs="?", help="only this connection's clients (default: all)")
         if name == "status":
             sub.add_argument("--json", action="store_true", help="print the status as JSON")
         sub.set_defaults(func=control)

@@ -5,10 +5,12 @@ one JSON object per line each way.
     {"command": "initiate", "name": "hub"}   -> {"ok": true, "ike_sa_id": 3}
     {"command": "terminate", "name": "hub"}  -> {"ok": true, "terminated": 1}
     {"command": "reload"}                    -> {"ok": true, "added": [...], "changed": [...], "removed": [...]}
+    {"command": "redirect", "to": "192.0.2.2", "name": "hub"}   (name optional: every connection)
+                                             -> {"ok": true, "redirected": 3, "unable": 1}
 
 A failed command answers {"ok": false, "error": "..."}. Requests are bounded (MAX_REQUEST bytes, one
 per connection, REQUEST_TIMEOUT seconds); anything else closes the connection.
-`request()` is the client side the `ikev2lib status|initiate|terminate|reload` commands use.
+`request()` is the client side the `ikev2lib status|initiate|terminate|reload|redirect` commands use.
 """
 
 from __future__ import annotations
@@ -85,6 +87,11 @@ class ControlServer:
                 return {"ok": True, "status": self.gateway.status()}
             if command == "reload":
                 return {"ok": True, **self.gateway.reload()}
+            if command == "redirect":
+                to = message.get("to")
+                if not isinstance(to, str) or not (name is None or isinstance(name, str)):
+                    return {"ok": False, "error": 'redirect needs "to" (and "name" as a string, if given)'}
+                return {"ok": True, **self.gateway.redirect(to, name)}
             if command in ("initiate", "terminate"):
                 if not isinstance(name, str):
                     return {"ok": False, "error": f'{command} needs "name"'}
@@ -96,9 +103,9 @@ class ControlServer:
         return {"ok": False, "error": f"unknown command {command!r}"}
 
 
-def request(path: str | os.PathLike[str], command: str, name: str | None = None) -> dict[str, Any]:
+def request(path: str | os.PathLike[str], command: str, name: str | None = None, **fields: str) -> dict[str, Any]:
     """Send one command to a running gateway and return its answer (LocalProtocolError if none)."""
-    message: dict[str, Any] = {"command": command}
+    message: dict[str, Any] = {"command": command, **fields}
     if name is not None:
         message["name"] = name
     try:

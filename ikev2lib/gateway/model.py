@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from ..config import MAX_PER_CPU_SAS, IkeConfig
 from ..endpoint import MAX_SAS_PER_PEER
 from ..exceptions import LocalProtocolError
+from ..wire.redirect import Gateway
 
 __all__ = [
     "ConfigError",
     "Connection",
     "DataPathConfig",
     "GatewayConfig",
+    "RedirectPolicy",
     "START_ACTIONS",
     "decode_secret",
     "parse_duration",
@@ -142,12 +144,31 @@ class DataPathConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RedirectPolicy:
+    """RFC 5685, gateway side: new clients (that announce REDIRECT_SUPPORTED) are sent to `to` once
+    this gateway holds `above` IKE SAs; `above = 0` sends every new one (maintenance: drain the
+    gateway; the established clients move with `ikev2lib redirect`)."""
+
+    to: str  # an IP address or a DNS name
+    above: int = 0
+
+    def __post_init__(self) -> None:
+        try:
+            Gateway.parse(self.to)
+        except ValueError as exc:
+            raise LocalProtocolError(f"redirect to: {exc}") from None
+        if self.above < 0:
+            raise LocalProtocolError("redirect above must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
 class GatewayConfig:
     connections: tuple[Connection, ...]
     listen: tuple[str, ...] = ()  # local addresses to bind (from local_addrs unless given)
     source: str = ""
     datapath: DataPathConfig | None = None  # None: no packet path (IKE only; ESP is counted, not forwarded)
     max_sas_per_peer: int = MAX_SAS_PER_PEER  # IKE SAs one remote address may hold (spokes behind one NAT share one)
+    redirect: RedirectPolicy | None = None  # send new clients to another gateway (load, maintenance)
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.connections]

@@ -17,7 +17,9 @@ algorithms, identities, selectors, rekey times, packet and byte counters) as pla
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ from ..events import (
     IkeSaAddressesUpdated,
     IkeSaDeleted,
     IkeSaEstablished,
+    IkeSaRedirected,
     IkeSaRekeyed,
     PeerAddressChanged,
     PeerDead,
@@ -45,6 +48,7 @@ from ..events import (
 from ..exceptions import LocalProtocolError
 from ..ike_sa import IkeSa
 from ..state import IkeState
+from ..wire.redirect import Gateway as RedirectTarget
 from .counters import TunnelCounters
 from .datapath import DataPath
 from .metrics import GatewayMetrics
@@ -54,6 +58,7 @@ __all__ = ["Gateway", "SHUTDOWN_WAIT"]
 
 log = logging.getLogger("ikev2lib.gateway")
 
+RESOLVE_TIMEOUT = 10.0  # seconds to resolve the DNS name a gateway redirected us to
 SHUTDOWN_WAIT = 5.0  # seconds to wait for the peers to answer our Deletes at shutdown
 STARTS_PER_TICK = 20  # `start` connections initiated together ...
 START_TICK = 0.1  # ... every this many seconds: 200 per second
@@ -115,8 +120,10 @@ class Gateway:
             served = [c.config for c in config.connections if _serves(c, address)]
 
             def factory(addr: tuple[str, int], served: list[IkeConfig] = served) -> IkeEndpoint:
-                return IkeEndpoint(served, local_addr=addr, wall_clock=self._wall_clock,
-                                   max_sas_per_peer=config.max_sas_per_peer)
+                endpoint = IkeEndpoint(served, local_addr=addr, wall_clock=self._wall_clock,
+                                       max_sas_per_peer=config.max_sas_per_peer)
+                endpoint.redirect_hook = self._redirect_hook(endpoint)
+                return endpoint
 
             driver = await AsyncioIkeDriver.create(factory, host=address, ike_port=self._ike_port,
                                                    natt_port=self._natt_port, esp_elsewhere=datapath is not None)
@@ -189,6 +196,7 @@ class Gateway:
             raise LocalProtocolError(f"connection {name!r} has no remote address to initiate to")
         listener = self._listener_for(connection)
         ike_sa_id = listener.driver.initiate(connection.config, (connection.remote_host, connection.remote_port))
+        listener.established[ike_sa_id] = name  # named in logs from the start (and followed if redirected)
         log.info("%s: initiating to %s", name, connection.remote_host)
         return ike_sa_id
 
@@ -202,6 +210,61 @@ class Gateway:
                     count += 1
         log.info("%s: terminating %d IKE SAs", name, count)
         return count
+
+    def redirect(self, to: str, name: str | None = None) -> dict[str, int]:
+        """RFC 5685 6: send the established clients (of connection `name`, or all) to gateway `to`.
+        Only clients that announced REDIRECT_SUPPORTED can be sent; the others are counted."""
+        try:
+            RedirectTarget.parse(to)
+        except ValueError as exc:
+            raise LocalProtocolError(str(exc)) from None
+        if name is not None:
+            self._connection(name)
+        redirected = unable = 0
+        for listener in self.listeners:
+            endpoint = listener.driver.endpoint
+            for sa in list(endpoint.connections()):
+                if sa.hidden or sa.state != IkeState.ESTABLISHED or (name is not None and sa.config.name != name):
+                    continue
+                if not sa.peer_accepts_redirect:
+                    unable += 1
+                    continue
+                listener.driver.request(endpoint.redirect_ike_sa, sa.ike_sa_id, to)
+                redirected += 1
+        log.info("redirecting %d IKE SAs to %s (%d cannot follow)", redirected, to, unable)
+        return {"redirected": redirected, "unable": unable}
+
+    def _redirect_hook(self, endpoint: IkeEndpoint) -> Callable[[Address, IkeConfig, str | None], str | None]:
+        """The [redirect] policy, read at each IKE_SA_INIT (a reload changes it)."""
+        def decide(addr: Address, connection: IkeConfig, came_from: str | None) -> str | None:
+            policy = self.config.redirect if self.config is not None else None
+            if policy is None or len(endpoint) < policy.above:
+                return None
+            return policy.to
+        return decide
+
+    def _follow_named_redirect(self, listener: _Listener, event: IkeSaRedirected) -> None:
+        """A gateway sent one of our IKE SAs to a DNS name: resolve it, then initiate there."""
+        name = listener.established.get(event.ike_sa_id or 0)
+        connection = self.config.connection(name) if self.config is not None and name is not None else None
+        if connection is None:
+            log.warning("redirected to %s, but the connection is gone", event.gateway)
+            return
+
+        async def follow() -> None:
+            loop = listener.driver.loop
+            try:
+                found = await asyncio.wait_for(loop.getaddrinfo(event.gateway, None, type=socket.SOCK_DGRAM),
+                                               RESOLVE_TIMEOUT)
+            except (OSError, asyncio.TimeoutError) as exc:
+                log.error("%s: cannot resolve %s to follow its redirect: %s", connection.name, event.gateway, exc)
+                return
+            host = str(found[0][4][0])
+            initiate = functools.partial(listener.driver.endpoint.initiate, redirection=event.redirection)
+            listener.driver.request(initiate, connection.config, (host, connection.remote_port), loop.time())
+            log.info("%s: following the redirect to %s (%s)", connection.name, event.gateway, host)
+
+        listener.driver.loop.create_task(follow())
 
     def reload(self) -> dict[str, list[str]]:
         """Load the configuration again and apply it to new peers; established SAs stay as they are.
@@ -331,6 +394,13 @@ class Gateway:
             log.info("%s: IKE SA %s: MOBIKE moved %s:%d - %s:%d to %s:%d - %s:%d (%s)", name, event.ike_sa_id,
                      *event.old_local_addr, *event.old_remote_addr, *event.local_addr, *event.remote_addr,
                      "UDP-encapsulated" if event.udp_encap else "raw ESP", extra=extra)
+        elif isinstance(event, IkeSaRedirected):  # RFC 5685: a gateway sent us elsewhere
+            log.info("%s: IKE SA %s: redirected by %s to %s", name, event.ike_sa_id, event.old_addr[0], event.gateway,
+                     extra=extra)
+            if event.new_ike_sa_id is not None:
+                listener.established[event.new_ike_sa_id] = name
+            elif event.remote_addr is None:
+                self._follow_named_redirect(listener, event)
         elif isinstance(event, (ProtocolErrorEvent, PeerDead)):
             log.warning("%s: %s: %s", name, listener.address, event, extra=extra)
 

@@ -4,6 +4,10 @@ that one policy (suites, lifetimes, rekeying, DPD, authentication) applies alike
     listen = ["192.0.2.1"]                # optional: addresses to bind (default: the local_addrs)
     max_sas_per_peer = 32                 # optional: IKE SAs one remote address may hold (anti-DoS)
 
+    [redirect]                            # optional, RFC 5685: send new clients to another gateway
+    to = "192.0.2.2"                      # an IP address or a DNS name
+    above = 0                             # once this gateway holds that many IKE SAs (0: every new one)
+
     [datapath]                            # optional: carry the Child SAs' traffic through a TUN device
     tun = "ikev2lib0"                     # its name
     addresses = ["10.0.0.1/16"]           # the gateway's inner addresses on it
@@ -19,6 +23,7 @@ that one policy (suites, lifetimes, rekeying, DPD, authentication) applies alike
     rekey_time = "4h"                     # seconds, or "30s" / "10m" / "4h" / "1d"
     dpd_delay = "30s"
     natt_keepalive = "20s"                # behind a NAT: keepalives that hold its mapping (0: off)
+    follow_redirects = true               # as a client: go where a gateway redirects us (RFC 5685)
     local_auth = "pubkey"
     remote_auth = "pubkey"
     cert = "x509/hub.pem"                 # with key, key_passphrase or passphrase_file, chain
@@ -115,6 +120,7 @@ from .model import (
     Connection,
     DataPathConfig,
     GatewayConfig,
+    RedirectPolicy,
     decode_secret,
     parse_duration,
     per_cpu_sas_for,
@@ -145,7 +151,8 @@ _TOML_LINE = re.compile(r"at line (\d+)")
 _FIELD = re.compile(r"[a-z_]+")
 
 _REVOCATIONS = tuple(r.value for r in Revocation)
-_TOP_KEYS = frozenset({"listen", "templates", "connections", "datapath", "max_sas_per_peer"})
+_TOP_KEYS = frozenset({"listen", "templates", "connections", "datapath", "max_sas_per_peer", "redirect"})
+_REDIRECT_KEYS = frozenset({"to", "above"})
 _DATAPATH_KEYS = frozenset({"tun", "addresses", "workers", "path_mtu", "mss_clamp", "offload", "xdp", "xdp_mode"})
 _RETRANSMIT_KEYS = frozenset({"timeout", "base", "tries"})
 _CREDENTIAL_KEYS = frozenset({"cert", "key", "chain", "pkcs12", "passphrase", "passphrase_file"})
@@ -351,6 +358,7 @@ _IKE_FIELDS: dict[str, Converter] = {
     "dpd_delay": _optional_duration,
     "rekey_time": _optional_duration,
     "natt_keepalive": _optional_duration,
+    "follow_redirects": _bool,
 }
 # child keys that are one ChildConfig field each
 _CHILD_FIELDS: dict[str, Converter] = {
@@ -481,7 +489,9 @@ class _Loader:
             self._template(name, (), scope)
             self._settings(scope, _own(table), template=True)
         datapath = self._datapath(top, document["datapath"]) if "datapath" in document else None
-        limits = {}
+        limits: dict[str, Any] = {}
+        if "redirect" in document:
+            limits["redirect"] = self._redirect(top, document["redirect"])
         if "max_sas_per_peer" in document:
             limits["max_sas_per_peer"] = _int(top, ("max_sas_per_peer",), document["max_sas_per_peer"], 1,
                                               MAX_IKE_SAS)
@@ -489,6 +499,19 @@ class _Loader:
             return GatewayConfig(connections=built, listen=listen, source=self.file, datapath=datapath, **limits)
         except LocalProtocolError as exc:
             raise top.error(("connections",), str(exc)) from exc
+
+    @staticmethod
+    def _redirect(scope: _Scope, value: object) -> RedirectPolicy:
+        at: _Key = ("redirect",)
+        table = _table(scope, at, value, _REDIRECT_KEYS)
+        if "to" not in table:
+            raise scope.error(at, "needs `to` (the gateway to send clients to)")
+        to = _str(scope, at + ("to",), table["to"])
+        above = _int(scope, at + ("above",), table["above"], 0, MAX_IKE_SAS) if "above" in table else 0
+        try:
+            return RedirectPolicy(to=to, above=above)
+        except LocalProtocolError as exc:
+            raise scope.error(at + ("to",), str(exc)) from exc
 
     @staticmethod
     def _datapath(scope: _Scope, value: object) -> DataPathConfig:

@@ -60,16 +60,25 @@ def test_commands_and_refusals(tmp_path: Path) -> None:
             json.loads(_exchange(path, b"not json\n")),
             json.loads(_exchange(path, b'["a list"]\n')),
             json.loads(_exchange(path, b'{"command": "initiate"}\n')),
+            request(path, "redirect", to="192.0.2.9"),
+            request(path, "redirect", "hub", to="gw2.example.org"),
+            request(path, "redirect", "nope", to="192.0.2.9"),
+            request(path, "redirect", to="no such gateway!"),
+            json.loads(_exchange(path, b'{"command": "redirect"}\n')),
         ]
 
-    status, unknown_name, no_remote, terminated, unknown, garbage, wrong_shape, no_name = asyncio.run(
-        _with_server(path, body))
+    (status, unknown_name, no_remote, terminated, unknown, garbage, wrong_shape, no_name, redirected, redirected_hub,
+     redirect_unknown, redirect_bad, redirect_no_to) = asyncio.run(_with_server(path, body))
     assert status["ok"] and status["status"]["connections"] == ["hub"] and status["status"]["ike_sas"] == []
     assert not unknown_name["ok"] and "no connection named 'nope'" in unknown_name["error"]
     assert not no_remote["ok"] and "no remote address" in no_remote["error"]
     assert terminated == {"ok": True, "terminated": 0}
     assert not unknown["ok"] and "unknown command" in unknown["error"]
     assert not garbage["ok"] and not wrong_shape["ok"] and not no_name["ok"]
+    assert redirected == redirected_hub == {"ok": True, "redirected": 0, "unable": 0}  # no clients yet
+    assert not redirect_unknown["ok"] and "no connection named 'nope'" in redirect_unknown["error"]
+    assert not redirect_bad["ok"] and "neither an IP address nor a DNS name" in redirect_bad["error"]
+    assert not redirect_no_to["ok"] and 'redirect needs "to"' in redirect_no_to["error"]
     assert not path.exists()  # removed on close
 
 

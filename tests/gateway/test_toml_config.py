@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ikev2lib.gateway import toml_config
-from ikev2lib.gateway.model import ConfigError, Connection, DataPathConfig, GatewayConfig
+from ikev2lib.gateway.model import ConfigError, Connection, DataPathConfig, GatewayConfig, RedirectPolicy
 from ikev2lib.gateway.toml_config import (
     MAX_CONFIG_FILE,
     MAX_CONNECTIONS,
@@ -257,6 +257,15 @@ def test_datapath_table() -> None:
     assert load("max_sas_per_peer = 2500\n" + _with("")).max_sas_per_peer == 2500
 
 
+def test_redirect_table_and_follow_redirects() -> None:
+    assert load(_with("")).redirect is None
+    config = load('[redirect]\nto = "gw2.example.org"\nabove = 500\n' + _with("follow_redirects = false"))
+    assert config.redirect == RedirectPolicy(to="gw2.example.org", above=500)
+    assert config.connections[0].config.follow_redirects is False
+    assert load('[redirect]\nto = "2001:db8::2"\n' + _with("")).redirect == RedirectPolicy(to="2001:db8::2", above=0)
+    assert load(_with("")).connections[0].config.follow_redirects is True  # strongSwan's default
+
+
 def test_child_defaults_and_children_order() -> None:
     config = load("""
 [templates.t]
@@ -410,7 +419,12 @@ def test_unused_templates_are_checked_too() -> None:
 @pytest.mark.parametrize(
     ("text", "key", "message"),
     [
-        ('listen = ["192.0.2.1"]\nhosts = 1\n', "hosts", "unknown key; allowed: connections, datapath, listen, max_sas_per_peer, templates"),
+        ('listen = ["192.0.2.1"]\nhosts = 1\n', "hosts",
+         "unknown key; allowed: connections, datapath, listen, max_sas_per_peer, redirect, templates"),
+        ("[redirect]\nabove = 3\n", "redirect", "needs `to`"),
+        ('[redirect]\nto = "not a host!"\n', "redirect.to", "neither an IP address nor a DNS name"),
+        ('[redirect]\nto = "192.0.2.9"\nabove = -1\n', "redirect.above", "must be in 0..10000"),
+        ('[redirect]\nto = "192.0.2.9"\nwhen = 1\n', "redirect.when", "allowed: above, to"),
         (_with("foo = 1"), "connections.c.foo", "allowed: cacerts, cert"),
         ("[datapath]\nqueues = 2\n", "datapath.queues", "allowed: addresses, mss_clamp, offload, path_mtu, tun, workers"),
         ("[datapath]\nworkers = 65\n", "datapath.workers", "must be in 0..64"),

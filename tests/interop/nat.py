@@ -7,6 +7,10 @@ table masquerading everything that leaves on the outside link, with conntrack) a
 all three. Leaving the context manager kills everything started in the namespaces and deletes them
 (the veth links and the nft table go with them).
 
+`masquerade=False` makes the router a plain router (no nft table; `outside` routes the inside
+network through it): three namespaces in a row, as the redirect tests use them (a client, a
+gateway that is also the router, a second gateway behind it).
+
 Plain masquerade keeps the source port whenever it is free, so a mapping dropped with
 `flush_conntrack()` comes back on the same public port (4500 stays 4500) and a test cannot see
 the change. `random_ports=True` maps UDP and TCP to a port drawn at random from
@@ -79,9 +83,10 @@ class NatTopology:
     """inside -- router (NAT) -- outside; use as a context manager (cleanup guaranteed)."""
 
     def __init__(self, random_ports: bool = False, addresses: NatAddresses = NatAddresses(),
-                 tag: str | None = None) -> None:
+                 tag: str | None = None, masquerade: bool = True) -> None:
         self.tag = tag or secrets.token_hex(3)
         self.random_ports = random_ports
+        self.masquerade = masquerade
         self.addresses = addresses
         self.inside_name = f"ikt-{self.tag}-i"
         self.router_name = f"ikt-{self.tag}-n"
@@ -140,7 +145,7 @@ class NatTopology:
 
     def setup(self) -> NatTopology:
         require_root()
-        nft = _require_tool("nft", "nftables")
+        nft = _require_tool("nft", "nftables") if self.masquerade else ""
         a = self.addresses
         for addr in (a.inside, a.router_inside, a.router_outside, a.outside):
             ipaddress.ip_address(addr)  # reject a typo before `ip` does something odd
@@ -162,6 +167,10 @@ class NatTopology:
                 ns.ip("link", "set", ifname, "up")
             self.inside.ip("route", "add", "default", "via", a.router_inside)
             self.router.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            if not self.masquerade:
+                inside_net = ipaddress.ip_interface(f"{a.inside}/{a.prefix_len}").network
+                self.outside.ip("route", "add", str(inside_net), "via", a.router_outside)
+                return self
             ruleset = (f"table ip {NFT_TABLE} {{\n  chain postrouting {{\n"
                        "    type nat hook postrouting priority srcnat; policy accept;\n"
                        + "".join(f"    {rule}\n" for rule in self.nat_rules()) + "  }\n}\n")
