@@ -13,6 +13,12 @@ a Child SA's outbound SA. `drop()` loses chosen IKE messages (in or out) so that
 retransmission on both sides without a lossy link (this kernel has no netem). Also here: IPv4/UDP
 packet building/reading and a UDP receiver that signals when it is bound.
 
+For MOBIKE (RFC 4555) tests, `bind_host="0.0.0.0"` binds the driver's sockets to the wildcard
+address (the engine then picks each IKE datagram's source, sent with IP_PKTINFO) while `address`
+stays the address the engine starts from, and `local_addresses_changed()` hands the engine the
+namespace's new list of usable addresses. Each decapsulated ESP packet carries its arrival time
+(`ReceivedEsp.at`, time.time()), to measure how long traffic stopped.
+
 Every wait is bounded (`STEP_TIMEOUT`); `close()` stops the loop and closes the sockets.
 """
 
@@ -53,6 +59,7 @@ class ReceivedEsp:
     child_id: int
     next_header: int
     inner: bytes
+    at: float = 0.0  # time.time() when the driver handed it over
 
 
 def _checksum(data: bytes) -> int:
@@ -93,12 +100,14 @@ def udp_payload_of(packet: bytes) -> tuple[str, str, int, int, bytes] | None:
 
 
 class IkeLibPeer:
-    """ikev2lib's asyncio driver on `address`:500/4500 inside `ns` (see the module docstring)."""
+    """ikev2lib's asyncio driver on `address`:500/4500 inside `ns` (see the module docstring);
+    `bind_host` (e.g. "0.0.0.0") binds the sockets there instead, the engine starting from `address`."""
 
     def __init__(self, ns: Namespace, address: str, config: IkeConfig | None = None,
                  *, allow_key_export: bool = True, cookie_threshold: int = 1_000,
-                 esp_factory: EspFactory = default_esp_factory) -> None:
+                 esp_factory: EspFactory = default_esp_factory, bind_host: str | None = None) -> None:
         self.ns = ns
+        self.bind_host = bind_host
         self.esp_factory = esp_factory
         self.cookie_threshold = cookie_threshold
         self.address = address
@@ -142,11 +151,13 @@ class IkeLibPeer:
             asyncio.set_event_loop(loop)
 
             def factory(addr: Address) -> IkeEndpoint:
+                if self.bind_host is not None:  # wildcard sockets: the engine starts from `address`
+                    addr = (self.address, addr[1])
                 return IkeEndpoint(self.config, local_addr=addr, allow_key_export=self.allow_key_export,
                                    cookie_threshold=self.cookie_threshold, esp_factory=self.esp_factory)
 
             self.driver = loop.run_until_complete(AsyncioIkeDriver.create(
-                factory, host=self.address, ike_port=IKE_PORT, natt_port=NATT_PORT))
+                factory, host=self.bind_host or self.address, ike_port=IKE_PORT, natt_port=NATT_PORT))
             self.driver.esp_handler = self._on_esp
             self._install_loss_hooks(self.driver)
             pump = loop.create_task(self._pump_events())
@@ -196,7 +207,8 @@ class IkeLibPeer:
 
     def add_latency(self, seconds: float, duration: float) -> None:
         """For the next `duration` seconds, send every outgoing IKE message `seconds` late, in order
-        (a long path: lets the requests of both ends cross)."""
+        (a long path: lets the requests of both ends cross). Late datagrams leave with a plain sendto:
+        on wildcard sockets (`bind_host`) the kernel picks their source, not the engine."""
         def arm() -> None:
             if self.loop is not None:
                 self._latency = (seconds, self.loop.time() + duration)
@@ -208,38 +220,43 @@ class IkeLibPeer:
         return self._latency[0]
 
     def _install_loss_hooks(self, driver: AsyncioIkeDriver) -> None:
-        receive, send = driver._datagram, driver.endpoint.datagrams_to_send
+        # the engine's outbox: `datagrams_with_source` (MOBIKE: each datagram's source IP) when it has
+        # one, which `datagrams_to_send` goes through; wrapping only it sees every datagram once
+        outbox = "datagrams_with_source" if hasattr(driver.endpoint, "datagrams_with_source") else "datagrams_to_send"
+        receive, send = driver._datagram, getattr(driver.endpoint, outbox)
 
-        def datagram(data: bytes, addr: Address, natt: bool) -> None:
+        # (extra arguments and tuple fields, e.g. the local address of a wildcard socket, pass through)
+        def datagram(data: bytes, addr: Address, natt: bool, *rest: Any, **named: Any) -> None:
             if natt and data[:4] != bytes(4):
-                receive(data, addr, natt)  # ESP: never dropped
+                receive(data, addr, natt, *rest, **named)  # ESP: never dropped
             elif not self._should_drop("in", data):
-                receive(data, addr, natt)
+                receive(data, addr, natt, *rest, **named)
 
         def send_late(data: bytes, addr: Address) -> None:
             transport = driver._natt if data[:4] == bytes(4) else driver._ike
             if transport is not None:
                 transport.sendto(data, addr)
 
-        def to_send(now: float) -> list[tuple[bytes, Address]]:
+        def to_send(now: float) -> list[Any]:
             out = []
-            for data, addr in send(now):
+            for item in send(now):
+                data, addr = item[0], item[1]
                 if self._should_drop("out", data):
                     continue
                 held = self._latency_for()
                 if held is None:
-                    out.append((data, addr))
+                    out.append(item)
                 else:
                     driver.loop.call_later(held, send_late, data, addr)
             return out
 
         driver._datagram = datagram  # type: ignore[method-assign]
-        driver.endpoint.datagrams_to_send = to_send  # type: ignore[method-assign]
+        setattr(driver.endpoint, outbox, to_send)
 
     def _on_esp(self, child_id: int, next_header: int, inner: bytes) -> None:
         with self._cond:
             if len(self.esp) < MAX_RECEIVED_ESP:
-                self.esp.append(ReceivedEsp(child_id, next_header, bytes(inner)))
+                self.esp.append(ReceivedEsp(child_id, next_header, bytes(inner), time.time()))
             self._cond.notify_all()
 
     def close(self) -> None:
@@ -285,6 +302,17 @@ class IkeLibPeer:
                 raise RuntimeError("peer not started")
             self.driver.request(getattr(self.driver.endpoint, name), *args)
         self.call(go)
+
+    def local_addresses_changed(self, addresses: list[str]) -> float:
+        """Tell the engine the full list of usable local addresses now (MOBIKE, RFC 4555); returns
+        time.time() when the call returned on the loop thread (its datagrams already sent)."""
+        def go() -> float:
+            if self.driver is None:
+                raise RuntimeError("peer not started")
+            driver = self.driver
+            driver.request(driver.endpoint.local_addresses_changed, list(addresses), driver.loop.time())
+            return time.time()
+        return self.call(go)
 
     def send_esp(self, child_id: int, inner: bytes) -> None:
         def go() -> None:
