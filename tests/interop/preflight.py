@@ -78,6 +78,8 @@ TOOL_PACKAGES = {
     "nft": (("/usr/sbin/nft",), "nftables"),
     "conntrack": (("/usr/sbin/conntrack",), "conntrack"),
     "llvm-symbolizer": (("/usr/bin/llvm-symbolizer",), "llvm"),
+    # the HA tests' etcd members (tests/ha/etcd.py)
+    "etcd": (("/usr/bin/etcd",), "etcd-server"),
     # not programs: the headers ikev2lib._xsk (AF_XDP) is built from
     "libxdp headers": (("/usr/include/xdp/xsk.h",), "libxdp-dev"),
     "libbpf headers": (("/usr/include/bpf/libbpf.h",), "libbpf-dev"),
