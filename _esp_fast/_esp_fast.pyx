@@ -173,6 +173,7 @@ cdef extern from "esp_core.h" nogil:
     uint64_t esp_sa_next_seq(esp_sa_t *sa)
     uint64_t esp_sa_highest_seq(esp_sa_t *sa)
     int esp_sa_advance(esp_sa_t *sa, uint64_t next_seq)
+    int esp_sa_set_ceiling(esp_sa_t *sa, uint64_t last_allowed)
     int esp_replay_init(esp_replay_t *w, uint32_t window)
     void esp_replay_free(esp_replay_t *w)
     void esp_replay_reset(esp_replay_t *w, uint64_t last)
@@ -484,6 +485,19 @@ cdef class CoreSA:
             st = esp_sa_advance(self.sa, target)
         if st != ESP_OK:
             _raise_for_status(st, "sequence numbers only move forward")
+
+    def limit_sequence(self, last_allowed) -> None:
+        """Outbound: never send with a sequence number above `last_allowed` (None: no limit); beyond
+        it encapsulation fails as when the sequence space is exhausted."""
+        self._check_ready()
+        if last_allowed is not None and not 0 < last_allowed < 2**64:
+            _raise_for_status(ESP_ERR_INVALID, "sequence number out of range")
+        cdef uint64_t target = 0 if last_allowed is None else <uint64_t>last_allowed
+        cdef int st
+        with nogil:
+            st = esp_sa_set_ceiling(self.sa, target)
+        if st != ESP_OK:
+            _raise_for_status(st, "only an outbound SA has a sequence limit")
 
     # Polled by the IKE layer's lifetime checks: tried with the GIL held, waited for without it.
     def _lifetime_state(self) -> int:

@@ -29,6 +29,7 @@ struct esp_sa {
     esp_sa_config_t cfg;        /* cfg.key / cfg.salt are not kept: see salt below */
     uint8_t salt[ESP_SALT_LEN];
     uint64_t last_sent;         /* outbound: last sequence number used, 0 = none */
+    uint64_t ceiling;           /* outbound: the last sequence number it may use, 0 = the whole space */
     esp_replay_t replay;        /* inbound */
     esp_stats_t stats;
 };
@@ -397,6 +398,7 @@ static int encap_locked(esp_sa_t *sa, int next_header, const uint8_t *in, size_t
     if (total > out_cap) return ESP_ERR_BUFFER;
     if (lifetime_state_locked(sa) == ESP_LIFETIME_HARD) return ESP_ERR_HARD_EXPIRED;
     uint64_t max_seq = c->esn ? UINT64_MAX : UINT32_MAX;
+    if (sa->ceiling && sa->ceiling < max_seq) max_seq = sa->ceiling;
     if (sa->last_sent >= max_seq) return ESP_ERR_SEQ_OVERFLOW;
 
     /* Reserve the sequence number first: even if encryption fails below, this IV is never reused. */
@@ -830,6 +832,15 @@ uint64_t esp_sa_highest_seq(esp_sa_t *sa)
     uint64_t v = sa->replay.last;
     pthread_mutex_unlock(&sa->lock);
     return v;
+}
+
+int esp_sa_set_ceiling(esp_sa_t *sa, uint64_t last_allowed)
+{
+    if (!sa->cfg.outbound) return ESP_ERR_INVALID;
+    pthread_mutex_lock(&sa->lock);
+    sa->ceiling = last_allowed;
+    pthread_mutex_unlock(&sa->lock);
+    return ESP_OK;
 }
 
 int esp_sa_advance(esp_sa_t *sa, uint64_t next_seq)

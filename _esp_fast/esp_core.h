@@ -171,6 +171,10 @@ uint64_t esp_sa_highest_seq(esp_sa_t *sa);     /* inbound: highest authenticated
 /* Move the sequence state forward only (so an IV can never repeat): outbound, the next number sent is
  * next_seq; inbound, the window restarts empty just below next_seq. ESP_ERR_INVALID if it would go back. */
 int esp_sa_advance(esp_sa_t *sa, uint64_t next_seq);
+/* Outbound: never use a sequence number above last_allowed (encapsulation answers ESP_ERR_SEQ_OVERFLOW
+ * as when the space is exhausted); 0 lifts the limit. What another process may start at after a
+ * takeover stays unused here (ikev2lib.gateway.ha). ESP_ERR_INVALID on an inbound SA. */
+int esp_sa_set_ceiling(esp_sa_t *sa, uint64_t last_allowed);
 
 /* The replay window on its own (used inside the SA; exposed for tests and the fuzzer). */
 int esp_replay_init(esp_replay_t *w, uint32_t window);

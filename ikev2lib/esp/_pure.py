@@ -160,6 +160,7 @@ class EspSA(SAInfo):
         self._config = cfg
         self._lock = threading.Lock()  # one SA used from several threads is serialized
         self._last_sent = 0
+        self._ceiling = 0  # outbound: the last sequence number it may use, 0 = the whole space
         self._replay = ReplayWindow(cfg.replay_window if not cfg.outbound else 0)
         self._packets = 0
         self._bytes = 0
@@ -242,7 +243,10 @@ class EspSA(SAInfo):
             return Status.BUFFER_TOO_SMALL, b""
         if cfg.lifetime.state(self._packets, self._bytes) is LifetimeState.HARD:
             return Status.HARD_EXPIRED, b""
-        if self._last_sent >= (_U64 if cfg.esn else _U32):
+        top = _U64 if cfg.esn else _U32
+        if self._ceiling and self._ceiling < top:
+            top = self._ceiling
+        if self._last_sent >= top:
             return Status.SEQUENCE_OVERFLOW, b""
         self._last_sent += 1
         seq = self._last_sent
@@ -494,6 +498,16 @@ class EspSA(SAInfo):
                     self._replay.reset(next_seq - 1)
         if not ok:
             raise_for_status(Status.INVALID, "sequence numbers only move forward")
+
+    def limit_sequence(self, last_allowed: int | None) -> None:
+        """Outbound: never send with a sequence number above `last_allowed` (None: no limit); beyond
+        it encapsulation fails as when the sequence space is exhausted."""
+        if last_allowed is not None and not 0 < last_allowed < 2**64:
+            raise_for_status(Status.INVALID, "sequence number out of range")
+        if not self._config.outbound:
+            raise_for_status(Status.INVALID, "only an outbound SA has a sequence limit")
+        with self._lock:
+            self._ceiling = last_allowed or 0
 
 
 class SATable:

@@ -115,6 +115,26 @@ def test_sequence_only_moves_forward(backend: ModuleType) -> None:
         inb.advance_sequence(50)
 
 
+def test_a_sequence_limit_stops_sending_until_it_is_raised(backend: ModuleType) -> None:
+    """What an HA standby would start at is never used here (ikev2lib.gateway.ha)."""
+    out, inb = pair(backend)
+    out.limit_sequence(3)
+    for _ in range(3):
+        inb.decap(out.encap(ipv4()))
+    with pytest.raises(errors.SequenceOverflowError):
+        out.encap(ipv4())
+    assert out.next_sequence == 4  # the refused packet used no number
+    out.limit_sequence(10)
+    inb.decap(out.encap(ipv4()))
+    out.limit_sequence(None)
+    out.advance_sequence(2**32 - 1)
+    inb.decap(out.encap(ipv4()))  # no limit: the whole space again
+    with pytest.raises(errors.EspUsageError):
+        inb.limit_sequence(5)
+    with pytest.raises(errors.EspUsageError):
+        out.limit_sequence(0)
+
+
 def test_lifetimes(backend: ModuleType) -> None:
     out, inb = pair(backend, lifetime=Lifetime(soft_packets=2, hard_packets=3, soft_bytes=10**6))
     assert out.lifetime_state is LifetimeState.OK
