@@ -104,6 +104,9 @@ class IkeEndpoint:
         # asked for every IKE_SA_INIT of a client that follows redirects (RFC 5685); user code: an
         # exception in it is counted (`redirect_hook_errors`) and the client is served
         self.redirect_hook = redirect
+        # replication (ikev2lib.gateway.ha) asks which IKE SAs changed: only kept when it is on
+        self.track_changes = False
+        self._changed: set[int] = set()
         self._by_spi: dict[bytes, IkeSa] = {}  # our SPI -> IKE SA (old and new during a rekey)
         self._by_id: dict[int, IkeSa] = {}  # stable handle -> the IKE SA users see
         # responder SAs by (SPIi, address) of their IKE_SA_INIT: retransmits and replays find them
@@ -350,6 +353,12 @@ class IkeEndpoint:
         self.ctx.touch(sa)
         self._settle(now)
 
+    def take_changed(self) -> set[int]:
+        """The handles of the IKE SAs that received, sent or changed anything since the last call
+        (with `track_changes` on): what a replica must record again, or forget if they are gone."""
+        changed, self._changed = self._changed, set()
+        return changed
+
     # ---- key export (off unless asked for) ---------------------------------------------------------
 
     def key_records(self) -> tuple[list[IkeKeyRecord], list[EspKeyRecord]]:
@@ -404,6 +413,8 @@ class IkeEndpoint:
         while ctx.redirects:
             self._follow_redirect(*ctx.redirects.pop(0), now)
         touched, ctx.touched = ctx.touched, set()
+        if self.track_changes:
+            self._changed.update(sa.ike_sa_id for sa in touched)
         for sa in touched:
             if sa.state != IkeState.SA_INIT_RECEIVED:
                 self._half_open.discard(sa)

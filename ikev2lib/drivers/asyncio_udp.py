@@ -59,6 +59,10 @@ IP_PKTINFO = int(getattr(socket, "IP_PKTINFO", 8))  # <linux/in.h>; typeshed lac
 
 EspHandler = Callable[[int, int, bytes], None]  # (child_id, next_header, inner packet)
 EventHook = Callable[[IkeEndpoint, Event], None]  # called for every event before the datagrams go out
+# called once per transmit, before the datagrams leave: a future to wait for before they are sent
+# (HA: the replica has the state that produced them), or None when there is nothing new to wait for.
+# A future, not a coroutine: one that a later call supersedes is dropped unawaited.
+SendGate = Callable[[], "asyncio.Future[Any] | None"]
 
 
 class _Socket(asyncio.DatagramProtocol):
@@ -98,6 +102,10 @@ class AsyncioIkeDriver:
         self.esp_elsewhere = False
         self.event_hook: EventHook | None = None
         self.socket_errors = 0
+        self.send_gate: SendGate | None = None
+        self._gated: list[tuple[bytes, Address, str | None]] = []  # waiting for the gate, in order
+        self._gate_wait: asyncio.Future[Any] | None = None  # the newest future the gate gave
+        self._gate_task: asyncio.Task[None] | None = None
         self.esp_drops: dict[str, int] = {}  # refused inbound ESP by reason
         self.esp_received = 0
         self.esp_sent = 0
@@ -293,11 +301,16 @@ class AsyncioIkeDriver:
                 self.event_hook(self.endpoint, event)
             if not self.esp_elsewhere:
                 self._track(event)
-        for data, addr, source in self.endpoint.datagrams_with_source(now):
-            # IKE behind the non-ESP marker and NAT keepalives go from the NAT-T port (RFC 3948)
-            transport = self._natt if data[:4] == NON_ESP_MARKER or data == NATT_KEEPALIVE else self._ike
-            if transport is not None:
-                self._send(transport, data, addr, source)
+        datagrams = self.endpoint.datagrams_with_source(now)
+        wait = self.send_gate() if self.send_gate is not None else None
+        if wait is not None:
+            self._gate_wait = wait
+        if self._gate_wait is not None or self._gate_task is not None:
+            self._gated += datagrams  # behind whatever waits already: one SA's messages keep their order
+            if self._gate_task is None:
+                self._gate_task = self.loop.create_task(self._release())
+        else:
+            self._send_all(datagrams)
         deadline = self.endpoint.get_timer()
         if deadline != self._timer_at:
             if self._timer is not None:
@@ -327,7 +340,31 @@ class AsyncioIkeDriver:
         except (OSError, ValueError):  # a full buffer, an address the host no longer has: IKE retransmits
             self.socket_errors += 1
 
+    def _send_all(self, datagrams: list[tuple[bytes, Address, str | None]]) -> None:
+        for data, addr, source in datagrams:
+            # IKE behind the non-ESP marker and NAT keepalives go from the NAT-T port (RFC 3948)
+            transport = self._natt if data[:4] == NON_ESP_MARKER or data == NATT_KEEPALIVE else self._ike
+            if transport is not None:
+                self._send(transport, data, addr, source)
+
+    async def _release(self) -> None:
+        """Send the gated datagrams once the newest gate future is done; transmits meanwhile queue
+        behind them (the newest future covers what they recorded)."""
+        try:
+            while True:
+                wait, self._gate_wait = self._gate_wait, None
+                if wait is not None:
+                    await asyncio.shield(wait)
+                batch, self._gated = self._gated, []
+                self._send_all(batch)
+                if self._gate_wait is None and not self._gated:
+                    return
+        finally:
+            self._gate_task = None
+
     def close(self) -> None:
+        if self._gate_task is not None:
+            self._gate_task.cancel()
         for sender in self._senders.values():
             sender.close()
         self._senders.clear()

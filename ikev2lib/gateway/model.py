@@ -12,7 +12,8 @@ import base64
 import binascii
 import os
 import re
-from dataclasses import dataclass
+import ipaddress
+from dataclasses import dataclass, field
 
 from ..config import MAX_PER_CPU_SAS, IkeConfig
 from ..endpoint import MAX_SAS_PER_PEER
@@ -24,6 +25,7 @@ __all__ = [
     "Connection",
     "DataPathConfig",
     "GatewayConfig",
+    "HaConfig",
     "RedirectPolicy",
     "START_ACTIONS",
     "decode_secret",
@@ -161,6 +163,47 @@ class RedirectPolicy:
             raise LocalProtocolError("redirect above must be >= 0")
 
 
+HA_KEY_SIZE = 32  # AES-256: the key sealing every replicated record
+
+
+@dataclass(frozen=True, kw_only=True)
+class HaConfig:
+    """Active-passive high availability (`gateway/ha.py`): the gateways of one `cluster` share a
+    service address and replicate their SAs to etcd; the leader holds the address, the standby takes
+    it over when the leader's heartbeat is `dead_after` seconds old or its lease lapsed."""
+
+    etcd: tuple[str, ...]  # client endpoints, host:port
+    cluster: str  # keys under /ikev2lib/<cluster>/
+    node: str  # this gateway's name, unique in the cluster
+    key: bytes = field(repr=False)  # HA_KEY_SIZE octets, the same on every node
+    service_address: str  # "192.0.2.1/24": added to service_interface by the leader
+    service_interface: str
+    lease: int = 2  # seconds: the etcd lease of the leader key (etcd's own minimum is 1)
+    dead_after: float = 1.0  # seconds without a heartbeat after which the standby deposes the leader
+    heartbeat: float = 0.1  # seconds between the leader's heartbeats
+
+    def __post_init__(self) -> None:
+        if not self.etcd:
+            raise LocalProtocolError("ha: etcd needs at least one endpoint")
+        if len(self.key) != HA_KEY_SIZE:
+            raise LocalProtocolError(f"ha: the key must be {HA_KEY_SIZE} octets, not {len(self.key)}")
+        for name, value in (("cluster", self.cluster), ("node", self.node)):
+            if not value or not value.isprintable() or "/" in value:
+                raise LocalProtocolError(f"ha: {name} must be printable text without '/'")
+        try:
+            ipaddress.ip_interface(self.service_address)
+        except ValueError:
+            raise LocalProtocolError(f"ha: service_address {self.service_address!r} is not an address with a prefix")
+        if self.lease < 1:
+            raise LocalProtocolError("ha: lease must be at least 1 s")
+        if not 0 < self.heartbeat < self.dead_after:
+            raise LocalProtocolError("ha: heartbeat must be shorter than dead_after")
+
+    @property
+    def service_ip(self) -> str:
+        return str(ipaddress.ip_interface(self.service_address).ip)
+
+
 @dataclass(frozen=True, kw_only=True)
 class GatewayConfig:
     connections: tuple[Connection, ...]
@@ -169,6 +212,7 @@ class GatewayConfig:
     datapath: DataPathConfig | None = None  # None: no packet path (IKE only; ESP is counted, not forwarded)
     max_sas_per_peer: int = MAX_SAS_PER_PEER  # IKE SAs one remote address may hold (spokes behind one NAT share one)
     redirect: RedirectPolicy | None = None  # send new clients to another gateway (load, maintenance)
+    ha: HaConfig | None = None  # active-passive high availability on etcd
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.connections]

@@ -41,6 +41,7 @@ from ..events import (
     IkeSaEstablished,
     IkeSaRedirected,
     IkeSaRekeyed,
+    IkeSaRestored,
     PeerAddressChanged,
     PeerDead,
     ProtocolErrorEvent,
@@ -50,7 +51,9 @@ from ..ike_sa import IkeSa
 from ..state import IkeState
 from ..wire.redirect import Gateway as RedirectTarget
 from .counters import TunnelCounters
+from . import service_address
 from .datapath import DataPath
+from .ha import HighAvailability
 from .metrics import GatewayMetrics
 from .model import Connection, DataPathConfig, GatewayConfig
 
@@ -95,6 +98,7 @@ class Gateway:
         self._wall_clock = wall_clock
         self.config: GatewayConfig | None = None
         self.listeners: list[_Listener] = []
+        self.ha: HighAvailability | None = None
         self.started_at = 0.0
         self._samples: list[tuple[float, dict[str, TunnelCounters]]] = []  # (time, counters) for status rates
         self.metrics = GatewayMetrics(self)
@@ -116,6 +120,11 @@ class Gateway:
         addresses = self.listen_addresses(config)
         if datapath is not None and len(addresses) != 1:
             raise LocalProtocolError("the data path serves one listen address: give `listen` (or --listen) one")
+        if config.ha is not None:
+            if addresses != (config.ha.service_ip,):
+                raise LocalProtocolError(f"ha: listen on the service address {config.ha.service_ip} only")
+            # the standby binds the service address before it holds it
+            service_address.allow_nonlocal_bind(parse_address(config.ha.service_ip).version)
         for address in addresses:
             served = [c.config for c in config.connections if _serves(c, address)]
 
@@ -143,7 +152,20 @@ class Gateway:
                      driver.natt_port, len(served))
         self.config = config
         self.started_at = time.monotonic()
-        self._start_paced([c.name for c in config.connections if c.start_action == "start"])
+        if config.ha is not None:  # the leader initiates, once it leads
+            self.ha = HighAvailability(self, config.ha)
+            await self.ha.start()
+        else:
+            self.start_connections()
+
+    def start_connections(self) -> None:
+        """Initiate the `start` connections that have no IKE SA yet."""
+        if self.config is None:
+            return
+        running = {sa.config.name for lst in self.listeners for sa in lst.driver.endpoint.connections()
+                   if not sa.finished}
+        self._start_paced([c.name for c in self.config.connections if c.start_action == "start"
+                           and c.name not in running])
 
     def _start_paced(self, names: list[str]) -> None:
         """Initiate `names`, STARTS_PER_TICK every START_TICK seconds: a gateway with thousands of
@@ -159,13 +181,24 @@ class Gateway:
             self.listeners[0].driver.loop.call_later(START_TICK, self._start_paced, rest)
 
     async def shutdown(self, wait: float = SHUTDOWN_WAIT) -> None:
-        """Delete every IKE SA (the peers hear of it), wait up to `wait` seconds, close the sockets."""
+        """Delete every IKE SA (the peers hear of it), wait up to `wait` seconds, close the sockets.
+        With HA the SAs are handed over instead (the standby carries them on): nothing is deleted."""
+        if self.ha is not None:
+            await self.ha.stop()
+            self.ha = None
+            self._close_listeners()
+            log.info("stopped (handed over)")
+            return
         for listener in self.listeners:
             for sa in list(listener.driver.endpoint.connections()):
                 _end(listener, sa)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and any(lst.driver.endpoint.ike_sa_ids() for lst in self.listeners):
             await asyncio.sleep(0.05)
+        self._close_listeners()
+        log.info("stopped")
+
+    def _close_listeners(self) -> None:
         for listener in self.listeners:
             if listener.pump is not None:
                 listener.pump.cancel()
@@ -173,7 +206,6 @@ class Gateway:
             if listener.datapath is not None:
                 listener.datapath.stop()
         self.listeners = []
-        log.info("stopped")
 
     # ---- control -----------------------------------------------------------------------------------
 
@@ -289,7 +321,8 @@ class Gateway:
                 elif name in endpoint.configs:
                     endpoint.remove_connection(name)
         self.config = new
-        self._start_paced([name for name in added if after[name].start_action == "start"])
+        if self.ha is None or self.ha.role == "leader":  # a standby initiates nothing
+            self._start_paced([name for name in added if after[name].start_action == "start"])
         log.info("reloaded: %d added, %d changed, %d removed", len(added), len(changed), len(removed))
         return {"added": added, "changed": changed, "removed": removed}
 
@@ -368,7 +401,7 @@ class Gateway:
 
     def _log_event(self, listener: _Listener, event: Event) -> None:
         self.metrics.observe(event, listener.driver.loop.time(), listener.driver.endpoint)
-        if isinstance(event, IkeSaEstablished):
+        if isinstance(event, (IkeSaEstablished, IkeSaRestored)):
             listener.established[event.ike_sa_id or 0] = event.connection
         name = listener.established.get(event.ike_sa_id or 0, "?")
         # the structured fields of a JSON log line (--log-format json); never keys or SPIs' secrets
@@ -376,6 +409,9 @@ class Gateway:
         if isinstance(event, IkeSaEstablished):
             log.info("%s: IKE SA %d established with %s[%s] (%s)", event.connection, event.ike_sa_id,
                      event.remote_addr[0], event.remote_id, event.proposal, extra=extra)
+        elif isinstance(event, IkeSaRestored):
+            log.info("%s: IKE SA %d restored with %s[%s], %d Child SAs", event.connection, event.ike_sa_id,
+                     event.remote_addr[0], event.remote_id, event.children, extra=extra)
         elif isinstance(event, ChildSaCreated):
             log.info("%s: IKE SA %s: Child SA %s (%d) installed, SPIs %s_i %s_o, %s === %s", name, event.ike_sa_id,
                      event.name, event.child_id, event.spi_in.hex(), event.spi_out.hex(),
@@ -418,6 +454,8 @@ class Gateway:
             "ike_sas": ike_sas,
             "uptime_s": round(time.monotonic() - self.started_at, 1),
         }
+        if self.ha is not None:
+            status["ha"] = self.ha.status()
         datapaths = [lst.datapath for lst in self.listeners if lst.datapath is not None]
         if datapaths:
             dp = datapaths[0]

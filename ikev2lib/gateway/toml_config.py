@@ -4,6 +4,17 @@ that one policy (suites, lifetimes, rekeying, DPD, authentication) applies alike
     listen = ["192.0.2.1"]                # optional: addresses to bind (default: the local_addrs)
     max_sas_per_peer = 32                 # optional: IKE SAs one remote address may hold (anti-DoS)
 
+    [ha]                                  # optional: active-passive HA on etcd (gateway/ha.py)
+    etcd = ["192.0.2.250:2379"]           # etcd client endpoints
+    cluster = "hub"                       # the gateways that stand in for each other
+    node = "gw-a"                         # this one (unique)
+    key_file = "ha.key"                   # 32 octets (raw, or 0x hex / 0s base64 text); or key = "0x..."
+    service_address = "192.0.2.1/24"      # the leader holds it on service_interface
+    service_interface = "eth0"
+    lease = "2s"                          # the leader's etcd lease
+    dead_after = "1s"                     # the standby deposes a leader whose heartbeat is this old
+    heartbeat = "0.1s"
+
     [redirect]                            # optional, RFC 5685: send new clients to another gateway
     to = "192.0.2.2"                      # an IP address or a DNS name
     above = 0                             # once this gateway holds that many IKE SAs (0: every new one)
@@ -119,7 +130,9 @@ from .model import (
     ConfigError,
     Connection,
     DataPathConfig,
+    HA_KEY_SIZE,
     GatewayConfig,
+    HaConfig,
     RedirectPolicy,
     decode_secret,
     parse_duration,
@@ -151,7 +164,9 @@ _TOML_LINE = re.compile(r"at line (\d+)")
 _FIELD = re.compile(r"[a-z_]+")
 
 _REVOCATIONS = tuple(r.value for r in Revocation)
-_TOP_KEYS = frozenset({"listen", "templates", "connections", "datapath", "max_sas_per_peer", "redirect"})
+_TOP_KEYS = frozenset({"listen", "templates", "connections", "datapath", "max_sas_per_peer", "redirect", "ha"})
+_HA_KEYS = frozenset({"etcd", "cluster", "node", "key", "key_file", "service_address", "service_interface", "lease",
+                      "dead_after", "heartbeat"})
 _REDIRECT_KEYS = frozenset({"to", "above"})
 _DATAPATH_KEYS = frozenset({"tun", "addresses", "workers", "path_mtu", "mss_clamp", "offload", "xdp", "xdp_mode"})
 _RETRANSMIT_KEYS = frozenset({"timeout", "base", "tries"})
@@ -490,6 +505,8 @@ class _Loader:
             self._settings(scope, _own(table), template=True)
         datapath = self._datapath(top, document["datapath"]) if "datapath" in document else None
         limits: dict[str, Any] = {}
+        if "ha" in document:
+            limits["ha"] = self._ha(top, document["ha"])
         if "redirect" in document:
             limits["redirect"] = self._redirect(top, document["redirect"])
         if "max_sas_per_peer" in document:
@@ -499,6 +516,35 @@ class _Loader:
             return GatewayConfig(connections=built, listen=listen, source=self.file, datapath=datapath, **limits)
         except LocalProtocolError as exc:
             raise top.error(("connections",), str(exc)) from exc
+
+    def _ha(self, scope: _Scope, value: object) -> HaConfig:
+        at: _Key = ("ha",)
+        table = _table(scope, at, value, _HA_KEYS)
+        for required in ("etcd", "cluster", "node", "service_address", "service_interface"):
+            if required not in table:
+                raise scope.error(at, f"needs `{required}`")
+        if ("key" in table) == ("key_file" in table):
+            raise scope.error(at, "needs exactly one of `key` and `key_file`")
+        if "key" in table:
+            key = _secret(scope, at + ("key",), _str(scope, at + ("key",), table["key"]).encode())
+        else:
+            path = self._path(scope, at + ("key_file",), table["key_file"])
+            raw = path.read_bytes()[: MAX_SECRET_FILE + 1]
+            key = raw if len(raw) == HA_KEY_SIZE else _secret(scope, at + ("key_file",), raw.strip())
+        settings: dict[str, Any] = {
+            "etcd": _strings(scope, at + ("etcd",), table["etcd"]), "key": key,
+            **{name: _str(scope, at + (name,), table[name])
+               for name in ("cluster", "node", "service_address", "service_interface")},
+        }
+        if "lease" in table:
+            settings["lease"] = max(1, round(parse_duration(table["lease"], path=self.file, key="ha.lease")))
+        for name in ("dead_after", "heartbeat"):
+            if name in table:
+                settings[name] = parse_duration(table[name], path=self.file, key=f"ha.{name}")
+        try:
+            return HaConfig(**settings)
+        except LocalProtocolError as exc:
+            raise scope.error(at, str(exc)) from exc
 
     @staticmethod
     def _redirect(scope: _Scope, value: object) -> RedirectPolicy:

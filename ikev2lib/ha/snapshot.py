@@ -26,6 +26,7 @@ is checked before anything is decrypted: a newer one than this library knows is 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -121,9 +122,14 @@ def _proposal(selected: SelectedProposal) -> dict[str, Any]:
 
 
 def _selected(data: Mapping[str, Any]) -> SelectedProposal:
-    transforms = tuple(Transform(transform_type=t, transform_id=i, key_length=k) for t, i, k in data["transforms"])
-    return SelectedProposal(number=data["number"], protocol_id=data["protocol"], spi=_unb64(data["spi"]),
+    transforms = _transforms(tuple((int(t), int(i), k if k is None else int(k)) for t, i, k in data["transforms"]))
+    return SelectedProposal(number=int(data["number"]), protocol_id=int(data["protocol"]), spi=_unb64(data["spi"]),
                             transforms=transforms)
+
+
+@functools.lru_cache(maxsize=256)  # a cluster's SAs share a few transform sets
+def _transforms(ids: tuple[tuple[int, int, int | None], ...]) -> tuple[Transform, ...]:
+    return tuple(Transform(transform_type=t, transform_id=i, key_length=k) for t, i, k in ids)
 
 
 def _selector(ts: Any) -> list[Any]:
@@ -136,11 +142,17 @@ def _unselector(data: list[Any]) -> TrafficSelector:
                            start_address=_unb64(start), end_address=_unb64(end))
 
 
+_CHECKED_TYPES: set[type] = set()  # ESP SA classes seen to be HandOverSAs (a Protocol check is slow)
+
+
 def _handed_over(child: ChildSa) -> tuple[HandOverSA, HandOverSA]:
     inbound, outbound = child.esp_sas()
-    if not (isinstance(inbound, HandOverSA) and isinstance(outbound, HandOverSA)):
-        raise LocalProtocolError("the ESP factory's SAs cannot report or move their sequence numbers")
-    return inbound, outbound
+    for sa in (inbound, outbound):
+        if type(sa) not in _CHECKED_TYPES:
+            if not isinstance(sa, HandOverSA):
+                raise LocalProtocolError("the ESP factory's SAs cannot report or move their sequence numbers")
+            _CHECKED_TYPES.add(type(sa))
+    return inbound, outbound  # type: ignore[return-value]
 
 
 def _child(child: ChildSa, now: float) -> dict[str, Any]:

@@ -257,6 +257,40 @@ def test_datapath_table() -> None:
     assert load("max_sas_per_peer = 2500\n" + _with("")).max_sas_per_peer == 2500
 
 
+HA_TABLE = """[ha]
+etcd = ["192.0.2.250:2379", "192.0.2.251:2379"]
+cluster = "hub"
+node = "gw-a"
+service_address = "192.0.2.1/24"
+service_interface = "eth0"
+"""
+
+
+def test_ha_table(tmp_path: Path) -> None:
+    key = bytes(range(32))
+    config = load(HA_TABLE + f'key = "0x{key.hex()}"\nlease = "3s"\ndead_after = "0.3s"\n' + _with(""))
+    ha = config.ha
+    assert ha is not None and ha.key == key and ha.etcd == ("192.0.2.250:2379", "192.0.2.251:2379")
+    assert (ha.cluster, ha.node, ha.service_ip, ha.lease, ha.dead_after) == ("hub", "gw-a", "192.0.2.1", 3, 0.3)
+    assert "key=" not in repr(ha)  # the key never reaches a log line
+    (tmp_path / "raw.key").write_bytes(b"\n" * 32)  # raw octets, even line breaks, are taken as they are
+    (tmp_path / "text.key").write_text("0s" + __import__("base64").b64encode(key).decode() + "\n")
+    assert load(HA_TABLE + 'key_file = "raw.key"\n' + _with(""), tmp_path).ha.key == b"\n" * 32  # type: ignore[union-attr]
+    assert load(HA_TABLE + 'key_file = "text.key"\n' + _with(""), tmp_path).ha.key == key  # type: ignore[union-attr]
+    assert load(_with("")).ha is None
+
+
+@pytest.mark.parametrize(("extra", "key", "message"), [
+    ("", "ha", "exactly one of `key` and `key_file`"),
+    ('key = "0x00"\n', "ha", "the key must be 32 octets"),
+    (f'key = "0x{"00" * 32}"\nheartbeat = "2s"\n', "ha", "heartbeat must be shorter than dead_after"),
+    (f'key = "0x{"00" * 32}"\nwhen = 1\n', "ha.when", "allowed:"),
+])
+def test_ha_errors(extra: str, key: str, message: str) -> None:
+    err = error_of(HA_TABLE + extra + _with(""))
+    assert err.key == key and message in err.detail, err
+
+
 def test_redirect_table_and_follow_redirects() -> None:
     assert load(_with("")).redirect is None
     config = load('[redirect]\nto = "gw2.example.org"\nabove = 500\n' + _with("follow_redirects = false"))
@@ -420,7 +454,7 @@ def test_unused_templates_are_checked_too() -> None:
     ("text", "key", "message"),
     [
         ('listen = ["192.0.2.1"]\nhosts = 1\n', "hosts",
-         "unknown key; allowed: connections, datapath, listen, max_sas_per_peer, redirect, templates"),
+         "unknown key; allowed: connections, datapath, ha, listen, max_sas_per_peer, redirect, templates"),
         ("[redirect]\nabove = 3\n", "redirect", "needs `to`"),
         ('[redirect]\nto = "not a host!"\n', "redirect.to", "neither an IP address nor a DNS name"),
         ('[redirect]\nto = "192.0.2.9"\nabove = -1\n', "redirect.above", "must be in 0..10000"),
