@@ -70,12 +70,13 @@ had (not built, no XDP on the device, no permission), a warning says why and the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,6 +248,8 @@ class DataPath:
         self._slots: dict[str, int] = {}
         self._order = 0
         self._lock = threading.Lock()  # event hooks and status readers may come from different threads
+        self._batching = 0  # inside batch(): tables are published once, at its end
+        self._unpublished = False
         self.path_mtu = config.path_mtu
         self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.outer_ipv6 = self.family == socket.AF_INET6
@@ -560,9 +563,27 @@ class DataPath:
             for route in tunnel.routes:
                 self.tun.remove_route(route)
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Install many Child SAs at once (an HA takeover restores thousands): the forwarder gets one
+        table at the end instead of one per Child SA, which made a large takeover quadratic. Nothing
+        may be sent on them before the block ends."""
+        self._batching += 1
+        try:
+            yield
+        finally:
+            self._batching -= 1
+            if not self._batching and self._unpublished:
+                with self._lock:
+                    self._publish()
+
     def _publish(self) -> None:
         """Hand the forwarder a new table (called with the lock held): each Child SA's entries are built
         once (`_Tunnel.entries`), so a table of thousands costs a sort and the copy into C."""
+        if self._batching:
+            self._unpublished = True
+            return
+        self._unpublished = False
         keyed = [entry for t in self._tunnels.values() for entry in t.entries(self.config.mss_clamp)]
         keyed.sort(key=lambda e: e[0])
         self._forwarder.set_tunnels([e[1] for e in keyed], self._icmp_src4, self._icmp_src6)

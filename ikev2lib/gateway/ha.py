@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import time
@@ -241,7 +242,8 @@ class HighAvailability:
         self._record(set(endpoint.ike_sa_ids()))  # the new counters; _confirm lifts the limits
         endpoint.track_changes = True
         listener.driver.send_gate = self._gate
-        listener.driver.transmit()  # the events install the Child SAs; requests in flight wait for etcd
+        with listener.datapath.batch() if listener.datapath is not None else contextlib.nullcontext():
+            listener.driver.transmit()  # the events install the Child SAs; requests in flight wait for etcd
         self._spawn(self._confirm(GATE_TIMEOUT * 4), "ha-confirm")
         try:
             service_address.add_address(self.config.service_interface, self.config.service_address)
