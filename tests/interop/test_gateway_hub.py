@@ -164,7 +164,8 @@ def test_hub_of_fifty_connections(netns_pair: NamespacePair, tmp_path: Path, sou
         assert set(by_name) == {f"spoke{i}" for i in range(SPOKES)}, (sorted(by_name), elapsed)
         for i in range(SPOKES):
             sa = by_name[f"spoke{i}"]
-            assert sa["remote"] == f"{spoke_addr(i)}[500]" and sa["remote_id"] == f"spoke{i}.example.org"
+            # both sides do MOBIKE (the default): IKE left 500 for 4500 at IKE_AUTH (RFC 4555 3.3)
+            assert sa["remote"] == f"{spoke_addr(i)}[4500]" and sa["remote_id"] == f"spoke{i}.example.org"
             assert (sa["remote_certificate"] is not None) == bool(i % 2)
             (child,) = sa["children"]
             assert child["name"] == f"net{i}" and child["remote_ts"] == [spoke_net(i)]
