@@ -11,6 +11,7 @@ printed for the note; nothing here asserts on time.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import time
 
@@ -48,8 +49,6 @@ def _records() -> tuple[list[dict], object]:  # type: ignore[type-arg]
 
 
 def _b64(data: bytes) -> str:
-    import base64
-
     return base64.b64encode(data).decode()
 
 
