@@ -47,10 +47,6 @@ REDIRECT_LOOP_PERIOD = 300.0  # seconds (strongSwan's redirect loop detection pe
 REDIRECT_DELETE_DELAY = 30.0  # seconds a redirected client has to delete its IKE SA before we do
 
 
-def _gateway_of(address: str) -> Gateway:
-    return Gateway.parse(address)
-
-
 # ---- client ------------------------------------------------------------------------------------
 
 
@@ -60,7 +56,7 @@ def sa_init_notifies(sa: IkeSa) -> list[Payload]:
         return []
     sa.accepts_redirect = True
     if sa.redirection is not None:
-        data = encode(_gateway_of(sa.redirection.from_gateway))
+        data = encode(Gateway.parse(sa.redirection.from_gateway))
         return [Notify(NotifyType.REDIRECTED_FROM, data=data)]
     return [Notify(NotifyType.REDIRECT_SUPPORTED)]
 

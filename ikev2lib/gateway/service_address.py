@@ -45,35 +45,25 @@ def _off_loop(work: Callable[[], _T]) -> _T:
 
 def add_address(interface: str, address: str) -> bool:
     """Add `address` ("192.0.2.1/24") to `interface`; False if it was there already."""
-    return _off_loop(lambda: _add(interface, address))
+    return _off_loop(lambda: _change("add", interface, address, {17}))  # EEXIST
 
 
 def remove_address(interface: str, address: str) -> bool:
     """Remove `address` from `interface`; False if it was not there."""
-    return _off_loop(lambda: _remove(interface, address))
+    return _off_loop(lambda: _change("del", interface, address, {99, 19}))  # EADDRNOTAVAIL, ENODEV
 
 
-def _add(interface: str, address: str) -> bool:
+def _change(command: str, interface: str, address: str, no_op: set[int]) -> bool:
+    """One netlink address change; False when the kernel answers with one of the `no_op` errors."""
     iface = ipaddress.ip_interface(address)
     with IPRoute() as ipr:
         try:
-            ipr.addr("add", index=_ifindex(ipr, interface), address=str(iface.ip), prefixlen=iface.network.prefixlen)
+            ipr.addr(command, index=_ifindex(ipr, interface), address=str(iface.ip),
+                     prefixlen=iface.network.prefixlen)
         except NetlinkError as exc:
-            if exc.code == 17:  # EEXIST
+            if exc.code in no_op:
                 return False
-            raise OSError(f"cannot add {address} to {interface}: {exc}") from exc
-    return True
-
-
-def _remove(interface: str, address: str) -> bool:
-    iface = ipaddress.ip_interface(address)
-    with IPRoute() as ipr:
-        try:
-            ipr.addr("del", index=_ifindex(ipr, interface), address=str(iface.ip), prefixlen=iface.network.prefixlen)
-        except NetlinkError as exc:
-            if exc.code in (99, 19):  # EADDRNOTAVAIL, ENODEV
-                return False
-            raise OSError(f"cannot remove {address} from {interface}: {exc}") from exc
+            raise OSError(f"cannot {command} {address} on {interface}: {exc}") from exc
     return True
 
 
